@@ -1,0 +1,1 @@
+"""Root conftest: the helix-e2e plugin is loaded through its pytest11 entry point."""
