@@ -1,0 +1,156 @@
+"""The simulator's configuration and its one table of injectable faults."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from ..errors import ConfigError
+
+QEMU_BEHAVIOURS = ("feb5-reject", "v7-fallback", "v10-ignore")
+VIDEO_MODES = ("scanout", "shm")
+
+#: The QEMU VERSION marker each behaviour's build prints (`[HELIX] VERSION: ...`).
+QEMU_VERSIONS = {
+    "feb5-reject": "2026-02-05-reject-resource-id-zero",
+    "v7-fallback": "2026-02-08-v7-gpu-blit",
+    "v10-ignore": "2026-02-15-v10-ipa-granule-test",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """An injectable fault: its public name, the layer a triage must blame, and who implements it."""
+
+    name: str
+    layer: str
+    place: str  # sim module that implements it
+    description: str
+
+
+_FAULT_ROWS = [
+    ("vm_crash_boot", "vm", "host", "the VM goes to `stopped` during boot and a QEMULauncher-*.ips appears"),
+    ("vm_crash_stream", "vm", "host", "the VM goes to `stopped` mid-stream and a QEMULauncher-*.ips appears"),
+    ("utmctl_osstatus", "utm", "utmctl", "utmctl prints `Error from event: ... OSStatus -1743` and exits 0"),
+    ("utmctl_no_gui", "utm", "utmctl", "utmctl fails: does not work from SSH sessions or before logging in"),
+    ("ssh_refused", "ssh", "vm", "the guest's SSH port refuses connections"),
+    ("ssh_blackhole", "ssh", "vm", "the guest's SSH port accepts and never answers"),
+    ("host_key_changed", "ssh", "vm", "the guest presents a different host key"),
+    ("stack_fails", "stack", "guest", "`./stack start` exits non-zero with compose output"),
+    ("api_5xx", "api", "api", "/api/v1/status answers 502"),
+    ("no_container", "session", "api", "the session never gets dev_container_id"),
+    ("exec_forbidden", "desktop", "desktop", "exec answers 403 `command not allowed: vkcube`"),
+    ("vkcube_dies", "desktop", "desktop", "exec succeeds, then `pkill -0 -f vkcube` fails"),
+    ("ws_503", "stream", "api", "plain-text `HTTP/1.1 503 ... Sandbox not connected` instead of upgrading"),
+    ("stream_error", "stream", "desktop", "a 0x31 StreamError, then an abrupt TCP close"),
+    ("frames_stop", "stream", "desktop", "frames stop but pings continue and the socket stays open"),
+    ("superseded", "stream", "api", "close code 4000 \"superseded\""),
+    ("low_fps", "stream", "desktop", "20 fps"),
+    ("frozen", "stream", "desktop", "identical content for 3 s"),
+    ("black", "stream", "desktop", "black frames for 2 s"),
+    ("corrupt_h264", "encoder", "desktop", "damaged AUs"),
+    ("replay_burst", "client", "desktop", "a GOP replay burst at join (not a fault: must pass)"),
+    ("resource_ids_zero", "encoder", "desktop", "vsockenc `Buffer is not DMA-BUF backed` with every resource_id=0"),
+    ("qemu_ignores_zero", "frame_export", "qemu", "v10 behaviour: FRAME_REQUEST gets no reply"),
+    ("qemu_accepts_zero", "frame_export", "qemu", "v7 behaviour: FRAME_REQUEST with resource_id=0 is answered"),
+    ("stale_qemu", "host", "qemu", "the host log's VERSION differs from the expected one"),
+    ("sysroot_paths", "host", "host", "the QEMU binary has sysroot load commands"),
+    ("container_oom", "desktop", "desktop", "the desktop container restarts with OOMKilled"),
+    ("slow_after_running", "vm", "desktop", "each successive session is 30 % slower"),
+]
+
+FAULTS: dict[str, Fault] = {row[0]: Fault(*row) for row in _FAULT_ROWS}
+
+
+def parse_faults(spec: str | list[str] | tuple[str, ...] | frozenset[str] | None) -> frozenset[str]:
+    """`"a,b"` or a list of names → validated frozenset. Unknown names raise ConfigError."""
+    if not spec:
+        return frozenset()
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    names = frozenset(n.strip() for item in items for n in str(item).split(",") if n.strip())
+    unknown = sorted(names - FAULTS.keys())
+    if unknown:
+        raise ConfigError(
+            f"unknown sim fault(s): {', '.join(unknown)}",
+            hint=f"known faults: {', '.join(FAULTS)}",
+        )
+    return names
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Everything that shapes one simulator instance. Ports of 0 are picked free at start."""
+
+    root: Path
+    fps: float = 40.0
+    width: int = 1280
+    height: int = 720
+    video_mode: str = "scanout"
+    qemu_behaviour: str = "feb5-reject"
+    gop: int = 120
+    bitrate_kbps: int = 4000
+    faults: frozenset[str] = frozenset()
+    vm_id: str = "17DC4F96-F1A9-4B51-962B-03D85998E0E7"
+    vm_name: str = "Linux"
+    boot_delay_s: float = 1.0
+    sandbox_delay_s: float = 1.0
+    session_delay_s: float = 1.5
+    qemu_idle_timeout_s: float = 60.0
+    video_grace_s: float = 5.0
+    api_key: str = field(default_factory=lambda: "hl-" + secrets.token_hex(16))
+    project_id: str = "prj_01jsimsimsimsimsimsimsimsi"
+    agent_id: str = "app_01jsimsimsimsimsimsimsimsi"
+    ssh_port: int = 0
+    api_port: int = 0
+    frame_export_port: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+        object.__setattr__(self, "faults", parse_faults(self.faults))
+        if self.qemu_behaviour not in QEMU_BEHAVIOURS:
+            raise ConfigError(
+                f"unknown sim QEMU behaviour {self.qemu_behaviour!r}", hint=f"use one of {', '.join(QEMU_BEHAVIOURS)}"
+            )
+        if self.video_mode not in VIDEO_MODES:
+            raise ConfigError(f"unknown sim video mode {self.video_mode!r}", hint=f"use one of {', '.join(VIDEO_MODES)}")
+        if not (1 <= self.fps <= 240):
+            raise ConfigError(f"sim fps must be within 1..240, got {self.fps}")
+        if self.width % 16 or self.height % 16 or not (64 <= self.width <= 4096) or not (64 <= self.height <= 2304):
+            raise ConfigError(f"sim resolution must be multiples of 16 within 64..4096x2304, got {self.width}x{self.height}")
+        if self.gop < 1:
+            raise ConfigError(f"sim gop must be >= 1, got {self.gop}")
+
+    @property
+    def effective_qemu_behaviour(self) -> str:
+        """Faults override the configured behaviour (qemu_ignores_zero = v10, qemu_accepts_zero = v7)."""
+        if "qemu_ignores_zero" in self.faults:
+            return "v10-ignore"
+        if "qemu_accepts_zero" in self.faults:
+            return "v7-fallback"
+        return self.qemu_behaviour
+
+    @property
+    def effective_fps(self) -> float:
+        return 20.0 if "low_fps" in self.faults else self.fps
+
+    @property
+    def qemu_version(self) -> str:
+        """The VERSION marker the simulated QEMU binary carries."""
+        return QEMU_VERSIONS[self.effective_qemu_behaviour]
+
+    @property
+    def logged_qemu_version(self) -> str:
+        """The VERSION marker the running QEMU logs (differs from the binary's under `stale_qemu`)."""
+        if "stale_qemu" in self.faults:
+            return "2026-02-04-stale-build"
+        return self.qemu_version
+
+    def has(self, fault: str) -> bool:
+        if fault not in FAULTS:
+            raise ConfigError(f"unknown sim fault {fault!r}")
+        return fault in self.faults
+
+    def with_(self, **changes) -> "SimConfig":
+        return replace(self, **changes)
