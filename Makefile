@@ -1,0 +1,45 @@
+# helix-e2e. `make e2e` runs the streaming suite (simulator by default) and writes reports/latest;
+# `make test` runs every test. Both set up what they need (.venv, packages, OpenSSH's sshd).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TARGET ?=
+PYTEST_ARGS ?=
+
+.PHONY: e2e test setup sshd bench soak-clean clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip >/dev/null
+	@$(PY) -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+setup: $(STAMP) sshd
+
+# The simulator's guest runs a real OpenSSH sshd. Install it when missing and we can (Debian, root).
+sshd:
+	@if command -v sshd >/dev/null 2>&1 || test -x /usr/sbin/sshd; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing openssh-server (the simulator's guest runs a real sshd)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server) >/dev/null; \
+	else echo "error: OpenSSH's sshd is required by the simulator: install openssh-server (Debian/Ubuntu) or use macOS's /usr/sbin/sshd" >&2; exit 1; fi
+
+e2e: setup
+	$(PY) -m pytest -m streaming tests/streaming $(if $(TARGET),--target $(TARGET)) \
+	  --html=reports/latest/report.html --self-contained-html --junitxml=reports/latest/junit.xml $(PYTEST_ARGS)
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m bench
+
+# No false alarms: 20 consecutive clean simulator runs with short streams must all pass.
+soak-clean: setup
+	@for i in $$(seq 1 20); do echo "== clean run $$i/20"; \
+	  $(PY) -m pytest -q -p no:cacheprovider -m streaming tests/streaming --stream-duration 4 $(PYTEST_ARGS) || exit 1; done
+
+clean:
+	rm -rf reports/latest reports/2* .pytest_cache

@@ -1,0 +1,160 @@
+"""Containers in the guest, through docker-py.
+
+docker-py reaches the guest's engine over *our* SSH connection, the way its own ``ssh://``
+transport does: a channel running ``docker system dial-stdio``. The desktop container lives
+inside the sandbox's Docker, so it is read through the sandbox (`docker compose exec -T
+<sandbox> docker logs|inspect …`), as Helix's docs do it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import docker
+from docker.transport.sshconn import SSHHTTPAdapter
+
+from ..config import GuestConfig
+from ..errors import HarnessError
+from .base import CommandRunner
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "1.41"
+
+
+class DockerDriverError(HarnessError):
+    default_phase = "desktop"
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    name: str
+    status: str
+    running: bool
+    restarting: bool
+    oom_killed: bool
+    exit_code: int
+    restart_count: int
+    started_at: str
+
+    @classmethod
+    def from_inspect(cls, data: dict) -> "ContainerState":
+        state = data.get("State") or {}
+        return cls(
+            name=str(data.get("Name", "")).lstrip("/"),
+            status=str(state.get("Status", "")),
+            running=bool(state.get("Running")),
+            restarting=bool(state.get("Restarting")),
+            oom_killed=bool(state.get("OOMKilled")),
+            exit_code=int(state.get("ExitCode") or 0),
+            restart_count=int(data.get("RestartCount") or 0),
+            started_at=str(state.get("StartedAt", "")),
+        )
+
+    def problems(self, baseline: "ContainerState | None" = None) -> list[str]:
+        """What is wrong with this container now (relative to a baseline taken earlier)."""
+        out = []
+        if not self.running:
+            out.append(f"{self.name} is not running (status {self.status}, exit code {self.exit_code})")
+        if self.oom_killed:
+            out.append(f"{self.name} was OOM-killed")
+        if self.restarting:
+            out.append(f"{self.name} is restarting")
+        if baseline is not None and self.restart_count > baseline.restart_count:
+            out.append(f"{self.name} restarted {self.restart_count - baseline.restart_count} time(s) during the test")
+        if baseline is not None and baseline.started_at and self.started_at and self.started_at != baseline.started_at:
+            if not any("restarted" in p for p in out):
+                out.append(f"{self.name} was restarted (started at {self.started_at}, was {baseline.started_at})")
+        return out
+
+
+def _docker_client_over(ssh_client) -> docker.DockerClient:
+    """A DockerClient whose connections are `docker system dial-stdio` channels on ``ssh_client``."""
+    api = docker.APIClient(base_url="ssh://guest", version=API_VERSION, use_ssh_client=True, timeout=30)
+    adapter = api.adapters.get("http+docker://ssh")
+    if not isinstance(adapter, SSHHTTPAdapter):
+        raise DockerDriverError("docker-py has no SSH adapter mounted; unsupported docker-py version?")
+    adapter.ssh_client = ssh_client  # docker-py's paramiko path, fed with our connection
+    client = docker.DockerClient.__new__(docker.DockerClient)
+    client.api = api
+    return client
+
+
+class DockerDriver:
+    def __init__(self, ssh_client, runner: CommandRunner, guest: GuestConfig) -> None:
+        self.guest = guest
+        self.runner = runner
+        self.client = _docker_client_over(ssh_client)
+
+    def close(self) -> None:
+        try:
+            self.client.api.close()
+        except Exception:  # noqa: BLE001 - closing twice is fine
+            pass
+
+    # -- the guest's own engine (sandbox container) ----------------------------------
+    def ping(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except docker.errors.DockerException as exc:
+            raise DockerDriverError(f"the guest's Docker engine does not answer over SSH: {exc}", phase="stack") from None
+
+    def find_service_container(self, service: str) -> str:
+        try:
+            found = self.client.containers.list(all=True, filters={"label": f"com.docker.compose.service={service}"})
+        except docker.errors.DockerException as exc:
+            raise DockerDriverError(f"listing containers failed: {exc}", phase="stack") from None
+        if not found:
+            raise DockerDriverError(f"no container for compose service {service!r}", phase="stack",
+                                    hint="is COMPOSE_PROFILES=code-macos set for ./stack start?")
+        return found[0].name
+
+    def state(self, name: str) -> ContainerState:
+        try:
+            data = self.client.api.inspect_container(name)
+        except docker.errors.NotFound:
+            raise DockerDriverError(f"container {name} does not exist") from None
+        except docker.errors.DockerException as exc:
+            raise DockerDriverError(f"inspecting {name} failed: {exc}") from None
+        return ContainerState.from_inspect(data)
+
+    def logs(self, name: str, since: float | None = None) -> str:
+        try:
+            since_dt = datetime.fromtimestamp(since, tz=timezone.utc) if since else None
+            data = self.client.api.logs(name, stdout=True, stderr=True, since=since_dt, timestamps=False)
+        except docker.errors.DockerException as exc:
+            raise DockerDriverError(f"reading logs of {name} failed: {exc}") from None
+        return data.decode("utf-8", "replace")
+
+    # -- the desktop container, inside the sandbox -----------------------------------
+    def _in_sandbox(self, docker_args: str, *, timeout: float, check: bool = True):
+        cd = self.guest.helix_dir if self.guest.helix_dir.startswith("~") else shlex.quote(self.guest.helix_dir)
+        cmd = (
+            f"cd {cd} && docker compose -f {shlex.quote(self.guest.compose_file)} exec -T "
+            f"{shlex.quote(self.guest.sandbox_service)} docker {docker_args}"
+        )
+        return self.runner.run(cmd, timeout=timeout, phase="desktop", check=check)
+
+    def desktop_state(self, container: str, *, timeout: float = 30) -> ContainerState:
+        res = self._in_sandbox(f"inspect {shlex.quote(container)}", timeout=timeout, check=False)
+        if not res.ok:
+            raise DockerDriverError(
+                f"desktop container {container} not found in the sandbox: {res.stderr.strip()[:300]}",
+                hint="the session's container may have exited; see the sandbox logs",
+            )
+        try:
+            data = json.loads(res.stdout)
+            return ContainerState.from_inspect(data[0] if isinstance(data, list) else data)
+        except (ValueError, IndexError, KeyError, TypeError) as exc:
+            raise DockerDriverError(f"cannot read `docker inspect {container}` output: {exc}") from None
+
+    def desktop_logs(self, container: str, since: float | None = None, *, timeout: float = 60) -> str:
+        since_arg = f"--since {int(since)} " if since else ""
+        res = self._in_sandbox(f"logs {since_arg}{shlex.quote(container)}", timeout=timeout, check=False)
+        if not res.ok:
+            raise DockerDriverError(f"reading logs of {container} failed: {res.stderr.strip()[:300]}")
+        return res.stdout + res.stderr

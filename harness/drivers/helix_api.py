@@ -1,0 +1,173 @@
+"""The Helix REST API, with the real paths and field names (helix-stream.md §2, §6; macos-frame-export.md §8)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from ..errors import HarnessError
+from ..redact import redact, register
+
+log = logging.getLogger(__name__)
+
+#: vkcube as Helix's own `spectask benchmark` launches it (benchmark_cmd.go startVkcube).
+VKCUBE_COMMAND = ["vkcube", "--wsi", "wayland", "--present_mode", "1"]
+VKCUBE_ENV = {"WAYLAND_DISPLAY": "wayland-0", "XDG_RUNTIME_DIR": "/run/user/1000"}
+
+
+class HelixApiError(HarnessError):
+    default_phase = "api"
+
+    def __init__(self, message: str, *, status: int | None = None, body: str = "", **kw) -> None:
+        super().__init__(message, **kw)
+        self.status = status
+        self.body = body
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    success: bool
+    output: str
+    error: str
+    exit_code: int
+    pid: int
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "ExecResult":
+        return cls(
+            success=bool(data.get("success")),
+            output=str(data.get("output") or ""),
+            error=str(data.get("error") or ""),
+            exit_code=int(data.get("exit_code") or 0),
+            pid=int(data.get("pid") or 0),
+        )
+
+
+class HelixApi:
+    def __init__(self, base_url: str, token: str, *, timeout: float = 15.0) -> None:
+        register(token)
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self._session = requests.Session()
+        self._session.headers["Authorization"] = f"Bearer {token}"
+        self._token = token
+
+    def close(self) -> None:
+        self._session.close()
+
+    @property
+    def ws_base(self) -> str:
+        return self.base_url.replace("https://", "wss://").replace("http://", "ws://")
+
+    def stream_url(self, session_id: str) -> str:
+        return f"{self.ws_base}/api/v1/external-agents/{quote(session_id, safe='')}/ws/stream"
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._token}"}
+
+    def _request(self, method: str, path: str, *, phase: str, timeout: float | None = None, **kw) -> requests.Response:
+        url = self.base_url + path
+        try:
+            return self._session.request(method, url, timeout=timeout or self.timeout, **kw)
+        except requests.RequestException as exc:
+            raise HelixApiError(f"{method} {path} failed: {redact(str(exc))}", phase=phase) from None
+
+    def _json(self, method: str, path: str, *, phase: str, ok=(200,), **kw) -> Any:
+        resp = self._request(method, path, phase=phase, **kw)
+        if resp.status_code not in ok:
+            body = redact(resp.text[:500])
+            raise HelixApiError(
+                f"{method} {path} answered {resp.status_code}: {body.strip()}", status=resp.status_code, body=body, phase=phase
+            )
+        try:
+            return resp.json()
+        except ValueError:
+            raise HelixApiError(
+                f"{method} {path} answered {resp.status_code} with non-JSON: {redact(resp.text[:200])!r}", phase=phase
+            ) from None
+
+    # -- readiness -------------------------------------------------------------------
+    def status_code(self) -> int:
+        """GET /api/v1/status; any status below 500 means the API process is up (401 included)."""
+        return self._request("GET", "/api/v1/status", phase="stack", timeout=5).status_code
+
+    def sandboxes(self) -> list[dict[str, Any]]:
+        data = self._json("GET", "/api/v1/sandboxes", phase="stack", timeout=5)
+        if not isinstance(data, list):
+            raise HelixApiError(f"/api/v1/sandboxes returned {type(data).__name__}, not a list", phase="stack")
+        return data
+
+    @staticmethod
+    def ready_sandbox(sandboxes: list[dict[str, Any]]) -> dict[str, Any] | None:
+        for sb in sandboxes:
+            if isinstance(sb, dict) and sb.get("status") == "online" and sb.get("desktop_versions"):
+                return sb
+        return None
+
+    # -- sessions --------------------------------------------------------------------
+    def session(self, session_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/api/v1/sessions/{session_id}?skipInteractions=1", phase="session")
+
+    def container_of(self, session: dict[str, Any]) -> tuple[str, str]:
+        """(container id, container name) from a types.Session (metadata lives under ``config``)."""
+        cfg = session.get("config") or {}
+        cid = cfg.get("dev_container_id") or cfg.get("container_id") or ""
+        return cid, cfg.get("container_name") or ""
+
+    def stop_session(self, session_id: str) -> None:
+        self._json("DELETE", f"/api/v1/sessions/{session_id}/stop-external-agent", phase="teardown", timeout=30)
+
+    def screenshot(self, session_id: str) -> tuple[bytes, str]:
+        resp = self._request("GET", f"/api/v1/external-agents/{session_id}/screenshot", phase="session", timeout=15)
+        if resp.status_code != 200:
+            raise HelixApiError(f"screenshot answered {resp.status_code}", status=resp.status_code, phase="session")
+        return resp.content, resp.headers.get("Content-Type", "")
+
+    def exec(
+        self,
+        session_id: str,
+        command: list[str],
+        *,
+        background: bool = False,
+        env: dict[str, str] | None = None,
+        timeout: int = 30,
+        phase: str = "desktop",
+    ) -> ExecResult:
+        body: dict[str, Any] = {"command": command, "background": background, "timeout": timeout}
+        if env:
+            body["env"] = env
+        resp = self._request(
+            "POST", f"/api/v1/external-agents/{session_id}/exec", phase=phase, json=body, timeout=timeout + 10
+        )
+        if resp.status_code != 200:
+            text = redact(resp.text.strip()[:300])
+            raise HelixApiError(
+                f"exec {command[0]} answered {resp.status_code}: {text}",
+                status=resp.status_code,
+                body=text,
+                phase=phase,
+                hint="the desktop's exec allowlist refused it" if resp.status_code == 403 else None,
+            )
+        try:
+            return ExecResult.from_json(resp.json())
+        except (ValueError, TypeError) as exc:
+            raise HelixApiError(f"exec answered malformed JSON: {exc}", phase=phase) from None
+
+    # -- vkcube ----------------------------------------------------------------------
+    def start_vkcube(self, session_id: str) -> ExecResult:
+        result = self.exec(session_id, VKCUBE_COMMAND, background=True, env=VKCUBE_ENV)
+        if not result.success:
+            raise HelixApiError(f"starting vkcube failed: {result.error or result.output}", phase="desktop")
+        return result
+
+    def vkcube_running(self, session_id: str) -> bool:
+        """`pkill -0 -f vkcube`: exit 0 when a vkcube process exists."""
+        return self.exec(session_id, ["pkill", "-0", "-f", "vkcube"]).exit_code == 0
+
+    def stop_vkcube(self, session_id: str) -> None:
+        self.exec(session_id, ["pkill", "-f", "vkcube"], phase="teardown")  # exit code ignored, as Helix does

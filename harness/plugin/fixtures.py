@@ -1,0 +1,175 @@
+"""Options and fixtures of the helix-e2e pytest plugin.
+
+Fixture chain (session scope): ``target`` (the validated config; provisions a simulator when
+the target asks for one) → ``strategy`` (the state machine) → ``booted_vm`` / ``helix_stack``
+/ ``helix_session`` / ``stream_run`` (each brings the strategy *at least* to a state).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ..config import TARGET_ENV, TargetConfig, load_target
+from ..errors import HarnessError
+from ..progress import Timeline
+from ..redact import install_logging_filter
+from ..sim.config import parse_faults
+from ..strategy import Status, Strategy
+from .simtarget import launch_sim
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TARGET = "fixtures/targets/sim.toml"
+STRATEGY_KEY = pytest.StashKey["Strategy"]()
+TIMELINE_KEY = pytest.StashKey[Timeline]()
+RUN_DIR_KEY = pytest.StashKey[Path]()
+SIM_KEY = pytest.StashKey[object]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("helix-e2e", "helix-e2e streaming harness")
+    g.addoption("--target", dest="e2e_target", default=None,
+                help=f"target config TOML (default: ${TARGET_ENV}, the ini helix_e2e_target, or {DEFAULT_TARGET})")
+    g.addoption("--initial-state", dest="e2e_initial_state", default=None,
+                choices=[s.name for s in Status if s is not Status.unknown],
+                help="assume the target is already in this state (reuse a running VM/stack/session)")
+    g.addoption("--session", dest="e2e_session", default=None, help="existing ses_… id for --initial-state session_ready")
+    g.addoption("--keep-vm", dest="e2e_keep_vm", action="store_true", default=False,
+                help="leave the VM (and stack) running after the run")
+    g.addoption("--stream-duration", dest="e2e_stream_duration", type=float, default=None,
+                help="seconds of stream to capture (overrides [stream] duration)")
+    g.addoption("--timeout-scale", dest="e2e_timeout_scale", type=float, default=None,
+                help="multiply every phase timeout (slow hosts)")
+    g.addoption("--report-dir", dest="e2e_report_dir", default="reports",
+                help="where reports/latest and dated copies go (default: reports)")
+    g.addoption("--keep-artifacts", dest="e2e_keep_artifacts", default="on-failure",
+                choices=["always", "on-failure", "never"], help="keep per-test artifacts of passing tests too")
+    g.addoption("--sim-fault", dest="e2e_sim_faults", action="append", default=[],
+                help="inject a simulator fault (repeatable; also HELIX_E2E_SIM_FAULT=a,b)")
+    g.addoption("--sim-fps", dest="e2e_sim_fps", type=float, default=None, help="simulator frame rate")
+    g.addoption("--sim-qemu", dest="e2e_sim_qemu", default=None,
+                choices=["feb5-reject", "v7-fallback", "v10-ignore"], help="simulated QEMU behaviour")
+    g.addoption("--sim-video-mode", dest="e2e_sim_video_mode", default=None, choices=["scanout", "shm"],
+                help="simulated video mode")
+    parser.addini("helix_e2e_target", "default target config file", default=None)
+
+
+def target_path(config: pytest.Config) -> str:
+    return (
+        config.getoption("e2e_target")
+        or os.environ.get(TARGET_ENV)
+        or config.getini("helix_e2e_target")
+        or str(Path(config.rootpath) / DEFAULT_TARGET)
+    )
+
+
+def run_dir(config: pytest.Config) -> Path:
+    """reports/latest for this run, emptied once (lazily: only runs that use a target make one)."""
+    if RUN_DIR_KEY not in config.stash:
+        base = Path(config.getoption("e2e_report_dir"))
+        if not base.is_absolute():
+            base = Path(config.rootpath) / base
+        latest = base / "latest"
+        if latest.exists():
+            for child in latest.iterdir():
+                if child.name in ("report.html", "junit.xml"):  # written by pytest-html/junitxml this run
+                    continue
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        latest.mkdir(parents=True, exist_ok=True)
+        config.stash[RUN_DIR_KEY] = latest
+    return config.stash[RUN_DIR_KEY]
+
+
+def timeline(config: pytest.Config) -> Timeline:
+    if TIMELINE_KEY not in config.stash:
+        config.stash[TIMELINE_KEY] = Timeline()
+    return config.stash[TIMELINE_KEY]
+
+
+def _sim_faults(config: pytest.Config) -> list[str]:
+    names = list(config.getoption("e2e_sim_faults") or [])
+    env = os.environ.get("HELIX_E2E_SIM_FAULT", "")
+    if env:
+        names.append(env)
+    return sorted(parse_faults(names))
+
+
+@pytest.fixture(scope="session")
+def target(request: pytest.FixtureRequest) -> TargetConfig:
+    """The validated target config. A target with a [sim] table gets a fresh simulator."""
+    config = request.config
+    install_logging_filter()
+    path = target_path(config)
+    cfg = load_target(path)
+    overrides = {}
+    if config.getoption("e2e_stream_duration"):
+        overrides["stream.duration"] = config.getoption("e2e_stream_duration")
+    if config.getoption("e2e_timeout_scale"):
+        overrides["timeouts.scale"] = config.getoption("e2e_timeout_scale")
+    faults = _sim_faults(config)
+    if cfg.is_sim:
+        settings = {k: v for k, v in cfg.sim.items()}
+        for key, opt in (("fps", "e2e_sim_fps"), ("qemu", "e2e_sim_qemu"), ("video_mode", "e2e_sim_video_mode")):
+            if config.getoption(opt) is not None:
+                settings[key] = config.getoption(opt)
+        faults = sorted(set(faults) | set(parse_faults(settings.pop("faults", []))))
+        tl = timeline(config)
+        with tl.phase("sim", "the embedded simulator to start"):
+            sim = launch_sim(settings, faults, timeout=60)
+        config.stash[SIM_KEY] = sim
+        request.addfinalizer(sim.stop)
+        overrides.update(sim.overrides())
+    elif faults:
+        raise HarnessError("--sim-fault needs a simulator target", phase="config",
+                           hint="faults are injected by the simulator; drop --sim-fault for a real Mac")
+    return cfg.with_overrides(overrides) if overrides else cfg
+
+
+@pytest.fixture(scope="session")
+def strategy(request: pytest.FixtureRequest, target: TargetConfig):
+    """The session's state machine. Teardown always runs (stop vkcube, session, tunnels, VM)."""
+    config = request.config
+    strat = Strategy(
+        target=target,
+        timeline=timeline(config),
+        artifacts_dir=run_dir(config),
+        keep_vm=config.getoption("e2e_keep_vm"),
+    )
+    config.stash[STRATEGY_KEY] = strat
+    initial = config.getoption("e2e_initial_state")
+    if initial:
+        strat.force(initial, session_id=config.getoption("e2e_session") or "")
+    yield strat
+    errors = strat.teardown()
+    for err in errors:
+        log.warning("teardown: %s", err)
+
+
+@pytest.fixture(scope="session")
+def booted_vm(strategy: Strategy) -> Strategy:
+    strategy.ensure(Status.vm_up)
+    return strategy
+
+
+@pytest.fixture(scope="session")
+def helix_stack(strategy: Strategy) -> Strategy:
+    strategy.ensure(Status.stack_up)
+    return strategy
+
+
+@pytest.fixture(scope="session")
+def helix_session(strategy: Strategy) -> Strategy:
+    strategy.ensure(Status.session_ready)
+    return strategy
+
+
+@pytest.fixture(scope="session")
+def stream_run(strategy: Strategy):
+    """The measured stream (vkcube running, native capture + CLI cross-check)."""
+    strategy.ensure(Status.streaming)
+    return strategy.stream

@@ -1,0 +1,174 @@
+"""Hooks of the helix-e2e pytest plugin: markers, skips on a broken target, progress, reports."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ..redact import redact
+from ..report.metrics import build_metrics, write_json
+from .fixtures import RUN_DIR_KEY, STRATEGY_KEY, timeline
+
+MARKERS = {
+    "streaming": "the end-to-end streaming suite (needs a target: the simulator by default)",
+    "faults": "fault-injection tests against the simulator",
+    "soak": "long soak runs (not in the default test run)",
+}
+_OUTCOMES = pytest.StashKey[dict]()
+_PROGRESS = pytest.StashKey[object]()
+
+
+def _wants_reports(config: pytest.Config) -> bool:
+    markexpr = config.getoption("markexpr", "") or ""
+    return "streaming" in markexpr or bool(config.getoption("e2e_target"))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    for name, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
+    config.stash[_OUTCOMES] = {}
+    # `pytest -m streaming` writes an HTML report and JUnit by default (pytest-html reads this later).
+    if _wants_reports(config) and not getattr(config.option, "collectonly", False):
+        base = Path(config.getoption("e2e_report_dir"))
+        if not base.is_absolute():
+            base = Path(config.rootpath) / base
+        latest = base / "latest"
+        latest.mkdir(parents=True, exist_ok=True)
+        if hasattr(config.option, "htmlpath") and not config.option.htmlpath:
+            config.option.htmlpath = str(latest / "report.html")
+            config.option.self_contained_html = True
+        if not config.option.xmlpath:
+            config.option.xmlpath = str(latest / "junit.xml")
+    if config.pluginmanager.has_plugin("terminalreporter"):
+        printer = _ProgressPrinter(config)
+        config.stash[_PROGRESS] = printer
+        timeline(config).subscribe(printer)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    printer = config.stash.get(_PROGRESS, None)
+    if printer is not None:
+        printer.close()
+    latest = config.stash.get(RUN_DIR_KEY, None)
+    if latest is not None and latest.exists():
+        dated = latest.parent / time.strftime("%Y%m%d-%H%M%S")
+        try:
+            shutil.copytree(latest, dated, dirs_exist_ok=True)
+        except OSError:
+            pass
+
+
+def _uses_strategy(item: pytest.Item) -> bool:
+    return "strategy" in getattr(item, "fixturenames", ())
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    strat = item.config.stash.get(STRATEGY_KEY, None)
+    if strat is not None and strat.broken is not None and _uses_strategy(item):
+        phase, exc = strat.broken
+        pytest.skip(f"target broken in the {phase} phase: {redact(str(exc))}")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        item.config.stash[_OUTCOMES][item.nodeid] = report.outcome
+    # Never let a secret reach the terminal, JUnit or HTML through a failure message.
+    if report.longrepr is not None and not isinstance(report.longrepr, tuple):
+        text = str(report.longrepr)
+        clean = redact(text)
+        if clean != text:
+            report.longrepr = clean
+    for i, (key, value) in enumerate(list(getattr(report, "user_properties", []))):
+        report.user_properties[i] = (key, redact(str(value)))
+    return report
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    strat = config.stash.get(STRATEGY_KEY, None)
+    latest = config.stash.get(RUN_DIR_KEY, None)
+    if strat is None or latest is None:
+        return
+    write_json(latest / "metrics.json", build_metrics(strat, outcomes=config.stash[_OUTCOMES]))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
+    strat = config.stash.get(STRATEGY_KEY, None)
+    if strat is None:
+        return
+    tr = terminalreporter
+    tr.section("helix-e2e phases")
+    for line in strat.timeline.table().splitlines():
+        tr.write_line(line)
+    if strat.broken is not None:
+        tr.write_line(redact(f"target broken in the {strat.broken[0]} phase: {strat.broken[1]}"), red=True)
+    for err in strat.teardown_errors:
+        tr.write_line(redact(f"teardown: {err}"), yellow=True)
+    latest = config.stash.get(RUN_DIR_KEY, None)
+    if latest is not None:
+        tr.write_line(f"reports: {latest}")
+
+
+class _ProgressPrinter:
+    """One line per phase, plus a live 'still waiting' update so a long boot never looks like a hang."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.tty = sys.stdout.isatty()
+        self.interval = 1.0 if self.tty else 10.0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._active: list = []
+        self._thread: threading.Thread | None = None
+
+    @property
+    def tr(self):
+        return self.config.pluginmanager.get_plugin("terminalreporter")
+
+    def _write(self, text: str, **markup) -> None:
+        tr = self.tr
+        if tr is None:
+            return
+        with self._lock:
+            tr.ensure_newline()
+            tr.write_line(redact(text), **markup)
+
+    def __call__(self, event: str, record) -> None:
+        if event == "start":
+            self._active.append(record)
+            self._write(f"⏳ {record.name}: waiting for {record.what}")
+            self._ensure_thread()
+        elif event == "end":
+            if record in self._active:
+                self._active.remove(record)
+            mark = {"ok": "✅", "failed": "❌", "skipped": "⏭️"}.get(record.outcome, "•")
+            extra = f": {record.error}" if record.error else ""
+            self._write(f"{mark} {record.name} {record.outcome} in {record.duration_s:.1f}s{extra}",
+                        red=record.outcome == "failed")
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._tick, name="e2e-progress", daemon=True)
+            self._thread.start()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.interval):
+            for record in list(self._active):
+                if record.duration_s < 3:
+                    continue
+                detail = f" ({record.detail})" if record.detail else ""
+                self._write(f"   … {record.name}: {record.duration_s:.0f}s waiting for {record.what}{detail}")
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)

@@ -1,0 +1,162 @@
+"""Provision a simulator as the target: `python -m harness.sim up --json` as an owned child.
+
+This is only *provisioning* (like booting a lab device): the suite then drives the simulator
+through the same target config and drivers as a real Mac. Nothing else is sim-specific.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..errors import ConfigError, HarnessError
+from ..redact import register
+
+INFO_KEYS = (
+    "api_url", "api_key", "ssh_host", "ssh_port", "ssh_user", "ssh_key", "utmctl", "vm_id",
+    "frame_export_port", "helix_debug_log", "crash_dir", "target_file",
+)
+
+_OPTION_OF = {"fps": "--fps", "resolution": "--resolution", "video_mode": "--video-mode", "qemu": "--qemu",
+              "gop": "--gop"}
+
+
+class SimLaunchError(HarnessError):
+    default_phase = "sim"
+
+
+@dataclass
+class SimProcess:
+    proc: subprocess.Popen
+    info: dict[str, Any]
+    root: Path
+    _tmp: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
+    stderr_path: Path | None = None
+
+    def overrides(self) -> dict[str, Any]:
+        """Dotted target-config overrides that point a target at this simulator."""
+        i = self.info
+        return {
+            "vm.id": i["vm_id"],
+            "vm.utmctl": i["utmctl"],
+            "ssh.host": i["ssh_host"],
+            "ssh.port": i["ssh_port"],
+            "ssh.user": i["ssh_user"],
+            "ssh.key": i["ssh_key"],
+            "ssh.known_hosts": _known_hosts_of(i),
+            "frame_export.host": "127.0.0.1",
+            "frame_export.port": i["frame_export_port"],
+            "host.helix_debug_log": i["helix_debug_log"],
+            "host.crash_dir": i["crash_dir"],
+            "guest.api_port": int(i["api_url"].rsplit(":", 1)[1].split("/")[0]),
+        }
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+def _known_hosts_of(info: Mapping[str, Any]) -> str:
+    import tomllib
+
+    try:
+        data = tomllib.loads(Path(info["target_file"]).read_text())
+        return str(data["ssh"]["known_hosts"])
+    except (OSError, KeyError, ValueError) as exc:
+        raise SimLaunchError(f"the simulator's target file is unusable: {exc}") from None
+
+
+def _drain(stream) -> None:
+    """Keep reading the simulator's stdout so it can never block on a full pipe."""
+    try:
+        while os.read(stream.fileno(), 65536):
+            pass
+    except (OSError, ValueError):
+        pass
+
+
+def sim_argv(settings: Mapping[str, Any], faults: list[str]) -> list[str]:
+    argv = [sys.executable, "-m", "harness.sim", "up", "--json"]
+    for key, value in settings.items():
+        if key == "faults":
+            continue
+        opt = _OPTION_OF.get(key)
+        if opt is None:
+            raise ConfigError(f"[sim] has unknown key {key!r}", hint=f"known: {', '.join(_OPTION_OF)}, faults")
+        argv += [opt, str(value)]
+    for fault in faults:
+        argv += ["--fault", fault]
+    return argv
+
+
+def launch_sim(settings: Mapping[str, Any], faults: list[str], *, timeout: float = 60.0,
+               root: Path | None = None) -> SimProcess:
+    tmp = None
+    if root is None:
+        tmp = tempfile.TemporaryDirectory(prefix="helix-e2e-sim-")
+        root = Path(tmp.name)
+    argv = sim_argv(settings, faults) + ["--root", str(root / "sim")]
+    stderr_path = root / "sim.stderr.log"
+    stderr_fh = open(stderr_path, "wb")
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    try:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr_fh, stdin=subprocess.DEVNULL, env=env)
+    finally:
+        stderr_fh.close()
+    line = b""
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    end = time.monotonic() + timeout
+    try:
+        while not line.endswith(b"\n"):
+            remaining = end - time.monotonic()
+            if remaining <= 0 or proc.poll() is not None:
+                break
+            if sel.select(timeout=min(0.5, remaining)):
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                if not chunk:
+                    break
+                line += chunk
+    finally:
+        sel.close()
+    if not line.endswith(b"\n"):
+        proc.kill()
+        proc.wait(timeout=5)
+        err = stderr_path.read_text(errors="replace")[-1500:] if stderr_path.exists() else ""
+        if tmp is not None:
+            tmp.cleanup()
+        raise SimLaunchError(
+            f"the simulator did not start within {timeout:.0f}s (exit {proc.returncode}): {err.strip()}",
+            hint="run `python -m harness.sim up --json` by hand to see why; is OpenSSH's sshd installed?",
+        )
+    try:
+        info = json.loads(line.decode("utf-8"))
+        missing = [k for k in INFO_KEYS if k not in info]
+        if missing:
+            raise ValueError(f"missing keys {missing}")
+    except ValueError as exc:
+        proc.kill()
+        proc.wait(timeout=5)
+        raise SimLaunchError(f"the simulator printed an unusable JSON line: {exc}") from None
+    register(info.get("api_key"))
+    threading.Thread(target=_drain, args=(proc.stdout,), name="sim-stdout", daemon=True).start()
+    return SimProcess(proc=proc, info=info, root=root, _tmp=tmp, stderr_path=stderr_path)

@@ -1,0 +1,70 @@
+"""Secret redaction. Every secret the harness learns is registered here, and every
+output path (logs, reports, JUnit, metrics, artifacts) passes text through :func:`redact`."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+
+MASK = "***"
+_lock = threading.Lock()
+_secrets: set[str] = set()
+_pattern: re.Pattern[str] | None = None
+
+#: Shapes that are secrets whether or not we registered them: Helix user keys, bearer headers.
+_SHAPES = re.compile(r"\bhl-[A-Za-z0-9_-]{8,}|(?i:(?<=bearer )[A-Za-z0-9._~+/=-]{8,})|(?i:(?<=HELIX_API_KEY=)\S+)")
+
+
+def register(secret: str | None) -> None:
+    """Remember a secret value (ignores empty and very short values)."""
+    global _pattern
+    if not secret or len(secret) < 6:
+        return
+    with _lock:
+        if secret in _secrets:
+            return
+        _secrets.add(secret)
+        ordered = sorted(_secrets, key=len, reverse=True)
+        _pattern = re.compile("|".join(re.escape(s) for s in ordered))
+
+
+def redact(text: str) -> str:
+    if not text:
+        return text
+    pattern = _pattern
+    if pattern is not None:
+        text = pattern.sub(MASK, text)
+    return _SHAPES.sub(MASK, text)
+
+
+def redact_bytes(data: bytes) -> bytes:
+    return redact(data.decode("utf-8", "replace")).encode("utf-8")
+
+
+def known_secrets() -> list[str]:
+    with _lock:
+        return sorted(_secrets)
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that redacts the formatted message of every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken format string must not hide the record
+            message = str(record.msg)
+        clean = redact(message)
+        if clean != message or record.args:
+            record.msg, record.args = clean, None
+        return True
+
+
+def install_logging_filter(logger: logging.Logger | None = None) -> None:
+    target = logger or logging.getLogger()
+    if not any(isinstance(f, RedactingFilter) for f in target.filters):
+        target.addFilter(RedactingFilter())
+    for handler in target.handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())

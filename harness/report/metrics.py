@@ -1,0 +1,112 @@
+"""`metrics.json`: one data model of a run, rendered from the strategy's results."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..redact import redact
+
+
+def build_metrics(strategy, *, outcomes: dict[str, str] | None = None) -> dict[str, Any]:
+    t = strategy.target
+    m: dict[str, Any] = {
+        "schema": "helix-e2e/metrics/1",
+        "harness_version": __version__,
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "target": {"name": t.name, "source": t.source, "sim": dict(t.sim) if t.sim else None},
+        "fps_band": [t.stream.fps_min, t.stream.fps_max],
+        "phases": strategy.timeline.durations(),
+        "phase_timeline": [r.as_dict() for r in strategy.timeline.records],
+        "facts": {k: v for k, v in strategy.facts.items() if k != "stack_output_tail"},
+        "status": strategy.status.name,
+        "broken": {"phase": strategy.broken[0], "error": str(strategy.broken[1])} if strategy.broken else None,
+        "tests": outcomes or {},
+        "teardown_errors": strategy.teardown_errors,
+    }
+    run = strategy.stream
+    if run is not None and run.capture is not None:
+        cap = run.capture
+        timing = cap.timing or {}
+        content = cap.content or {}
+        m.update(
+            {
+                "session_id": run.session_id,
+                "fps": timing.get("fps"),
+                "fps_windows": timing.get("fps_windows"),
+                "fps_min_window": timing.get("fps_min_window"),
+                "fps_pts": timing.get("fps_pts"),
+                "frames": timing.get("frames"),
+                "replay_frames": timing.get("replay_frames"),
+                "keyframes": timing.get("keyframes"),
+                "duration_s": timing.get("duration_s"),
+                "jitter_ms": timing.get("jitter_ms"),
+                "bursts": timing.get("bursts"),
+                "stalls": timing.get("stalls"),
+                "resolution": [content.get("width"), content.get("height")] if content.get("width") else None,
+                "width": content.get("width"),
+                "height": content.get("height"),
+                "freezes": content.get("freezes"),
+                "black_frames": content.get("black_frames"),
+                "motion": content.get("motion"),
+                "decode_errors": content.get("decode_errors"),
+                "first_frame_is_idr_with_sps_pps": content.get("first_frame_is_idr_with_sps_pps"),
+                "stream_errors": cap.stream_errors,
+                "capture": {
+                    "end": cap.end,
+                    "error": cap.error,
+                    "close_code": cap.close_code,
+                    "close_reason": cap.close_reason,
+                    "connect_s": cap.connect_s,
+                    "first_frame_s": cap.first_frame_s,
+                    "trailing_gap_s": cap.trailing_gap_s,
+                    "messages": cap.messages,
+                    "bytes": cap.bytes,
+                    "message_order": cap.message_order,
+                    "recording": cap.recording,
+                    "h264": cap.h264,
+                },
+                "vkcube": {
+                    "running_before": run.vkcube_running_before,
+                    "running_after": run.vkcube_running_after,
+                    "error": run.vkcube_error,
+                },
+            }
+        )
+        ids: dict[str, Any] = {}
+        for where, scan in (("desktop", run.desktop_scan), ("host", run.host_scan)):
+            if scan is not None:
+                ids[where] = scan.resource_ids.as_dict()
+        m["resource_ids"] = ids
+        if run.cli is not None:
+            s = run.cli.stats
+            m["cli"] = {
+                "exit_status": run.cli.exit_status,
+                "video_frames": s.video_frames,
+                "keyframes": s.keyframes,
+                "average_fps": s.average_fps,
+                "instant_fps": s.instant_fps,
+                "resolution": list(s.resolution) if s.resolution else None,
+                "end_reason": s.end_reason,
+            }
+        elif run.cli_error:
+            m["cli"] = {"error": run.cli_error}
+    if strategy.probe is not None:
+        m["probe"] = strategy.probe.as_dict()
+        m["probe_verdict"] = strategy.probe.verdict
+    return m
+
+
+def write_json(path: str | os.PathLike[str], data: dict[str, Any]) -> Path:
+    """Write redacted JSON (secrets never reach a report)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    text = redact(json.dumps(data, indent=2, sort_keys=False, default=str))
+    tmp = p.with_suffix(p.suffix + ".tmp")
+    tmp.write_text(text + "\n")
+    tmp.replace(p)
+    return p

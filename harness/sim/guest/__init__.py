@@ -1,0 +1,1 @@
+"""Files of the simulated VM guest: templates rendered by harness.sim.vm, and the go/docker shims."""

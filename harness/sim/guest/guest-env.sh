@@ -1,0 +1,11 @@
+# Environment of the simulated guest (rendered by harness/sim/vm.py; do not edit).
+# Sourced by the sshd ForceCommand wrapper and by ~/.profile (login shells).
+export HOME=@@Q:HOME@@
+export PATH=@@Q:BIN@@:/usr/bin:/bin
+export SHELL=/bin/bash
+export LANG=C.UTF-8
+# The guest's Docker engine (the simulator's Engine API socket).
+export DOCKER_HOST=@@Q:DOCKER_HOST@@
+# What the go/docker shims and the built helix CLI run on.
+export HELIX_SIM_PYTHON=@@Q:PYTHON@@
+export PYTHONPATH=@@Q:PYTHONPATH@@

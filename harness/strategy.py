@@ -1,0 +1,499 @@
+"""The boot-to-stream state machine (labgrid-style strategy).
+
+``off → vm_up → ssh_ready → stack_up → session_ready → streaming``
+
+- ``transition(s)`` is idempotent: already there → nothing to do. Going up reaches the state
+  below first, then does exactly one layer's work through the drivers; going down undoes one
+  layer at a time (teardown reuses it). ``status`` is set only after the work succeeded.
+- ``ensure(s)`` goes up to ``s`` but never down (fixtures use it).
+- ``force(s)`` records a state without side effects (the developer loop: reuse what is up).
+- The first failure breaks the strategy for good: later calls raise ``StrategyBroken`` naming the
+  original phase and cause, and the plugin skips tests that need the strategy.
+The strategy does no I/O itself: every effect goes through a driver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import TargetConfig
+from .drivers.capture import CaptureResult, capture_stream
+from .drivers.docker import ContainerState, DockerDriver
+from .drivers.frame_export import ProbeResult, probe_resource_id_zero
+from .drivers.helix_api import HelixApi
+from .drivers.helix_cli import CliStream, HelixCliDriver
+from .drivers.host import HostArtifacts, HostSnapshot
+from .drivers.ssh import SshDriver
+from .drivers.stack import StackDriver
+from .drivers.utm import UtmDriver
+from .deadline import Deadline, poll_until
+from .errors import CheckFailed, HarnessError, PhaseTimeout
+from .logscan import ScanResult, scan_text
+from .progress import Timeline
+from .protocols import stream as sp
+from .usercreds import Usercreds, parse_usercreds
+
+log = logging.getLogger(__name__)
+
+
+class Status(enum.Enum):
+    unknown = 0
+    off = 1
+    vm_up = 2
+    ssh_ready = 3
+    stack_up = 4
+    session_ready = 5
+    streaming = 6
+
+    @classmethod
+    def coerce(cls, value: "Status | str") -> "Status":
+        if isinstance(value, Status):
+            return value
+        try:
+            return cls[str(value)]
+        except KeyError:
+            raise StrategyError(
+                f"unknown state {value!r}", hint=f"one of: {', '.join(s.name for s in cls if s is not cls.unknown)}"
+            ) from None
+
+
+#: The phase name that reaching each state is reported under.
+PHASE_OF = {
+    Status.off: "power_off",
+    Status.vm_up: "boot",
+    Status.ssh_ready: "ssh",
+    Status.stack_up: "stack",
+    Status.session_ready: "session",
+    Status.streaming: "stream",
+}
+
+
+class StrategyError(HarnessError):
+    default_phase = "strategy"
+
+
+class StrategyBroken(StrategyError):
+    """An earlier transition failed; nothing more is attempted on this target."""
+
+
+@dataclass
+class StreamRun:
+    """Everything the `streaming` transition measured."""
+
+    session_id: str
+    capture: CaptureResult
+    cli: CliStream | None = None
+    cli_error: str = ""
+    cli_h264: str = ""
+    desktop_logs: str = ""
+    desktop_scan: ScanResult | None = None
+    host_log: str = ""
+    host_scan: ScanResult | None = None
+    vkcube_running_before: bool = False
+    vkcube_running_after: bool = False
+    vkcube_error: str = ""
+
+
+@dataclass
+class Strategy:
+    target: TargetConfig
+    timeline: Timeline = field(default_factory=Timeline)
+    artifacts_dir: Path = field(default_factory=lambda: Path("reports/latest/artifacts"))
+    keep_vm: bool = False
+    status: Status = Status.unknown
+    broken: tuple[str, BaseException] | None = None
+    forced: Status | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    # drivers and what we learned
+    utm: UtmDriver | None = None
+    host: HostArtifacts | None = None
+    ssh: SshDriver | None = None
+    stack: StackDriver | None = None
+    cli: HelixCliDriver | None = None
+    docker: DockerDriver | None = None
+    api: HelixApi | None = None
+    creds: Usercreds | None = None
+    host_snapshot: HostSnapshot | None = None
+    session_id: str = ""
+    desktop_container: str = ""
+    sandbox_container: str = ""
+    desktop_baseline: ContainerState | None = None
+    sandbox_baseline: ContainerState | None = None
+    session_started: float = 0.0
+    stream: StreamRun | None = None
+    probe: ProbeResult | None = None
+    probe_log: str = ""
+    teardown_errors: list[str] = field(default_factory=list)
+    own_session: bool = False
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    def __post_init__(self) -> None:
+        t = self.target
+        self.host = HostArtifacts(t.host)
+        self.utm = UtmDriver(t.vm, command_timeout=t.timeouts["command"]) if t.vm.id else None
+        self.ssh = SshDriver(t.ssh)
+        self.stack = StackDriver(self.ssh, t.guest)
+        self.cli = HelixCliDriver(self.ssh, t.guest)
+
+    # -- public API ------------------------------------------------------------------
+    def transition(self, status: Status | str) -> None:
+        wanted = Status.coerce(status)
+        with self._lock:
+            self._check_broken()
+            if wanted is Status.unknown:
+                raise StrategyError("cannot transition to `unknown`")
+            if wanted is self.status:
+                log.debug("already in state %s: nothing to do", wanted.name)
+                return
+            if self.status is Status.unknown and wanted is not Status.off:
+                self.transition(Status.off)
+            if wanted.value > self.status.value:
+                below = Status(wanted.value - 1)
+                if self.status is not below:
+                    self.transition(below)
+                self._step(wanted, up=True)
+            else:
+                above = Status(wanted.value + 1)
+                if self.status is not above:
+                    self.transition(above)
+                self._step(wanted, up=False)
+
+    def ensure(self, status: Status | str) -> None:
+        """Reach at least ``status``; never go down."""
+        wanted = Status.coerce(status)
+        with self._lock:
+            self._check_broken()
+            if self.status.value >= wanted.value and self.status is not Status.unknown:
+                return
+            self.transition(wanted)
+
+    def force(self, status: Status | str, *, session_id: str = "") -> None:
+        """Record a state with no side effects, then connect the drivers that state implies."""
+        wanted = Status.coerce(status)
+        with self._lock:
+            self.forced = wanted
+            if session_id:
+                self.session_id = session_id
+            if wanted.value >= Status.session_ready.value and not self.session_id:
+                raise StrategyError("forcing session_ready/streaming needs a session id", hint="pass --session ses_…")
+            self._attach(wanted)
+            self.status = wanted
+
+    def teardown(self) -> list[str]:
+        """Always safe: stop vkcube, stop the session, close tunnels, stop the VM unless kept."""
+        floor = Status.off
+        if self.keep_vm:
+            floor = Status.vm_up
+        if self.forced is not None:
+            floor = Status(max(floor.value, self.forced.value))
+        with self._lock:
+            self.broken = None  # teardown must run even on a broken target
+            while self.status.value > floor.value and self.status is not Status.unknown:
+                below = Status(self.status.value - 1)
+                try:
+                    self._step(below, up=False)
+                except Exception as exc:  # noqa: BLE001 - record and keep going down
+                    self.teardown_errors.append(f"{PHASE_OF.get(below, below.name)}: {exc}")
+                    self.status = below
+            self._close_connections()
+        return self.teardown_errors
+
+    # -- internals -------------------------------------------------------------------
+    def _check_broken(self) -> None:
+        if self.broken is not None:
+            phase, exc = self.broken
+            raise StrategyBroken(f"the {phase} phase failed earlier: {exc}", phase=phase) from exc
+
+    def _timeout(self, phase: str) -> float:
+        return self.target.timeouts[phase]
+
+    def _step(self, status: Status, *, up: bool) -> None:
+        phase = PHASE_OF[status] if up else f"{PHASE_OF[Status(status.value + 1)]}_down"
+        what = _WHAT[status] if up else f"undo {PHASE_OF[Status(status.value + 1)]}"
+        method = getattr(self, f"_{'up' if up else 'down'}_{status.name}")
+        with self.timeline.phase(phase, what) as handle:
+            try:
+                method(handle)
+            except Exception as exc:
+                if up:
+                    self.broken = (PHASE_OF[status], exc)
+                    if isinstance(exc, HarnessError) and exc.phase is None:
+                        exc.phase = PHASE_OF[status]
+                raise
+        self.status = status
+
+    # up ----------------------------------------------------------------------------
+    def _require_utm(self) -> UtmDriver:
+        if self.utm is None:
+            raise StrategyError("no VM id configured", phase="boot", hint="set [vm] id in the target config")
+        return self.utm
+
+    def _up_off(self, h) -> None:
+        utm = self._require_utm()
+        status = utm.status()
+        self.facts.setdefault("vm_status_at_start", status)
+        if status != "stopped":
+            h.update(f"VM is {status}: stopping it for a fresh boot")
+            utm.stop("force")
+            utm.wait_status("stopped", timeout=self._timeout("boot"), phase="power_off", on_wait=h.update)
+
+    def _up_vm_up(self, h) -> None:
+        utm = self._require_utm()
+        self.host_snapshot = self.host.snapshot()
+        try:
+            self.facts["utm_version"] = utm.version()
+        except HarnessError as exc:
+            log.info("utmctl version unavailable: %s", exc)
+        h.update("utmctl start")
+        utm.start()
+        seen_running = False
+        deadline = Deadline(self._timeout("boot"))
+        pause = 0.2
+        while True:
+            status = utm.status()
+            if status == "started":
+                break
+            if status in ("starting", "resuming"):
+                seen_running = True
+            elif status == "stopped" and (seen_running or deadline.elapsed > 5):
+                crashes = self.host.new_crash_reports(self.host_snapshot)
+                evidence = f"; crash report: {crashes[0].summary()}" if crashes else ""
+                raise HarnessError(
+                    f"the VM went to `stopped` during boot{evidence}",
+                    phase="boot",
+                    hint="QEMU crashed at start: read the .ips report and QEMU's log "
+                    "(sysroot dylib paths or a stale QEMU build are the usual causes)",
+                )
+            if deadline.expired:
+                raise PhaseTimeout(f"VM status still `{status}` after {deadline.timeout:.0f}s", phase="boot")
+            h.update(f"utmctl status: {status}")
+            time.sleep(min(pause, deadline.remaining))
+            pause = min(pause * 1.5, 2.0)
+        crashes = self.host.new_crash_reports(self.host_snapshot)
+        if crashes:
+            raise HarnessError(f"new crash report during boot: {crashes[0].summary()}", phase="boot")
+
+    def _up_ssh_ready(self, h) -> None:
+        self.ssh.connect(self._timeout("ssh"), on_wait=lambda d: h.update(f"waiting for sshd ({d})"))
+        if not self.ssh.ping():
+            raise HarnessError("SSH connected but `echo ready` failed", phase="ssh")
+
+    def _up_stack_up(self, h) -> None:
+        h.update("./stack start")
+        self.facts["stack_output_tail"] = self.stack.start(timeout=self._timeout("stack"))[-2000:]
+        self._attach(Status.stack_up, h)
+        h.update("GET /api/v1/status")
+        poll_until(lambda: self.api.status_code() < 500, timeout=self._timeout("stack"), what="the Helix API (GET "
+                   "/api/v1/status < 500)", phase="stack", on_wait=lambda e: h.update(f"API not up yet ({e:.0f}s)"))
+        h.update("GET /api/v1/sandboxes")
+        sandbox = poll_until(lambda: self.api.ready_sandbox(self.api.sandboxes()), timeout=self._timeout("stack"),
+                             what="a sandbox reporting desktop_versions", phase="stack",
+                             on_wait=lambda e: h.update(f"no online sandbox yet ({e:.0f}s)"),
+                             hint="COMPOSE_PROFILES=code-macos must be set so the sandbox-macos service runs")
+        self.facts["sandbox"] = {k: sandbox.get(k) for k in ("id", "status", "desktop_versions", "gpu_vendor",
+                                                              "helix_version")}
+        self.sandbox_container = self.docker.find_service_container(self.target.guest.sandbox_service)
+        self.sandbox_baseline = self.docker.state(self.sandbox_container)
+
+    def _up_session_ready(self, h) -> None:
+        h.update("building the helix CLI")
+        sha = self.facts.get("helix_git_sha", "")
+        self.facts["cli_built"] = self.cli.ensure_built(sha, timeout=self._timeout("build"))
+        name = f"helix-e2e-{uuid.uuid4().hex[:8]}"
+        h.update("helix spectask start --wait")
+        self.session_started = time.time()
+        self.session_id = self.cli.start_session(self.creds.project, name, timeout=self._timeout("session"))
+        self.own_session = True
+        self._attach(Status.session_ready, h)
+
+    def _up_streaming(self, h) -> None:
+        sid = self.session_id
+        run = StreamRun(session_id=sid, capture=None)  # type: ignore[arg-type]
+        h.update("starting vkcube")
+        try:
+            self.api.start_vkcube(sid)
+            run.vkcube_running_before = bool(
+                poll_until(lambda: self.api.vkcube_running(sid), timeout=10, what="vkcube (pkill -0 -f vkcube)",
+                           phase="desktop")
+            )
+        except HarnessError as exc:
+            run.vkcube_error = str(exc)
+        cfg = self.target.stream
+        duration = cfg.duration
+        h.update(f"capturing {duration:.0f}s of stream")
+        init = sp.Init(session_id=sid, width=cfg.width, height=cfg.height, fps=cfg.fps, bitrate=cfg.bitrate,
+                       video_mode=cfg.video_mode or None)
+        cli_thread = None
+        cli_result: dict[str, Any] = {}
+        if cfg.cli_cross_check:
+            remote = f"/tmp/helix-e2e-{sid}.h264"
+
+            def run_cli() -> None:
+                try:
+                    cli_result["stream"] = self.cli.stream(
+                        sid, duration=int(round(duration)), output=remote,
+                        timeout=duration + self._timeout("stream_extra"),
+                    )
+                except Exception as exc:  # noqa: BLE001 - reported by the cross-check test
+                    cli_result["error"] = str(exc)
+
+            cli_thread = threading.Thread(target=run_cli, name="helix-cli-stream", daemon=True)
+        t_start = time.monotonic()
+
+        def progress(_t_ns: int) -> None:
+            h.update(f"streaming {time.monotonic() - t_start:.0f}/{duration:.0f}s")
+
+        headers = self.api.auth_headers
+        out_dir = self.artifacts_dir
+        capture_coro = capture_stream(
+            self.api.stream_url(sid), headers, init, duration=duration, out_dir=out_dir, name="stream",
+            connect_timeout=self._timeout("first_frame"), first_frame_timeout=self._timeout("first_frame"),
+            warmup_s=cfg.warmup, on_progress=progress,
+        )
+        if cli_thread is not None:
+            # The native client joins first, as the live-pipeline client; the CLI joins shortly after.
+            cli_thread.start()
+        run.capture = asyncio.run(capture_coro)
+        if cli_thread is not None:
+            cli_thread.join(timeout=self._timeout("stream_extra") + 5)
+            if "stream" in cli_result:
+                run.cli = cli_result["stream"]
+                local = out_dir / "cli-stream.h264"
+                try:
+                    self.ssh.get(run.cli.h264_remote, local, phase="stream")
+                    run.cli_h264 = str(local)
+                except HarnessError as exc:
+                    run.cli_error = f"fetching the CLI's .h264 failed: {exc}"
+            else:
+                run.cli_error = cli_result.get("error", "the CLI stream did not finish in time")
+        try:
+            run.vkcube_running_after = self.api.vkcube_running(sid)
+        except HarnessError as exc:
+            run.vkcube_error = run.vkcube_error or str(exc)
+        h.update("collecting container and host logs")
+        try:
+            run.desktop_logs = self.docker.desktop_logs(self.desktop_container, since=self.session_started - 1)
+        except HarnessError as exc:
+            run.desktop_logs = f"<could not read desktop logs: {exc}>"
+        run.desktop_scan = scan_text(run.desktop_logs)
+        host_bytes = self.host.new_log_bytes(self.host_snapshot) if self.host_snapshot else b""
+        run.host_log = host_bytes.decode("utf-8", "replace")
+        run.host_scan = scan_text(host_bytes)
+        self.stream = run
+
+    # down --------------------------------------------------------------------------
+    def _down_session_ready(self, h) -> None:
+        if self.api and self.session_id:
+            self.api.stop_vkcube(self.session_id)
+
+    def _down_stack_up(self, h) -> None:
+        if self.api and self.session_id and self.own_session:
+            self.api.stop_session(self.session_id)
+        self.session_id = ""
+        self.own_session = False
+        self.desktop_container = ""
+        self.desktop_baseline = None
+
+    def _down_ssh_ready(self, h) -> None:
+        self._close_connections(keep_ssh=True)
+
+    def _down_vm_up(self, h) -> None:
+        self.ssh.close()
+
+    def _down_off(self, h) -> None:
+        utm = self._require_utm()
+        utm.stop("force")
+        utm.wait_status("stopped", timeout=self._timeout("teardown"), phase="teardown", on_wait=h.update)
+
+    # connections -------------------------------------------------------------------
+    def _attach(self, status: Status, h=None) -> None:
+        """Open what a state needs (used by transitions and by force())."""
+        if status.value >= Status.ssh_ready.value:
+            self.ssh.connect(self._timeout("ssh"))
+        if status.value >= Status.stack_up.value and self.api is None:
+            creds_text = self.stack.read_usercreds()
+            self.creds = parse_usercreds(creds_text)
+            fwd = self.ssh.forward(self.target.guest.api_port)
+            self.api = HelixApi(fwd.url, self.creds.api_key)
+            self.docker = DockerDriver(self.ssh.client, self.ssh, self.target.guest)
+            self.facts["helix_git_sha"] = self.stack.git_sha()
+        if status.value >= Status.session_ready.value and self.session_id and not self.desktop_container:
+            poll_until(lambda: self.api.container_of(self.api.session(self.session_id))[0], timeout=self._timeout(
+                "session"), what="the session's dev_container_id", phase="session")
+            cid, cname = self.api.container_of(self.api.session(self.session_id))
+            self.desktop_container = cname or cid
+            self.desktop_baseline = self.docker.desktop_state(self.desktop_container)
+
+    def _close_connections(self, keep_ssh: bool = False) -> None:
+        if self.docker is not None:
+            self.docker.close()
+            self.docker = None
+        if self.api is not None:
+            self.api.close()
+            self.api = None
+        if self.ssh is not None:
+            for fwd in self.ssh.forwards:
+                fwd.close()
+            self.ssh.forwards.clear()
+            if not keep_ssh:
+                self.ssh.close()
+
+    # checks used by tests --------------------------------------------------------------
+    def run_probe(self) -> ProbeResult:
+        before = self.host.snapshot()
+        fe = self.target.frame_export
+        self.probe = probe_resource_id_zero(fe.host, fe.port, timeout=self._timeout("probe"))
+        self.probe_log = self.host.new_log_bytes(before).decode("utf-8", "replace")
+        return self.probe
+
+    def crash_findings(self) -> list[str]:
+        """Everything that says the VM, QEMU or a container crashed since boot."""
+        out: list[str] = []
+        if self.utm is not None:
+            try:
+                status = self.utm.status()
+                if status != "started":
+                    out.append(f"utmctl status is `{status}`, not `started`")
+            except HarnessError as exc:
+                out.append(f"utmctl status failed: {exc}")
+        if self.host_snapshot is not None:
+            out += [f"new crash report {c.summary()}" for c in self.host.new_crash_reports(self.host_snapshot)]
+        if not self.ssh.ping():
+            out.append("SSH no longer answers `echo ready`")
+        if self.docker is not None:
+            for name, base, read in (
+                (self.sandbox_container, self.sandbox_baseline, self.docker.state),
+                (self.desktop_container, self.desktop_baseline, self.docker.desktop_state),
+            ):
+                if not name:
+                    continue
+                try:
+                    out += read(name).problems(base)
+                except HarnessError as exc:
+                    out.append(f"cannot read container {name}: {exc}")
+        return out
+
+
+_WHAT = {
+    Status.off: "the VM powered off",
+    Status.vm_up: "utmctl status `started`",
+    Status.ssh_ready: "SSH to the guest",
+    Status.stack_up: "./stack start, the API and an online sandbox",
+    Status.session_ready: "a spectask session with its desktop container",
+    Status.streaming: "vkcube and the video stream",
+}
+
+
+def check(condition: bool, message: str, *, phase: str) -> None:
+    """Assert a product property with a typed, phase-named failure."""
+    if not condition:
+        raise CheckFailed(message, phase=phase)
