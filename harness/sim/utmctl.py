@@ -246,8 +246,9 @@ def _ask(url: str, body: dict[str, Any], timeout: float = 15.0) -> dict[str, Any
     req = urllib.request.Request(
         url + "/utmctl", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
     )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via a proxy
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with opener.open(req, timeout=timeout) as resp:
             data = json.loads(resp.read().decode("utf-8"))
     except (urllib.error.URLError, OSError, ValueError):
         return None
