@@ -1,1 +1,162 @@
-"""cli."""
+"""`helix-e2e`: the harness's command line. Subcommands are thin wrappers over library functions;
+typed errors become one-line messages with a hint and an exit code, in one place."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+from .. import __version__
+from ..errors import HarnessError
+from ..redact import redact
+
+EXIT_ERROR = 2  # usage or harness error (not a verdict)
+
+
+@contextmanager
+def _handle_errors() -> Iterator[None]:
+    try:
+        yield
+    except HarnessError as exc:
+        where = f"[{exc.phase}] " if exc.phase else ""
+        print(redact(f"helix-e2e: error: {where}{exc.message}"), file=sys.stderr)
+        if exc.hint:
+            print(redact(f"  hint: {exc.hint}"), file=sys.stderr)
+        raise SystemExit(EXIT_ERROR) from None
+    except KeyboardInterrupt:
+        print("helix-e2e: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def _print_json(data) -> None:
+    print(redact(json.dumps(data, indent=2, default=str)))
+
+
+# -- subcommands ---------------------------------------------------------------------
+def cmd_probe(args) -> int:
+    from ..drivers.frame_export import probe_resource_id_zero
+
+    result = probe_resource_id_zero(args.host, args.port, timeout=args.timeout)
+    if args.json:
+        _print_json(result.as_dict())
+    else:
+        print(f"verdict: {result.verdict} ({result.elapsed_ms:.0f} ms) — {result.explanation}")
+        if result.error_code is not None:
+            print(f"error_code: {result.error_code}")
+        if result.message:
+            print(f"message: {result.message}")
+        for item in result.exchange:
+            print(f"{item['dir']:>8}: {item['hex'][:160]}{'…' if len(item['hex']) > 160 else ''}")
+    return 0 if result.verdict == "rejected" else 1
+
+
+def cmd_scan_logs(args) -> int:
+    from ..drivers.host import parse_ips
+    from ..logscan import ScanResult, scan_file
+
+    result = ScanResult()
+    crashes = []
+    for path in args.files:
+        try:
+            if path.endswith(".ips"):
+                crashes.append(parse_ips(path).as_dict())
+            scan_file(path, result)
+        except OSError as exc:
+            raise HarnessError(f"cannot read {path}: {exc.strerror}", phase="scan-logs") from None
+    out = result.as_dict()
+    out["crashes"] = crashes
+    if args.json:
+        _print_json(out)
+    else:
+        ids = out["resource_ids"]
+        print(f"lines: {out['lines']} (undecodable: {out['undecodable_lines']})")
+        print(f"resource ids: source={ids['source'] or '-'} nonzero={ids['nonzero']} zero={ids['zero']}")
+        for reason in ids["zero_reasons"]:
+            print(f"  zero because: {reason}")
+        for key in ("rejections", "fallbacks", "versions"):
+            for line in out[key][:10]:
+                print(f"{key[:-1]}: {line}")
+        for item in out["hangs"] + out["errors"]:
+            print(f"{item['severity']}: {item['pattern']}: {item['line']}")
+        for crash in crashes:
+            print(f"crash: {crash['path']}: {crash['process']} {crash['indicator']} {', '.join(crash['frames'][:3])}")
+    return 0
+
+
+def cmd_analyze(args) -> int:
+    from ..analysis.recording import analyze_h264, analyze_recording
+
+    with open(args.recording, "rb") as fh:
+        magic = fh.read(8)
+    if magic == b"HXWSREC1":
+        result = analyze_recording(args.recording, warmup_s=args.warmup, decode=not args.no_decode)
+    else:
+        result = analyze_h264(args.recording, decode=not args.no_decode)
+    if args.json:
+        _print_json(result)
+    else:
+        fps = result.get("fps")
+        print(f"frames: {result.get('frames')} live, {result.get('replay_frames')} replay, "
+              f"{result.get('keyframes')} keyframes")
+        if result.get("width"):
+            print(f"resolution: {result['width']}x{result['height']}")
+        print(f"fps: {fps if fps is None else f'{fps:.2f}'} (min 1-s window {result.get('fps_min_window')})")
+        print(f"stalls: {len(result.get('stalls') or [])}, freezes: {len(result.get('freezes') or [])}, "
+              f"black frames: {result.get('black_frames')}, decode errors: {result.get('decode_errors')}")
+        if result.get("stream_errors"):
+            print(f"stream errors: {result['stream_errors']}")
+    return 0
+
+
+def cmd_sim_up(args, rest: Sequence[str]) -> int:
+    from ..sim.__main__ import main as sim_main
+
+    return sim_main(["up", *rest])
+
+
+def main_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="helix-e2e", description="End-to-end harness for Helix's macOS video streaming")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    probe = sub.add_parser("probe-frame-export", help="send FRAME_REQUEST resource_id=0 to QEMU and classify the reply")
+    probe.add_argument("--host", default="127.0.0.1")
+    probe.add_argument("--port", type=int, default=15937)
+    probe.add_argument("--timeout", type=float, default=10.0)
+    probe.add_argument("--json", action="store_true")
+    probe.set_defaults(func=cmd_probe)
+
+    scan = sub.add_parser("scan-logs", help="classify collected logs (container logs, helix-debug.log, .ips)")
+    scan.add_argument("files", nargs="+")
+    scan.add_argument("--json", action="store_true")
+    scan.set_defaults(func=cmd_scan_logs)
+
+    an = sub.add_parser("analyze", help="analyze a HXWSREC1 recording or an Annex-B .h264")
+    an.add_argument("recording")
+    an.add_argument("--json", action="store_true")
+    an.add_argument("--warmup", type=float, default=2.0)
+    an.add_argument("--no-decode", action="store_true", help="timing only")
+    an.set_defaults(func=cmd_analyze)
+
+    sim = sub.add_parser("sim", help="the embedded simulator")
+    sim_sub = sim.add_subparsers(dest="sim_command", required=True)
+    up = sim_sub.add_parser("up", help="start a simulator and keep it running until SIGTERM/SIGINT", add_help=False)
+    up.set_defaults(func=None)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["sim", "up"]:
+        with _handle_errors():
+            return cmd_sim_up(None, argv[2:])
+    args = main_parser().parse_args(argv)
+    with _handle_errors():
+        return int(args.func(args))
+
+
+def entrypoint() -> None:
+    raise SystemExit(main())
