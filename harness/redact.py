@@ -61,10 +61,22 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def install_logging_filter(logger: logging.Logger | None = None) -> None:
-    target = logger or logging.getLogger()
-    if not any(isinstance(f, RedactingFilter) for f in target.filters):
-        target.addFilter(RedactingFilter())
-    for handler in target.handlers:
-        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
-            handler.addFilter(RedactingFilter())
+_factory_installed = False
+
+
+def install_logging_filter() -> None:
+    """Redact every log record at creation, whichever logger or handler it goes to
+    (pytest's capture handlers, JUnit system-out, the HTML report)."""
+    global _factory_installed
+    if _factory_installed:
+        return
+    previous = logging.getLogRecordFactory()
+    redactor = RedactingFilter()
+
+    def factory(*args, **kwargs):
+        record = previous(*args, **kwargs)
+        redactor.filter(record)
+        return record
+
+    logging.setLogRecordFactory(factory)
+    _factory_installed = True

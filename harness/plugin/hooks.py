@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ..redact import redact
+from ..redact import install_logging_filter, redact
 from ..report.metrics import build_metrics, write_json
 from .fixtures import RUN_DIR_KEY, STRATEGY_KEY, timeline
 
@@ -33,6 +33,7 @@ def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
     config.stash[_OUTCOMES] = {}
+    install_logging_filter()
     # `pytest -m streaming` writes an HTML report and JUnit by default (pytest-html reads this later).
     if _wants_reports(config) and not getattr(config.option, "collectonly", False):
         base = Path(config.getoption("e2e_report_dir"))

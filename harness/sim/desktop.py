@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import inspect
 import logging
 import random
 import re
@@ -67,6 +66,7 @@ BLACK_AT_S, BLACK_FOR_S = 2.0, 2.0
 FRAMES_STOP_AT_S = 3.0
 OOM_AT_S = 4.0
 VM_CRASH_AT_S = 4.0
+VM_CRASH_REASON = "EXC_BAD_ACCESS (SIGSEGV) in virgl_renderer_transfer_read_iov"
 #: corrupt_h264: every Nth P-frame is damaged.
 CORRUPT_EVERY = 15
 #: Per-frame log lines: every frame up to here, then every LOG_SAMPLE_EVERY-th.
@@ -394,9 +394,9 @@ class VideoPipeline:
                 return
         self._post(self.prerun_done.set)
 
-        base = time.monotonic() - n * period  # pipeline clock: running time 0 at `base`
         live_start = time.monotonic()
-        next_t = time.monotonic()
+        base = live_start - n * period  # pipeline clock: running time 0 at `base`
+        next_t = live_start
         last_t: float | None = None
         while not self._stop.is_set():
             now = time.monotonic()
@@ -898,14 +898,8 @@ class Desktop:
             return
         log.info("desktop %s: the VM crashes mid-stream (fault vm_crash_stream)", self.session_id)
         self._end_viewers("vm_crash")
-        # Detached: the crash stops the API, which stops this desktop (and would cancel this task).
-        _detach(self._crash_vm())
-
-    async def _crash_vm(self) -> None:
-        reason = "EXC_BAD_ACCESS (SIGSEGV) in virgl_renderer_transfer_read_iov"
-        result = self.host.crash_vm(reason)
-        if inspect.isawaitable(result):
-            await result
+        # The host runs the crash as its own task (it stops the API, hence this desktop): not awaited here.
+        self.host.crash_vm(VM_CRASH_REASON)
 
     # -- logs ------------------------------------------------------------------------------
 
@@ -973,22 +967,6 @@ def _git_allowed(cmd: list[str]) -> bool:
         len(cmd) == 5 and cmd[:3] == ["git", "config", "--global"]
         and cmd[3] in ("user.name", "user.email") and not cmd[4].startswith("-")
     )
-
-
-_DETACHED: set[asyncio.Task[Any]] = set()
-
-
-def _detach(coro: Any) -> None:
-    """Run ``coro`` on its own, outside any owner's task set (kept alive until done)."""
-    task = asyncio.get_running_loop().create_task(coro)
-    _DETACHED.add(task)
-
-    def done(t: asyncio.Task[Any]) -> None:
-        _DETACHED.discard(t)
-        if not t.cancelled() and t.exception() is not None:
-            log.error("detached task failed: %s", t.exception())
-
-    task.add_done_callback(done)
 
 
 __all__ = [

@@ -274,10 +274,10 @@ class H264Encoder:
 
 
 def corrupt_au(au: bytes, rng: random.Random) -> bytes:
-    """A damaged copy of ``au``: slice data hit by bit flips and a zeroed run, headers left intact.
+    """A damaged copy of ``au`` (same length): a zeroed run and bit flips in the slice data.
 
-    The start code and header of every NAL before the last slice are kept (so SPS/PPS still parse)
-    and the slice's first bytes survive, so the decoder sees a valid slice that breaks part-way.
+    Every NAL before the last slice (SPS, PPS, SEI) and the start of the slice itself are kept, so the
+    decoder sees a valid slice that breaks part-way: it reports the AU as corrupt (or fails it).
     """
     if len(au) < 8:
         return bytes(au)
@@ -292,12 +292,12 @@ def corrupt_au(au: bytes, rng: random.Random) -> bytes:
     length = len(data) - body
     if length <= 0:
         return bytes(au)
-    # Zero a run in the slice data (an H.264 NAL may not contain 00 00 00: the slice ends early there).
-    run = min(length, max(4, length // 8))
-    at = body + rng.randrange(0, max(1, length // 4))
-    data[at : at + run] = bytes(min(run, len(data) - at))
-    # And flip bits after it.
-    for _ in range(max(1, length // 32)):
-        j = rng.randrange(body, len(data))
+    # Zero a long run in the slice data (no valid CAVLC/CABAC continuation, so the decoder reliably
+    # reports the slice as broken), and flip bits after it.
+    at = body + rng.randrange(0, max(1, length // 2))
+    run = max(8, length // 4)
+    data[at : at + run] = bytes(len(data[at : at + run]))
+    for _ in range(max(1, length // 64)):
+        j = rng.randrange(min(at + run, len(data) - 1), len(data))
         data[j] ^= 1 << rng.randrange(8)
     return bytes(data)

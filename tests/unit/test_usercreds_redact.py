@@ -32,8 +32,8 @@ def test_missing_keys_and_bad_lines_never_echo_values():
 
 def test_logging_filter_redacts_registered_secrets(caplog):
     redact.register("s3cr3t-value-xyz")
+    redact.install_logging_filter()
     logger = logging.getLogger("harness.test.redact")
-    logger.addFilter(redact.RedactingFilter())
     with caplog.at_level(logging.INFO, logger="harness.test.redact"):
         logger.info("connecting with %s and Bearer abcdefgh12345", "s3cr3t-value-xyz")
     assert "s3cr3t" not in caplog.text and "abcdefgh12345" not in caplog.text
