@@ -218,7 +218,7 @@ class Strategy:
 
     def _step(self, status: Status, *, up: bool) -> None:
         phase = PHASE_OF[status] if up else f"{PHASE_OF[Status(status.value + 1)]}_down"
-        what = _WHAT[status] if up else f"undo {PHASE_OF[Status(status.value + 1)]}"
+        what = _WHAT[status] if up else _WHAT_DOWN[status]
         method = getattr(self, f"_{'up' if up else 'down'}_{status.name}")
         with self.timeline.phase(phase, what) as handle:
             try:
@@ -490,6 +490,15 @@ _WHAT = {
     Status.stack_up: "./stack start, the API and an online sandbox",
     Status.session_ready: "a spectask session with its desktop container",
     Status.streaming: "vkcube and the video stream",
+}
+
+
+_WHAT_DOWN = {
+    Status.session_ready: "vkcube stopped",
+    Status.stack_up: "the session stopped",
+    Status.ssh_ready: "tunnels and API clients closed",
+    Status.vm_up: "the SSH connection closed",
+    Status.off: "utmctl stop and status `stopped`",
 }
 
 

@@ -128,7 +128,8 @@ class ContentAnalyzer:
         self._size_sps: tuple[int, int] | None = None
         self._size_decoded: tuple[int, int] | None = None
         # content measures
-        self._prev: np.ndarray | None = None
+        self._prev: np.ndarray | None = None  # downscaled luma view of the previous frame
+        self._prev_frame: av.VideoFrame | None = None  # keeps that view's buffer alive
         self._live = 0
         self._black = 0
         self._pairs = 0
@@ -200,25 +201,27 @@ class ContentAnalyzer:
         w, h = frame.width, frame.height
         y = np.frombuffer(plane, np.uint8, count=plane.line_size * h).reshape(h, plane.line_size)[:, :w]
         self._size_decoded = (w, h)
-        small = y[STAMP_HEIGHT::STEP, ::STEP]
-        if small.size == 0:
-            small = y[::STEP, ::STEP]
-        small = small.astype(np.int16)
+        # A strided view, no copy: the previous frame object is kept, so its buffer stays valid.
+        small = y[STAMP_HEIGHT::STEP, ::STEP] if h > STAMP_HEIGHT else y[::STEP, ::STEP]
         prev = self._prev
         self._prev = small
+        self._prev_frame = frame
         if self._th_first is None and self._thumbnails_on and frame.key_frame:
             self._th_first = frame
         if replay:
             return
 
         self._live += 1
-        mean = float(small.mean())
+        n = small.size
+        mean = int(small.sum(dtype=np.uint64)) / n
         black = mean <= BLACK_LUMA
         if black:
             self._black += 1
         if prev is not None and prev.shape == small.shape:
             self._pairs += 1
-            changed = float(np.abs(small - prev).mean()) > CHANGE_MAD
+            diff = np.maximum(small, prev)
+            diff -= np.minimum(small, prev)  # |small - prev| without leaving uint8
+            changed = int(diff.sum(dtype=np.uint64)) / n > CHANGE_MAD
             self._changed += changed
         else:
             changed = True

@@ -111,6 +111,25 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def cmd_doctor(args) -> int:
+    from ..doctor import run_doctor, target_for_doctor
+
+    target = target_for_doctor(args.target)
+    report = run_doctor(
+        target,
+        qemu_binary=args.qemu_binary,
+        qemu_source=args.qemu_source,
+        expect_version=args.expect_version,
+        usercreds=args.usercreds,
+        reports_dir=args.report_dir,
+    )
+    if args.json:
+        _print_json(report.as_dict())
+    else:
+        print(redact(report.render_text()))
+    return 1 if report.failed else 0
+
+
 def cmd_sim_up(args, rest: Sequence[str]) -> int:
     from ..sim.__main__ import main as sim_main
 
@@ -140,6 +159,17 @@ def main_parser() -> argparse.ArgumentParser:
     an.add_argument("--warmup", type=float, default=2.0)
     an.add_argument("--no-decode", action="store_true", help="timing only")
     an.set_defaults(func=cmd_analyze)
+
+    doc = sub.add_parser("doctor", help="preflight checks of the Mac and the QEMU build (no VM needed)")
+    doc.add_argument("--target", metavar="FILE", default=None, help="target config (default: $HELIX_E2E_TARGET)")
+    doc.add_argument("--qemu-binary", metavar="PATH", default=None,
+                     help="QEMU binary to check (default: the framework binary in the target's UTM.app)")
+    doc.add_argument("--qemu-source", metavar="DIR", default=None, help="qemu-utm checkout to compare with")
+    doc.add_argument("--expect-version", metavar="STR", default=None, help="expected `[HELIX] VERSION:` string")
+    doc.add_argument("--usercreds", metavar="FILE", default=None, help="a local copy of .env.usercreds to check")
+    doc.add_argument("--report-dir", metavar="DIR", default="reports", help="where runs write artifacts (disk check)")
+    doc.add_argument("--json", action="store_true")
+    doc.set_defaults(func=cmd_doctor)
 
     sim = sub.add_parser("sim", help="the embedded simulator")
     sim_sub = sim.add_subparsers(dest="sim_command", required=True)

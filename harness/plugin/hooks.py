@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import threading
@@ -46,10 +47,9 @@ def pytest_configure(config: pytest.Config) -> None:
             config.option.self_contained_html = True
         if not config.option.xmlpath:
             config.option.xmlpath = str(latest / "junit.xml")
-    if config.pluginmanager.has_plugin("terminalreporter"):
-        printer = _ProgressPrinter(config)
-        config.stash[_PROGRESS] = printer
-        timeline(config).subscribe(printer)
+    printer = _ProgressPrinter(config)  # finds the terminal reporter when it first prints
+    config.stash[_PROGRESS] = printer
+    timeline(config).subscribe(printer)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -120,41 +120,44 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
 
 
 class _ProgressPrinter:
-    """One line per phase, plus a live 'still waiting' update so a long boot never looks like a hang."""
+    """One line per phase, plus a 'still waiting' line while a phase waits, so a long boot never
+    looks like a hang. Writes to a dup of the terminal taken at configure time (before output
+    capture resumes), so it shows while fixtures and tests run."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self.tty = sys.stdout.isatty()
-        self.interval = 1.0 if self.tty else 10.0
+        try:
+            self.fd: int | None = os.dup(sys.__stdout__.fileno())
+        except (OSError, ValueError, AttributeError):
+            self.fd = None
+        self.tty = bool(self.fd is not None and os.isatty(self.fd))
+        self.interval = 5.0 if self.tty else 15.0
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._active: list = []
         self._thread: threading.Thread | None = None
 
-    @property
-    def tr(self):
-        return self.config.pluginmanager.get_plugin("terminalreporter")
-
-    def _write(self, text: str, **markup) -> None:
-        tr = self.tr
-        if tr is None:
+    def _write(self, text: str) -> None:
+        if self.fd is None or self.config.getoption("verbose", 0) < 0 and not text.startswith("❌"):
             return
+        data = ("\n" + redact(text)).encode("utf-8", "replace")
         with self._lock:
-            tr.ensure_newline()
-            tr.write_line(redact(text), **markup)
+            try:
+                os.write(self.fd, data)
+            except OSError:
+                pass
 
     def __call__(self, event: str, record) -> None:
         if event == "start":
             self._active.append(record)
-            self._write(f"⏳ {record.name}: waiting for {record.what}")
+            self._write(f"⏳ {record.name}: {record.what} …")
             self._ensure_thread()
         elif event == "end":
             if record in self._active:
                 self._active.remove(record)
             mark = {"ok": "✅", "failed": "❌", "skipped": "⏭️"}.get(record.outcome, "•")
             extra = f": {record.error}" if record.error else ""
-            self._write(f"{mark} {record.name} {record.outcome} in {record.duration_s:.1f}s{extra}",
-                        red=record.outcome == "failed")
+            self._write(f"{mark} {record.name} {record.outcome} in {record.duration_s:.1f}s{extra}")
 
     def _ensure_thread(self) -> None:
         if self._thread is None:
@@ -164,12 +167,19 @@ class _ProgressPrinter:
     def _tick(self) -> None:
         while not self._stop.wait(self.interval):
             for record in list(self._active):
-                if record.duration_s < 3:
+                if record.duration_s < self.interval:
                     continue
-                detail = f" ({record.detail})" if record.detail else ""
-                self._write(f"   … {record.name}: {record.duration_s:.0f}s waiting for {record.what}{detail}")
+                detail = f": {record.detail}" if record.detail else ""
+                self._write(f"   … {record.name} still waiting for {record.what} ({record.duration_s:.0f}s){detail}")
 
     def close(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2)
+        if self.fd is not None:
+            try:
+                os.write(self.fd, b"\n") if self._active else None
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = None

@@ -627,9 +627,9 @@ class HelixApi:
         r.add_get("/api/v1/external-agents/{id}/screenshot", self._screenshot)
         r.add_post("/api/v1/external-agents/{id}/exec", self._exec)
         r.add_get("/api/v1/external-agents/{id}/ws/stream", self._ws_stream)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", port or 0, shutdown_timeout=2.0, reuse_address=True)
+        site = web.TCPSite(runner, "127.0.0.1", port or 0, reuse_address=True)
         try:
             await site.start()
         except OSError as exc:

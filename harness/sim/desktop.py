@@ -355,7 +355,6 @@ class VideoPipeline:
     def _produce_all(self, scene: Scene, encoder: H264Encoder) -> None:
         s = self.settings
         rng = random.Random(s.seed)
-        period = 1.0 / s.fps
         n = 0
         frozen: np.ndarray | None = None
         p_frames = 0
@@ -385,48 +384,53 @@ class VideoPipeline:
                     return False
             return True
 
+        # The schedule is kept in integer microseconds of pipeline running time (the PTS), so it
+        # neither drifts nor jitters the PTS; wall-clock due times derive from it.
+        period_us = max(1, int(round(1e6 / s.fps)))
+        pts = 0
         # replay_burst: the pipeline was already running ("a browser was already watching").
         for _ in range(s.prerun_frames):
             if self._stop.is_set():
                 return
-            t_s = n * period
-            if not produce(t_s, int(round(t_s * 1e6)), None):
+            if not produce(pts / 1e6, pts, None):
                 return
+            pts += period_us
         self._post(self.prerun_done.set)
 
         live_start = time.monotonic()
-        base = live_start - n * period  # pipeline clock: running time 0 at `base`
-        next_t = live_start
-        last_t: float | None = None
+        live_pts = pts
+        base = live_start - pts / 1e6  # running time 0 on the monotonic clock
+        last_pts: int | None = None
         while not self._stop.is_set():
+            due = base + pts / 1e6
             now = time.monotonic()
-            if next_t > now:
-                if self._wake.wait(next_t - now):
+            if due > now:
+                if self._wake.wait(due - now):
                     self._wake.clear()
                     if self._stop.is_set():
                         return
-                    if last_t is not None:  # content mode changed: one (new) period after the last frame
-                        next_t = max(time.monotonic(), last_t + self._period(period))
+                    if last_pts is not None:  # content mode changed: one (new) period after the last frame
+                        now_us = int((time.monotonic() - base) * 1e6)
+                        pts = max(last_pts + self._period_us(period_us), now_us)
                     continue
-            live_t = next_t - live_start
+            live_t = (pts - live_pts) / 1e6
             if "frames_stop" in s.faults and live_t >= FRAMES_STOP_AT_S:
                 if not self.stalled:
                     self.stalled = True
                     log.info("video worker %s: frames stop (fault frames_stop)", self.name)
                 self._stop.wait()
                 return
-            t_s = next_t - base
-            if not produce(t_s, int(round(t_s * 1e6)), live_t):
+            if not produce(pts / 1e6, pts, live_t):
                 return
-            last_t = next_t
-            step = self._period(period)
-            next_t += step
-            behind = time.monotonic() - next_t
+            last_pts = pts
+            step = self._period_us(period_us)
+            pts += step
+            behind = int((time.monotonic() - base) * 1e6) - pts
             if behind > step:  # too slow to keep up: drop frames instead of bursting to catch up
-                next_t += int(behind / step) * step
+                pts += (behind // step) * step
 
-    def _period(self, period: float) -> float:
-        return period if self._animating() else max(period, KEEPALIVE_S)
+    def _period_us(self, period_us: int) -> int:
+        return period_us if self._animating() else max(period_us, int(KEEPALIVE_S * 1e6))
 
     def _black_window(self, live_t: float) -> bool:
         start = BLACK_AT_S
@@ -884,10 +888,12 @@ class Desktop:
         self._oom_done = True
         log.info("desktop %s: OOM kill (fault container_oom)", self.session_id)
         self._slog("WARN", "memory pressure: cgroup memory usage near limit", usage_mb=3981, limit_mb=4096)
-        # The kernel kills the container's main process: every viewer's socket dies with it.
-        self._end_viewers("oom")
-        await self._stop_pipeline("container OOM-killed")
+        # The kernel kills the container's main process (the restart policy brings it back at once):
+        # every viewer's socket dies with desktop-bridge, the processes and the pipeline are gone.
         self.container.restart(oom_killed=True)
+        self._end_viewers("oom")
+        self._procs.clear()
+        await self._stop_pipeline("container OOM-killed")
         self._log("Killed")
         self._boot()
         self._slog("INFO", "desktop-bridge restarted after container restart", restart_count=getattr(self.container, "restart_count", 1))

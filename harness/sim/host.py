@@ -17,7 +17,10 @@ VM lifecycle (``status`` is what ``utmctl status`` prints):
 Faults: ``vm_crash_boot`` (every boot aborts before QEMU's frame export initialises),
 ``vm_crash_stream`` (the desktop calls :meth:`crash_vm` while streaming), ``utmctl_osstatus``
 (the first ``osstatus_failures`` start/stop events fail with OSStatus -1743; utmctl exits 0),
-``utmctl_no_gui`` (every utmctl call fails: no GUI login session).
+``utmctl_no_gui`` (every utmctl call fails: no GUI login session), ``sysroot_paths`` (the QEMU
+binary under ``host/UTM.app`` keeps build-machine sysroot load commands, and every boot dies in dyld
+with a "Library missing" report), ``stale_qemu`` (the binary's VERSION string differs from the
+one QEMU logs: the logged one comes from :attr:`SimConfig.logged_qemu_version`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import json
 import logging
 import os
 import random
+import struct
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -49,6 +53,23 @@ QEMU_LAUNCHER_PATH = (
     "/Applications/UTM.app/Contents/XPCServices/QEMUHelper.xpc/Contents/MacOS/"
     "QEMULauncher.app/Contents/MacOS/QEMULauncher"
 )
+#: The QEMU UTM loads (relative to host/): what `otool -L` and `strings` inspect on a real Mac.
+QEMU_BINARY = "UTM.app/Contents/Frameworks/qemu-aarch64-softmmu.framework/Versions/A/qemu-aarch64-softmmu"
+SYSROOT = "/Users/luke/pm/UTM/sysroot-macOS-arm64/lib"
+_QEMU_FRAMEWORK_DEPS = ("pixman-1.0", "png16.16", "jpeg.62", "epoxy.0", "glib-2.0.0", "gobject-2.0.0", "gio-2.0.0",
+                        "gmodule-2.0.0", "zstd.1", "slirp.0", "spice-server.1", "virglrenderer.1", "usbredirparser.1",
+                        "usb-1.0.0")
+_QEMU_SYSTEM_DEPS = (
+    "/opt/homebrew/opt/capstone/lib/libcapstone.5.dylib",
+    "/opt/homebrew/opt/gnutls/lib/libgnutls.30.dylib",
+    "/System/Library/Frameworks/Metal.framework/Versions/A/Metal",
+    "/System/Library/Frameworks/VideoToolbox.framework/Versions/A/VideoToolbox",
+    "/System/Library/Frameworks/IOSurface.framework/Versions/A/IOSurface",
+    "/System/Library/Frameworks/CoreFoundation.framework/Versions/A/CoreFoundation",
+    "/usr/lib/libSystem.B.dylib",
+)
+#: With `sysroot_paths`, these still point into the build machine's sysroot (fix-qemu-paths.sh not run).
+_SYSROOT_LEFTOVERS = ("pixman-1.0", "glib-2.0.0", "virglrenderer.1")
 #: OSStatus of the transient Apple Event failure (`utmctl_osstatus`).
 OSSTATUS_FAULT = -1743
 #: errAEEventFailed: how a scripting error raised inside UTM.app reaches utmctl.
@@ -56,6 +77,13 @@ OSSTATUS_EVENT_FAILED = -10000
 OPERATION_NOT_AVAILABLE = "Operation not available."
 NOT_SUPPORTED = "Operation not supported by the backend."
 NO_GUEST_AGENT = "The QEMU guest agent is not running or not installed on the guest."
+
+
+def _dylib_command(cmd: int, name: str) -> bytes:
+    """LC_ID_DYLIB (0xD) / LC_LOAD_DYLIB (0xC): dylib_command + the name, padded to 8 bytes."""
+    raw = name.encode() + b"\0"
+    size = (24 + len(raw) + 7) // 8 * 8
+    return struct.pack("<IIIIII", cmd, size, 24, 2, 0x10000, 0x10000) + raw.ljust(size - 24, b"\0")
 
 
 class HostError(HarnessError):
@@ -121,6 +149,7 @@ class UtmHost:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._rng = random.Random(config.seed or None)
         self.crash_dir.mkdir(parents=True, exist_ok=True)
+        self.qemu_binary = self.write_qemu_binary()
 
     # --- VM registry -------------------------------------------------------------------
 
@@ -145,6 +174,11 @@ class UtmHost:
 
     async def _boot(self) -> None:
         try:
+            if "sysroot_paths" in self.config.faults:
+                # dyld cannot open the sysroot dylibs (the UTM sandbox blocks /Users/...): dead at launch.
+                await asyncio.sleep(self.config.boot_delay_s * 0.3)
+                await self._crash("QEMU could not load its libraries (sysroot_paths)", stack="dyld")
+                return
             if "vm_crash_boot" in self.config.faults:
                 # QEMU aborts early in its init (qemu_spice_init): nothing reaches helix-debug.log.
                 await asyncio.sleep(self.config.boot_delay_s * 0.6)
@@ -163,15 +197,18 @@ class UtmHost:
                 await asyncio.gather(guest_boot, return_exceptions=True)
                 self._guest_booted = True
                 raise
+            except Exception:  # noqa: BLE001 - the VM runs, its sshd does not: an SSH-phase failure
+                log.exception("guest services failed to start; the VM runs without SSH")
             self._guest_booted = True
             if self.status == "starting":
                 self.status = "started"
                 log.info("VM %s started", self.vm_name)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - a failed boot is a crashed VM, not a dead simulator
-            log.exception("VM boot failed")
-            await self._crash(f"boot failed: {exc}", stack="boot")
+        except Exception:  # noqa: BLE001 - a simulator bug: power off, no crash report to mislead triage
+            log.exception("simulated VM boot failed")
+            await self._teardown(skip_task=asyncio.current_task())
+            self.status = "stopped"
 
     def stop_vm(self, mode: str = "force") -> None:
         """``utmctl stop --force|--kill|--request``: ``stopping`` now, teardown in the background."""
@@ -300,18 +337,40 @@ class UtmHost:
             "name": "QEMULauncher",
             "incident_id": incident,
         }
-        if stack == "boot":
+        termination: dict[str, Any] = {"flags": 0, "code": 6, "namespace": "SIGNAL", "indicator": "Abort trap: 6"}
+        if stack == "dyld":
+            lib = f"{SYSROOT}/lib{_SYSROOT_LEFTOVERS[0]}.dylib"
+            termination = {
+                "flags": 518, "code": 1, "namespace": "DYLD", "indicator": "Library missing",
+                "details": ["(terminated at launch; ignore backtrace)"],
+                "reasons": [
+                    f"Library not loaded: {lib}",
+                    f"Referenced from: <{incident}> /Applications/{QEMU_BINARY}",
+                    f"Reason: tried: '{lib}' (file system sandbox blocked open()), '{lib}' (no such file)",
+                ],
+            }
+            crashed = ["dyld4::halt", "dyld4::prepare", "start"]
+            line = f"Library not loaded: {lib}"
+        elif stack == "boot":
             crashed = ["qemu_opt_get_bool_helper", "qemu_spice_init", "qemu_init", "qemu_main", "main"]
             line = "qemu_opt_get_bool_helper: Assertion `opt != NULL' failed."
         else:
             crashed = ["hvf_vcpu_exec", "qemu_default_main", "qemu_thread_start", "_pthread_start", "thread_start"]
             line = "hvf_vcpu_exec: Assertion `isv' failed."
-        frames = [
-            {"imageOffset": 37788, "symbol": "__pthread_kill", "symbolLocation": 8, "imageIndex": 2},
-            {"imageOffset": 27316, "symbol": "pthread_kill", "symbolLocation": 296, "imageIndex": 3},
-            {"imageOffset": 479560, "symbol": "abort", "symbolLocation": 124, "imageIndex": 4},
-            {"imageOffset": 475680, "symbol": "__assert_rtn", "symbolLocation": 284, "imageIndex": 4},
-        ] + [
+        if stack == "dyld":
+            head = [
+                {"imageOffset": 38412, "symbol": "__abort_with_payload", "symbolLocation": 8, "imageIndex": 2},
+                {"imageOffset": 240116, "symbol": "abort_with_payload_wrapper_internal", "symbolLocation": 104, "imageIndex": 2},
+                {"imageOffset": 240168, "symbol": "abort_with_payload", "symbolLocation": 16, "imageIndex": 2},
+            ]
+        else:
+            head = [
+                {"imageOffset": 37788, "symbol": "__pthread_kill", "symbolLocation": 8, "imageIndex": 2},
+                {"imageOffset": 27316, "symbol": "pthread_kill", "symbolLocation": 296, "imageIndex": 3},
+                {"imageOffset": 479560, "symbol": "abort", "symbolLocation": 124, "imageIndex": 4},
+                {"imageOffset": 475680, "symbol": "__assert_rtn", "symbolLocation": 284, "imageIndex": 4},
+            ]
+        frames = head + [
             {"imageOffset": 1_048_576 + 4096 * i, "symbol": sym, "symbolLocation": 64 + 8 * i, "imageIndex": 1}
             for i, sym in enumerate(crashed)
         ]
@@ -343,12 +402,12 @@ class UtmHost:
             "coalitionName": "com.utmapp.UTM",
             "crashReporterKey": "00000000-0000-0000-0000-000000000000",
             "exception": {"codes": "0x0000000000000000, 0x0000000000000000", "rawCodes": [0, 0], "type": "EXC_CRASH", "signal": "SIGABRT"},
-            "termination": {"flags": 0, "code": 6, "namespace": "SIGNAL", "indicator": "Abort trap: 6"},
+            "termination": termination,
             "asi": {"libsystem_c.dylib": [line]},
             "extMods": {"caller": {"thread_create": 0, "thread_set_state": 0, "task_for_pid": 0, "mach_vm_read": 0}},
             "faultingThread": 0,
             "threads": [
-                {"triggered": True, "id": 1_000_000 + pid, "queue": "com.apple.main-thread" if stack == "boot" else None, "frames": frames},
+                {"triggered": True, "id": 1_000_000 + pid, "queue": "com.apple.main-thread" if stack != "stream" else None, "frames": frames},
                 {"id": 1_000_001 + pid, "frames": [{"imageOffset": 6000, "symbol": "start_wqthread", "symbolLocation": 8, "imageIndex": 3}]},
             ],
             "usedImages": [
@@ -370,6 +429,43 @@ class UtmHost:
         lines.append("}")
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         self.crash_reports.append(path)
+        return path
+
+    # --- the QEMU binary --------------------------------------------------------------------
+
+    def write_qemu_binary(self) -> Path:
+        """A minimal arm64 Mach-O dylib standing in for UTM's QEMU framework binary.
+
+        Its load commands are what ``otool -L``/macholib report: ``@rpath`` frameworks after
+        fix-qemu-paths.sh, or build-machine sysroot paths under ``sysroot_paths``. Its strings carry
+        the build's ``[HELIX] VERSION:`` (the binary's, which differs from the logged one under
+        ``stale_qemu``) and the helix symbols, for ``strings | grep`` checks.
+        """
+        path = self.host_dir / QEMU_BINARY
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sysroot = "sysroot_paths" in self.config.faults
+        names = ["@rpath/qemu-aarch64-softmmu.framework/Versions/A/qemu-aarch64-softmmu"]
+        for dep in _QEMU_FRAMEWORK_DEPS:
+            if sysroot and dep in _SYSROOT_LEFTOVERS:
+                names.append(f"{SYSROOT}/lib{dep}.dylib")
+            else:
+                names.append(f"@rpath/{dep}.framework/Versions/A/{dep}")
+        names += _QEMU_SYSTEM_DEPS
+        commands = [_dylib_command(0xD if i == 0 else 0xC, name) for i, name in enumerate(names)]
+        body = b"".join(commands)
+        # mach_header_64: MH_MAGIC_64, CPU_TYPE_ARM64, subtype ALL, MH_DYLIB, flags NOUNDEFS|DYLDLINK|TWOLEVEL|NO_REEXPORTED_DYLIBS
+        header = struct.pack("<IiiIIIII", 0xFEEDFACF, 0x0100000C, 0, 6, len(commands), len(body), 0x00100085, 0)
+        strings = b"\0".join(
+            s.encode()
+            for s in (
+                f"[HELIX] VERSION: {self.config.qemu_version}",
+                "_helix_frame_export_init",
+                "_helix_scanout_frame_ready",
+                "_helix_get_frame_export",
+                "QEMU emulator version 9.1.2 (UTM)",
+            )
+        )
+        path.write_bytes(header + body + b"\0" * 64 + strings + b"\0")
         return path
 
     # --- control server (utmctl ⇄ "UTM.app") --------------------------------------------

@@ -6,7 +6,7 @@ import asyncio
 import struct
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 
 import docker
 import pytest

@@ -75,8 +75,8 @@ class Rig:
 async def make_rig(tmp_path):
     made: list[Rig] = []
 
-    async def make(*faults: str) -> Rig:
-        r = Rig(tmp_path, faults=frozenset(faults))
+    async def make(*faults: str, **cfg) -> Rig:
+        r = Rig(tmp_path, faults=frozenset(faults), **cfg)
         await r.start()
         made.append(r)
         return r
@@ -91,7 +91,9 @@ async def rig(make_rig):
     return await make_rig()
 
 
-async def test_launcher_list_status_start_stop(rig):
+async def test_launcher_list_status_start_stop(make_rig):
+    # a boot slow enough to see `starting` from a subprocess even on a loaded machine
+    rig = await make_rig(boot_delay_s=1.0)
     assert os.access(rig.launcher, os.X_OK)
     assert rig.launcher.read_text().startswith("#!/bin/sh\n")
     assert json.loads(rig.host.control_file.read_text())["url"] == rig.host.control_url
@@ -174,7 +176,7 @@ async def test_no_gui_fails_every_call(make_rig):
 
 
 async def test_crash_during_boot(make_rig):
-    rig = await make_rig("vm_crash_boot")
+    rig = await make_rig("vm_crash_boot", boot_delay_s=1.0)
     assert await rig.utmctl("start", VM_ID) == (0, "", "")
     assert rig.host.status == "starting"
     await rig.host.wait_status("stopped", 10)
@@ -240,3 +242,36 @@ async def test_control_server_gone(tmp_path):
     await r.close()
     rc, out, err = await r.utmctl("list")
     assert (rc, out, err) == (1, "", "Error: Application not found.\n")
+
+
+async def test_qemu_binary_clean_and_version(rig):
+    from macholib.MachO import MachO
+
+    deps = [name for _, _, name in MachO(str(rig.host.qemu_binary)).headers[0].walkRelocatables()]
+    assert deps and not any("sysroot" in d or d.startswith("/Users/") for d in deps)
+    assert "@rpath/pixman-1.0.framework/Versions/A/pixman-1.0" in deps
+    assert b"[HELIX] VERSION: 2026-02-05-reject-resource-id-zero\0" in rig.host.qemu_binary.read_bytes()
+
+
+async def test_stale_qemu_binary_differs_from_logged_version(make_rig):
+    rig = await make_rig("stale_qemu")
+    rig.host.start_vm()
+    await rig.host.wait_status("started", 10)
+    logged = [line for line in (rig.host_dir / "helix-debug.log").read_text().splitlines() if "VERSION" in line]
+    assert logged == ["[HELIX] VERSION: 2026-02-04-stale-build"]
+    assert b"[HELIX] VERSION: 2026-02-05-reject-resource-id-zero" in rig.host.qemu_binary.read_bytes()
+
+
+async def test_sysroot_paths_binary_and_dyld_crash(make_rig):
+    from macholib.MachO import MachO
+
+    rig = await make_rig("sysroot_paths")
+    deps = [name for _, _, name in MachO(str(rig.host.qemu_binary)).headers[0].walkRelocatables()]
+    assert "/Users/luke/pm/UTM/sysroot-macOS-arm64/lib/libpixman-1.0.dylib" in deps
+    assert await rig.utmctl("start", VM_ID) == (0, "", "")
+    await rig.host.wait_status("stopped", 10)
+    [report] = rig.host.crash_reports
+    body = json.loads(report.read_text().split("\n", 1)[1])
+    assert body["termination"]["namespace"] == "DYLD" and body["termination"]["indicator"] == "Library missing"
+    assert "libpixman-1.0.dylib" in body["termination"]["reasons"][0]
+    assert rig.guest.boots == 0 and not rig.qemu.running

@@ -1,0 +1,143 @@
+"""``python -m harness.sim up [--json] …``: run a simulator in the foreground until SIGTERM/SIGINT.
+
+With ``--json`` it prints exactly one JSON line (``Simulator.info()``) once everything listens;
+without, a short human summary (never the API key). Exit codes: 0 after a clean stop, 1 when the
+simulator fails to start, 2 for bad arguments (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, NoReturn, Sequence
+
+from ..errors import HarnessError
+from .config import FAULTS, QEMU_BEHAVIOURS, VIDEO_MODES, SimConfig, parse_faults
+
+PROG = "python -m harness.sim"
+
+
+class _ArgumentError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing usage and exiting: the CLI prints one line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _ArgumentError(message)
+
+
+def _resolution(text: str) -> tuple[int, int]:
+    try:
+        w, h = text.lower().split("x")
+        return int(w), int(h)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid resolution {text!r} (use WxH, e.g. 1920x1080)") from None
+
+
+def main_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="The helix-e2e simulator: a Mac host, UTM VM, QEMU and Helix stack.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    up = sub.add_parser("up", help="start a simulator and run until SIGTERM/SIGINT")
+    up.add_argument("--json", action="store_true", dest="json", help="print one JSON line with the connection info")
+    up.add_argument("--root", type=Path, dest="root", help="root directory (default: a temp dir removed at exit)")
+    up.add_argument("--fps", type=float, dest="fps", default=40.0, help="desktop frame rate (default 40)")
+    up.add_argument("--resolution", type=_resolution, dest="resolution", default=(1280, 720), help="WxH (default 1280x720)")
+    up.add_argument("--video-mode", choices=VIDEO_MODES, dest="video_mode", default="scanout")
+    up.add_argument("--qemu", choices=QEMU_BEHAVIOURS, dest="qemu", default="feb5-reject", help="QEMU build behaviour")
+    up.add_argument("--fault", action="append", dest="faults", default=[], metavar="NAME",
+                    help=f"inject a fault (repeatable; one of: {', '.join(FAULTS)})")
+    up.add_argument("--gop", type=int, dest="gop", default=120, help="keyframe interval in frames (default 120)")
+    up.add_argument("--boot-delay", type=float, dest="boot_delay", default=None, help="VM boot time in seconds")
+    up.add_argument("-v", "--verbose", action="store_true", dest="verbose", help="log to stderr at DEBUG level")
+    return parser
+
+
+def _config(args: argparse.Namespace, root: Path) -> SimConfig:
+    extra: dict[str, Any] = {}
+    if args.boot_delay is not None:
+        extra["boot_delay_s"] = args.boot_delay
+    return SimConfig(
+        root=root,
+        fps=args.fps,
+        width=args.resolution[0],
+        height=args.resolution[1],
+        video_mode=args.video_mode,
+        qemu_behaviour=args.qemu,
+        faults=parse_faults(args.faults),
+        gop=args.gop,
+        **extra,
+    )
+
+
+def _summary(info: dict[str, Any]) -> str:
+    return "\n".join(
+        [
+            "helix-e2e simulator up (Ctrl-C to stop)",
+            f"  target file   {info['target_file']}",
+            f"  utmctl        {info['utmctl']}  (VM {info['vm_id']}, stopped: `utmctl start {info['vm_id']}`)",
+            f"  ssh           ssh -i {info['ssh_key']} -p {info['ssh_port']} {info['ssh_user']}@{info['ssh_host']}",
+            f"  api           {info['api_url']} (after ./stack start in the guest)",
+            f"  frame export  127.0.0.1:{info['frame_export_port']} (after the VM boots)",
+            f"  host log      {info['helix_debug_log']}",
+            f"  crash reports {info['crash_dir']}",
+        ]
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = main_parser().parse_args(argv)
+    except _ArgumentError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    temp_root: Path | None = None
+    root = args.root
+    if root is None:
+        temp_root = root = Path(tempfile.mkdtemp(prefix="helix-sim-"))
+    try:
+        try:
+            config = _config(args, root)
+        except HarnessError as exc:
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            return 2
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.WARNING,
+            stream=sys.stderr,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        from .simulator import Simulator  # heavy imports only once the arguments are good
+
+        def ready(info: dict[str, Any]) -> None:
+            if args.json:
+                sys.stdout.write(json.dumps(info) + "\n")
+            else:
+                sys.stdout.write(_summary(info) + "\n")
+            sys.stdout.flush()
+
+        try:
+            Simulator(config).run_forever(on_ready=ready)
+        except HarnessError as exc:
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    finally:
+        if temp_root is not None:
+            shutil.rmtree(temp_root, ignore_errors=True)
+
+
+def entrypoint() -> None:
+    raise SystemExit(main())
+
+
+if __name__ == "__main__":
+    entrypoint()

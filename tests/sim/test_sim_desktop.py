@@ -1,0 +1,451 @@
+"""The sim's desktops: exec allowlist and process table, the shared video pipeline, logs and faults.
+
+These drive :class:`harness.sim.desktop.Desktop` directly (no WebSocket); ``test_sim_api.py`` covers the
+wire. Small pictures (448x256: the smallest common size that still carries the frame-counter stamp).
+Fault start times are shortened with monkeypatch (timing constants, not faults); durations stay real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import time
+
+import pytest
+
+from harness.analysis.content import ContentAnalyzer
+from harness.protocols.stream import Init
+from harness.sim import desktop as desktop_mod
+from harness.sim.config import SimConfig
+from harness.sim.desktop import (
+    Desktop,
+    DesktopUnavailable,
+    StreamStartError,
+    gst_line,
+    normalize_video_mode,
+    slog_line,
+)
+from harness.sim.docker_engine import DockerEngine
+from harness.sim.qemu import QemuFrameExport
+
+pytestmark = pytest.mark.timeout(60)
+
+W, H = 448, 256
+VKCUBE = ["vkcube", "--wsi", "wayland", "--present_mode", "1"]
+#: The reference's sample line and regex (macos-frame-export.md §2).
+GST_SAMPLE = (
+    "0:00:34.030216978   333 0xe7a330000c00 DEBUG            vsockenc gstvsockenc.c:570:gst_vsockenc_handle_frame:"
+    "<vsockenc0> Sent frame 1, resource_id=0, size=1920x1080, keyframe=1"
+)
+GST_RE = re.compile(
+    r"(?P<ts>\d+:\d\d:\d\d\.\d+)\s+(?P<pid>\d+)\s+(?P<thr>0x[0-9a-f]+)\s+(?P<lvl>\w+)\s+vsockenc\s+"
+    r"(?P<file>[^:]+):(?P<line>\d+):(?P<fn>\w+):<(?P<obj>[^>]+)>\s(?P<msg>.*)"
+)
+SENT_RE = re.compile(r"Sent frame (\d+), resource_id=(\d+), size=(\d+)x(\d+), keyframe=([01])")
+
+
+async def wait_until(check, timeout: float = 5.0, what: str = "condition"):
+    end = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() >= end:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def nal_types(au: bytes) -> list[int]:
+    types, i = [], au.find(b"\x00\x00\x01")
+    while i >= 0 and i + 3 < len(au):
+        types.append(au[i + 3] & 0x1F)
+        i = au.find(b"\x00\x00\x01", i + 3)
+    return types
+
+
+def is_idr_with_headers(au: bytes) -> bool:
+    """SPS, then PPS, then an IDR slice (x264 may put an SEI between them)."""
+    types = nal_types(au)
+    return 7 in types and 8 in types and 5 in types and types.index(7) < types.index(8) < types.index(5)
+
+
+def log_text(container) -> str:
+    return "".join(e.data.decode() for e in container.log_entries())
+
+
+def video_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("sim-video-")]
+
+
+def init(width=W, height=H, fps=40, **kw) -> Init:
+    mode = kw.pop("video_mode", None)
+    return Init("ses_test", width, height, fps, 4000, video_mode=mode, extra=kw)
+
+
+@pytest.fixture
+async def make_desktop(tmp_path):
+    made: list[tuple[Desktop, QemuFrameExport]] = []
+
+    class Host:
+        def __init__(self):
+            self.crashes: list[str] = []
+
+        def crash_vm(self, reason):
+            self.crashes.append(reason)
+
+    async def make(*, fps=40.0, **cfg) -> Desktop:
+        cfg.setdefault("width", W)
+        cfg.setdefault("height", H)
+        cfg.setdefault("video_grace_s", 0.3)
+        config = SimConfig(root=tmp_path, fps=fps, **cfg)
+        engine = DockerEngine(config, tmp_path / "docker.sock")  # in-process use only: no socket needed
+        qemu = QemuFrameExport(config, tmp_path / "host" / "helix-debug.log")
+        await qemu.start()
+        container = engine.create_container(f"ubuntu-external-t{len(made)}", image="helix-ubuntu:test")
+        desktop = Desktop(config, session_id="ses_test", container=container, qemu=qemu, host=Host())
+        desktop.start()
+        made.append((desktop, qemu))
+        return desktop
+
+    yield make
+    for desktop, qemu in made:
+        await desktop.shutdown()
+        await qemu.stop()
+    assert not video_threads()
+
+
+async def collect(sub, seconds: float):
+    """Live frames with arrival times for ``seconds`` after the first one."""
+    frames = []
+    end = None
+    while end is None or time.monotonic() < end:
+        timeout = 5.0 if end is None else max(0.01, end - time.monotonic())
+        try:
+            frame = await asyncio.wait_for(sub.get(), timeout)
+        except asyncio.TimeoutError:
+            if end is None:
+                raise
+            break
+        if frame is None:
+            break
+        now = time.monotonic()
+        if end is None:
+            end = now + seconds
+        frames.append((now, frame))
+    return frames
+
+
+# --------------------------------------------------------------------------- log formats
+
+
+def test_gst_line_matches_reference_sample():
+    line = gst_line(34.030216978, "DEBUG", "gstvsockenc.c:570:gst_vsockenc_handle_frame",
+                    "Sent frame 1, resource_id=0, size=1920x1080, keyframe=1")
+    assert line == GST_SAMPLE
+    m = GST_RE.fullmatch(gst_line(0.5, "WARN", "gstvsockenc.c:402:gst_vsockenc_get_resource_id", "Buffer is not DMA-BUF backed"))
+    assert m and m["lvl"] == "WARN" and m["msg"] == "Buffer is not DMA-BUF backed"
+
+
+def test_slog_line_format():
+    line = slog_line("INFO", "subscribed to QEMU scanout", scanout_id=1, qemu_addr="10.0.2.2:15937")
+    assert re.fullmatch(
+        r'time=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z level=INFO msg="subscribed to QEMU scanout" '
+        r"scanout_id=1 qemu_addr=10\.0\.2\.2:15937",
+        line,
+    )
+    assert slog_line("INFO", "x", fps="40.0", keyframe=True, command=["pkill", "-f"]).endswith(
+        'msg=x fps=40.0 keyframe=true command="[pkill -f]"'
+    )
+
+
+def test_video_mode_normalisation():
+    assert normalize_video_mode("scanout", "shm") == "scanout"
+    assert normalize_video_mode("native", "scanout") == "shm"
+    assert normalize_video_mode(None, "scanout") == "scanout"
+    assert normalize_video_mode("bogus", "shm") == "shm"
+
+
+# --------------------------------------------------------------------------- exec
+
+
+async def test_exec_allowlist_and_shapes(make_desktop):
+    d = await make_desktop()
+    r = await d.exec(["kitty"])
+    assert (r.status, r.body) == (403, "command not allowed: kitty\n")
+    r = await d.exec(["git", "clone", "https://example.com/x"])
+    assert r.status == 403 and r.body.startswith("git invocation not allowed")
+    assert (await d.exec(["git", "config", "--global", "user.name", "Sim"])).json == {"success": True, "exit_code": 0}
+    assert (await d.exec([])).status == 400
+    assert (await d.exec(["echo", "hello", "world"])).json == {"success": True, "exit_code": 0, "output": "hello world"}
+    r = await d.exec(["cat", "/nope"])
+    assert r.json == {"success": False, "exit_code": 1, "output": "cat: /nope: No such file or directory",
+                      "error": "exit status 1"}
+    assert (await d.exec(["test", "-S", "/run/user/1000/wayland-0"])).json["exit_code"] == 0
+    assert (await d.exec(["ls", "/run/user/1000"])).json["output"].split("\n")[-1] == "wayland-0.lock"
+    assert "command not allowed: kitty" not in log_text(d.container)  # the body; the log has the slog form
+    assert 'msg="exec: blocked disallowed command" command=kitty' in log_text(d.container)
+
+
+async def test_vkcube_lifecycle(make_desktop):
+    d = await make_desktop()
+    assert (await d.exec(["pkill", "-0", "-f", "vkcube"])).json == {"success": False, "exit_code": 1, "error": "exit status 1"}
+    r = await d.exec(VKCUBE, background=True, env={"WAYLAND_DISPLAY": "wayland-0"})
+    assert r.json["success"] is True and r.json["pid"] > 0 and set(r.json) == {"success", "exit_code", "pid"}
+    assert d.vkcube_running
+    assert (await d.exec(["pkill", "-0", "-f", "vkcube"])).json == {"success": True, "exit_code": 0}
+    assert (await d.exec(["pkill", "-0", "-f", "gnome-shell"])).json["exit_code"] == 0  # the desktop's own
+    assert (await d.exec(["pkill", "-f", "vkcube"])).json["exit_code"] == 0
+    assert not d.vkcube_running
+    assert (await d.exec(["pkill", "-0", "-f", "vkcube"])).json["exit_code"] == 1
+    assert (await d.exec(["killall", "vkcube"])).json["output"] == "vkcube: no process found"
+    # A foreground vkcube runs until the request's timeout kills it (exec.CommandContext).
+    r = await d.exec(["vkcube"], timeout=1)
+    assert r.json == {"success": False, "exit_code": -1, "error": "signal: killed"}
+    assert not d.vkcube_running
+
+
+async def test_exec_forbidden_fault(make_desktop):
+    d = await make_desktop(faults={"exec_forbidden"})
+    r = await d.exec(VKCUBE, background=True)
+    assert (r.status, r.body) == (403, "command not allowed: vkcube\n")
+    assert (await d.exec(["echo", "ok"])).status == 200
+
+
+async def test_vkcube_dies_fault(make_desktop):
+    d = await make_desktop(faults={"vkcube_dies"})
+    r = await d.exec(VKCUBE, background=True)
+    assert r.json["success"] is True and r.json["pid"] > 0  # Start() only: the crash is not seen
+    assert (await d.exec(["pkill", "-0", "-f", "vkcube"])).json["exit_code"] == 1
+
+
+async def test_screenshot_is_the_desktop(make_desktop):
+    import cv2
+    import numpy as np
+
+    d = await make_desktop()
+    data, ctype = await d.screenshot()
+    assert ctype == "image/jpeg" and data[:3] == b"\xff\xd8\xff"
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    assert img.shape == (H, W, 3)
+    png, ctype = await d.screenshot("png")
+    assert ctype == "image/png" and png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+
+async def test_pipeline_gop_pacing_and_keepalive(make_desktop):
+    d = await make_desktop(fps=40, gop=10)
+    await d.exec(VKCUBE, background=True)
+    sub = await d.open_stream(init())
+    assert sub.replay == ()  # the first live-pipeline client gets no replay
+    frames = await collect(sub, 1.0)
+    numbers = [f.number for _, f in frames]
+    assert numbers == list(range(1, len(numbers) + 1))
+    for _, f in frames:
+        types = nal_types(f.data)
+        if (f.number - 1) % 10 == 0:
+            assert f.keyframe and is_idr_with_headers(f.data), (f.number, types)
+        else:
+            assert not f.keyframe and 7 not in types and 5 not in types
+    fps = (len(frames) - 1) / (frames[-1][0] - frames[0][0])
+    assert abs(fps - 40) / 40 < 0.05, fps
+    pts = [f.pts_us for _, f in frames]
+    assert all(b - a == 25_000 for a, b in zip(pts, pts[1:]))  # drift-free schedule
+    # vkcube ends: a static screen gets the 500 ms keepalive frame only.
+    await d.exec(["pkill", "-f", "vkcube"])
+    await collect(sub, 0.3)  # drain what was in flight
+    static = await collect(sub, 1.2)
+    gaps = [b[0] - a[0] for a, b in zip(static, static[1:])]
+    assert 2 <= len(static) <= 4 and all(0.4 < g < 0.6 for g in gaps), gaps
+
+
+async def test_second_viewer_gets_the_gop_as_replay(make_desktop):
+    d = await make_desktop(fps=40, gop=20)
+    await d.exec(VKCUBE, background=True)
+    first = await d.open_stream(init())
+    frames = await collect(first, 0.5)
+    second = await d.open_stream(init(width=1920, height=1080))
+    assert second.replay, "a late joiner gets the current GOP first"
+    assert second.replay[0].keyframe and is_idr_with_headers(second.replay[0].data)
+    assert all(not f.keyframe for f in second.replay[1:])
+    nxt = await second.get()
+    assert nxt.number == second.replay[-1].number + 1  # live frames continue without a gap
+    assert frames[0][1].number == 1
+    assert d.viewers == 2 and d.pipelines_started == 1  # ONE shared pipeline
+
+
+async def test_replay_burst_fault_first_viewer(make_desktop):
+    d = await make_desktop(fps=40, gop=120, faults={"replay_burst"})
+    sub = await d.open_stream(init())
+    assert len(sub.replay) >= 10 and sub.replay[0].keyframe
+    assert [f.number for f in sub.replay] == list(range(1, len(sub.replay) + 1))
+    nxt = await sub.get()
+    assert nxt.number == len(sub.replay) + 1
+
+
+async def test_grace_period_stops_the_pipeline(make_desktop):
+    d = await make_desktop(video_grace_s=0.3)
+    sub = await d.open_stream(init())
+    await sub.get()
+    assert len(video_threads()) == 1
+    d.close_stream(sub)
+    assert d.pipeline is not None  # still inside the grace period
+    await wait_until(lambda: d.pipeline is None and not video_threads(), 3, "pipeline stop after grace")
+    assert 'msg="video pipeline stopped" reason="no clients for the grace period"' in log_text(d.container)
+
+
+async def test_shutdown_joins_the_worker(make_desktop):
+    d = await make_desktop()
+    sub = await d.open_stream(init())
+    await sub.get()
+    await d.shutdown()
+    assert await sub.get() is None and sub.end_reason == "shutdown"
+    assert not video_threads() and d.pipeline is None and not d.available
+
+
+async def test_stream_error_fault(make_desktop):
+    d = await make_desktop(faults={"stream_error"})
+    with pytest.raises(StreamStartError, match="subscribe rejected for scanout 1"):
+        await d.open_stream(init())
+    assert d.pipeline is None and not video_threads()
+    assert "level=ERROR" in log_text(d.container)
+
+
+# --------------------------------------------------------------------------- logs per mode
+
+
+async def test_scanout_logs_and_frame_ready(make_desktop):
+    d = await make_desktop(video_mode="scanout")
+    await d.exec(VKCUBE, background=True)
+    sub = await d.open_stream(init())
+    assert sub.mode == "scanout"
+    await collect(sub, 0.2)
+    text = log_text(d.container)
+    assert 'msg="starting scanout mode (QEMU H.264 via TCP)"' in text
+    assert f'msg="subscribed to QEMU scanout" scanout_id=1 qemu_addr=10.0.2.2:{d.qemu.port}' in text
+    assert re.search(r'msg="scanout stream stats" frames=1 fps=\d+\.\d last_size=\d+ keyframe=true', text)
+    assert "vsockenc" not in text
+    ready = [line for line in d.qemu.log_path.read_text().splitlines() if line.startswith("[FRAME_READY]")]
+    ids = [int(re.search(r"resource=(\d+)", line)[1]) for line in ready]
+    assert ready[0] == "[FRAME_READY] #1 scanout=1 resource=37 has_subscriber=YES"
+    assert len(set(ids)) == 3 and 0 not in ids  # a triple-buffered scanout
+
+
+@pytest.mark.parametrize("zero", [False, True])
+async def test_shm_vsockenc_lines(make_desktop, zero):
+    d = await make_desktop(video_mode="scanout", faults={"resource_ids_zero"} if zero else set())
+    await d.exec(VKCUBE, background=True)
+    sub = await d.open_stream(init(video_mode="shm"))  # the init's video_mode wins over the container env
+    assert sub.mode == "shm"
+    await collect(sub, 0.25)
+    lines = log_text(d.container).splitlines()
+    gst = [GST_RE.fullmatch(line) for line in lines if re.match(r"\d+:\d\d:", line)]
+    assert gst and all(gst)
+    msgs = [m["msg"] for m in gst]
+    assert f"Connected via TCP to 10.0.2.2:{d.qemu.port} (TCP_NODELAY, sndbuf=1MB)" in msgs
+    sent = [SENT_RE.fullmatch(m) for m in msgs if m.startswith("Sent frame")]
+    assert len(sent) >= 5 and all(sent)
+    assert [int(s[1]) for s in sent] == list(range(1, len(sent) + 1))
+    assert sent[0][5] == "1" and (sent[0][3], sent[0][4]) == (str(W), str(H))
+    if zero:
+        assert {s[2] for s in sent} == {"0"}
+        assert msgs.count("Buffer is not DMA-BUF backed") == len(sent)
+        assert msgs.count("Failed to get resource ID for frame") == len(sent)
+    else:
+        assert "0" not in {s[2] for s in sent}
+        assert any(re.fullmatch(r"DMA-BUF fd=\d+ -> GEM handle=\d+ -> resource_id=[1-9]\d* \(size=\d+, blob_mem=1\)", m) for m in msgs)
+        assert "Buffer is not DMA-BUF backed" not in msgs
+    ts = [m["ts"] for m in gst]
+    assert ts == sorted(ts)  # time since gst_init, monotonic
+
+
+# --------------------------------------------------------------------------- content faults
+
+
+async def _content(d: Desktop, seconds: float) -> dict:
+    await d.exec(VKCUBE, background=True)
+    sub = await d.open_stream(init())
+    frames = await collect(sub, seconds)
+    analyzer = ContentAnalyzer()
+    t0 = frames[0][0]
+    for t, f in frames:
+        analyzer.feed(f.data, t - t0)
+    return analyzer.result()
+
+
+async def test_clean_stream_content(make_desktop):
+    res = await _content(await make_desktop(fps=40), 1.0)
+    assert res["decode_errors"] == 0 and res["black_frames"] == 0 and res["freezes"] == []
+    assert res["first_frame_is_idr_with_sps_pps"] is True and (res["width"], res["height"]) == (W, H)
+    assert res["counters"]["first"] == 1 and res["counters"]["missing"] == 0 and res["counters"]["duplicates"] == 0
+
+
+async def test_frozen_fault(make_desktop, monkeypatch):
+    monkeypatch.setattr(desktop_mod, "FROZEN_AT_S", 0.5)
+    res = await _content(await make_desktop(fps=40, faults={"frozen"}), 3.8)
+    assert len(res["freezes"]) == 1, res["freezes"]
+    freeze = res["freezes"][0]
+    assert 2.7 <= freeze["duration_s"] <= 3.3, freeze
+    assert res["counters"]["duplicates"] >= 100  # the SAME picture, counter included
+
+
+async def test_black_fault(make_desktop, monkeypatch):
+    monkeypatch.setattr(desktop_mod, "BLACK_AT_S", 0.5)
+    res = await _content(await make_desktop(fps=40, faults={"black"}), 2.8)
+    assert 70 <= res["black_frames"] <= 90, res["black_frames"]  # 2 s at 40 fps
+
+
+async def test_corrupt_h264_fault(make_desktop):
+    res = await _content(await make_desktop(fps=40, faults={"corrupt_h264"}), 1.0)
+    assert res["decode_errors"] >= 1
+
+
+async def test_frames_stop_fault(make_desktop, monkeypatch):
+    monkeypatch.setattr(desktop_mod, "FRAMES_STOP_AT_S", 0.5)
+    d = await make_desktop(fps=40, faults={"frames_stop"})
+    await d.exec(VKCUBE, background=True)
+    sub = await d.open_stream(init())
+    frames = await collect(sub, 1.5)
+    assert 15 <= len(frames) <= 25  # ~0.5 s of frames, then nothing
+    await wait_until(lambda: d.pipeline is not None and d.pipeline.stalled, 2, "stall")
+    assert sub.end_reason is None  # the viewer is not ended: its socket stays open
+
+
+# --------------------------------------------------------------------------- container and VM faults
+
+
+async def test_container_oom_fault(make_desktop, monkeypatch):
+    monkeypatch.setattr(desktop_mod, "OOM_AT_S", 0.5)
+    d = await make_desktop(faults={"container_oom"})
+    await d.exec(VKCUBE, background=True)
+    sub = await d.open_stream(init())
+    await collect(sub, 2.0)  # ends when the desktop ends the viewer
+    assert sub.end_reason == "oom"
+    c = d.container
+    assert c.restart_count == 1 and c.oom_killed and c.running
+    assert not d.vkcube_running  # its processes died with it
+    await wait_until(lambda: not video_threads(), 3, "worker stop")
+    text = log_text(c)
+    assert text.count("[startup] GNOME headless") == 2
+    # Streaming works again after the restart; the OOM happens once.
+    sub2 = await d.open_stream(init())
+    assert (await sub2.get()) is not None
+
+
+async def test_vm_crash_stream_fault_triggers_the_host(make_desktop, monkeypatch):
+    monkeypatch.setattr(desktop_mod, "VM_CRASH_AT_S", 0.3)
+    d = await make_desktop(faults={"vm_crash_stream"})
+    sub = await d.open_stream(init())
+    await collect(sub, 2.0)
+    assert sub.end_reason == "vm_crash"
+    assert d.host.crashes and "virgl" in d.host.crashes[0]
+
+
+async def test_unavailable_when_container_gone(make_desktop):
+    d = await make_desktop()
+    d.container.exit(137)
+    assert not d.available
+    with pytest.raises(DesktopUnavailable):
+        await d.open_stream(init())

@@ -1,0 +1,184 @@
+"""The composed simulator: start → info → utmctl start → SSH → stack API → stop, nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+import urllib.error
+import urllib.request
+
+import psutil
+import pytest
+
+from harness.deadline import poll_until
+from harness.sim.config import SimConfig
+
+pytest.importorskip("harness.sim.vm", reason="harness/sim/vm.py (GuestVM) is not there yet")
+pytest.importorskip("harness.sim.api", reason="harness/sim/api.py (HelixApi) is not there yet")
+
+from harness.sim.simulator import INFO_KEYS, Simulator  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _children() -> set[int]:
+    """Every descendant, zombies included (an unreaped child is a leak too)."""
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _ssh_banner(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        s.settimeout(2)
+        return s.recv(64)
+
+
+def _utmctl(info: dict, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([info["utmctl"], *args], capture_output=True, text=True, timeout=20)
+
+
+def _http_status(url: str) -> int | None:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=2) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return None
+
+
+def test_simulator_lifecycle(tmp_path):
+    import docker
+
+    before = _children()
+    config = SimConfig(root=tmp_path / "sim", boot_delay_s=0.2, sandbox_delay_s=0.1)
+    with Simulator(config) as sim:
+        info = sim.info()
+        assert tuple(info) == INFO_KEYS
+        assert info["api_key"] == config.api_key and info["vm_id"] == config.vm_id
+        root = tmp_path / "sim"
+        for path in ("host/DiagnosticReports", "host/helix-debug.log", "host/bin/utmctl", "host/control.json",
+                     "vm", "docker.sock", "target.toml"):
+            assert (root / path).exists(), path
+        target = tomllib.loads((root / "target.toml").read_text())
+        assert target["name"] == "sim" and target["kind"] == "utm"
+        assert target["vm"] == {"id": config.vm_id, "utmctl": info["utmctl"]}
+        assert target["ssh"]["port"] == info["ssh_port"] and target["ssh"]["key"] == info["ssh_key"]
+        assert target["frame_export"] == {"host": "127.0.0.1", "port": info["frame_export_port"]}
+        assert target["host"]["crash_dir"] == info["crash_dir"]
+        assert target["guest"]["api_port"] == int(info["api_url"].rsplit(":", 1)[1])
+        assert (target["stream"]["width"], target["stream"]["height"]) == (1280, 720)
+        assert "api_key" not in (root / "target.toml").read_text()
+
+        # the VM starts stopped: nothing of it listens yet
+        assert _utmctl(info, "status", info["vm_id"]).stdout == "stopped\n"
+        assert not _accepts(info["ssh_port"]) and not _accepts(info["frame_export_port"])
+
+        started = _utmctl(info, "start", info["vm_id"])
+        assert (started.returncode, started.stdout, started.stderr) == (0, "", "")
+        poll_until(lambda: _utmctl(info, "status", info["vm_id"]).stdout == "started\n", timeout=15,
+                   what="VM started", interval=0.05)
+        assert _ssh_banner(info["ssh_port"]).startswith(b"SSH-2.0-")
+        assert _accepts(info["frame_export_port"])
+        assert "[HELIX] Frame export ready" in (root / "host" / "helix-debug.log").read_text()
+
+        # the stack: starting the compose service `api` brings the Helix API up
+        assert _http_status(info["api_url"] + "/api/v1/config") is None
+        client = docker.DockerClient(base_url=sim.engine.docker_host, version="1.43")
+        api = client.containers.create("helix-api:dev", name="helix-api-1", labels={"com.docker.compose.service": "api"})
+        api.start()
+        status = _http_status(info["api_url"] + "/api/v1/status")
+        assert status is not None and status < 500
+        client.close()
+
+        # utmctl stop powers everything of the VM off
+        assert _utmctl(info, "stop", info["vm_id"]).returncode == 0
+        poll_until(lambda: _utmctl(info, "status", info["vm_id"]).stdout == "stopped\n", timeout=15,
+                   what="VM stopped", interval=0.05)
+        assert not _accepts(info["ssh_port"]) and not _accepts(info["frame_export_port"])
+        assert _http_status(info["api_url"] + "/api/v1/config") is None
+        assert sim.engine.containers() == []
+
+        # boot again, and leave it running: stop() must clean up a live VM too
+        assert _utmctl(info, "start", "Linux").returncode == 0
+        poll_until(lambda: sim.host.status == "started", timeout=15, what="VM started again", interval=0.05)
+        control = json.loads((root / "host" / "control.json").read_text())["url"]
+    assert _children() - before == set()
+    for port in (info["ssh_port"], info["frame_export_port"], int(control.rsplit(":", 1)[1])):
+        assert not _accepts(port)
+    assert not (root / "docker.sock").exists()
+    failed = _utmctl(info, "status", info["vm_id"])
+    assert (failed.returncode, failed.stderr) == (1, "Error: Application not found.\n")
+
+
+def test_two_simulators_side_by_side(tmp_path):
+    a = Simulator(SimConfig(root=tmp_path / "a", boot_delay_s=0.1))
+    b = Simulator(SimConfig(root=tmp_path / "b", boot_delay_s=0.1))
+    with a, b:
+        ia, ib = a.info(), b.info()
+        ports_a = {ia["ssh_port"], ia["frame_export_port"], int(ia["api_url"].rsplit(":", 1)[1])}
+        ports_b = {ib["ssh_port"], ib["frame_export_port"], int(ib["api_url"].rsplit(":", 1)[1])}
+        assert not ports_a & ports_b
+        assert _utmctl(ia, "start", ia["vm_id"]).returncode == 0
+        poll_until(lambda: a.host.status == "started", timeout=15, what="VM a started", interval=0.05)
+        assert _utmctl(ib, "status", ib["vm_id"]).stdout == "stopped\n"  # b is untouched
+    assert not a._thread and not b._thread
+
+
+def test_sim_up_cli_json_and_sigterm(tmp_path):
+    before = _children()
+    env = dict(os.environ, PYTHONPATH=REPO)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.sim", "up", "--json", "--qemu", "v7-fallback", "--fault", "stale_qemu",
+         "--resolution", "640x480", "--boot-delay", "0.1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        line = proc.stdout.readline()
+        info = json.loads(line)
+        assert tuple(info) == INFO_KEYS
+        root = os.path.dirname(info["target_file"])
+        assert os.path.isdir(root)
+        target = tomllib.loads(open(info["target_file"]).read())
+        assert (target["stream"]["width"], target["stream"]["height"]) == (640, 480)
+        assert _utmctl(info, "start", info["vm_id"]).returncode == 0
+        poll_until(lambda: _utmctl(info, "status", info["vm_id"]).stdout == "started\n", timeout=15,
+                   what="VM started", interval=0.05)
+        log_text = open(info["helix_debug_log"]).read()
+        assert "[HELIX] VERSION: 2026-02-04-stale-build" in log_text
+        assert _ssh_banner(info["ssh_port"]).startswith(b"SSH-2.0-")
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert out == ""  # exactly one JSON line in all
+        assert time.monotonic() - t0 < 10
+        assert not os.path.exists(root)  # the temp root is removed at exit
+        assert _children() - before == set()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_sim_up_bad_arguments():
+    from harness.sim.__main__ import main
+
+    assert main(["up", "--resolution", "huge"]) == 2
+    assert main(["up", "--fault", "no_such_fault"]) == 2
+    assert main(["up", "--qemu", "v99"]) == 2
+    assert main(["down"]) == 2
