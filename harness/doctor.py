@@ -290,13 +290,14 @@ def check_dylib_paths(binary: str | os.PathLike[str], *, explicit: bool = True, 
                 warnings.append(f"{lc.kind} {lc.path}{where}")
     data = {"binary": str(binary), "arches": arches, "offending": offending, "commands": commands,
             "warnings": warnings}
-    resign = f"then re-sign it (`codesign -vvv {quoted}` must pass)"
+    resign = f"re-sign it afterwards (`codesign -vvv {quoted}` must pass)"
     if offending:
         return Check(
             name, FAIL,
             f"{len(offending)} install name(s) in {binary} point at the build machine (sysroot or /Users/), "
             f"which UTM's sandbox blocks, so the VM won't start: {', '.join(offending)}",
-            "\n".join([f"run scripts/fix-qemu-paths.sh, or rewrite them yourself and {resign}:", *commands]),
+            "\n".join([f"run scripts/fix-qemu-paths.sh, or rewrite them with these commands and {resign}:",
+                       *commands]),
             data,
         )
     if missing_brew:
@@ -310,8 +311,8 @@ def check_dylib_paths(binary: str | os.PathLike[str], *, explicit: bool = True, 
         brew = all(w.split(" ", 1)[1].startswith(HOMEBREW_PREFIX) for w in warnings)
         fix = ("allowed (fix-qemu-paths.sh leaves capstone/gnutls on Homebrew), but every Mac that runs this "
                "QEMU needs those Homebrew packages installed") if brew else (
-            "point them at @rpath/<name>.framework/Versions/A/<name> (scripts/fix-qemu-paths.sh) "
-            f"or check that they exist on every Mac that runs this QEMU; {resign}")
+            "make sure they exist on every Mac that runs this QEMU, or point them at "
+            f"@rpath/<name>.framework/Versions/A/<name> with install_name_tool and {resign}")
         if rpath_fixes:
             fix = "\n".join([fix, "drop build-machine rpaths:", *rpath_fixes])
         return Check(name, WARN,

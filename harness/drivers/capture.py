@@ -61,6 +61,7 @@ class CaptureResult:
     timing: dict = field(default_factory=dict)
     content: dict = field(default_factory=dict)
     content_skipped: int = 0
+    thumbnails: dict = field(default_factory=dict)  # name -> JPEG path (first_idr, worst, last)
 
     def as_dict(self) -> dict:
         d = dict(self.__dict__)
@@ -238,4 +239,12 @@ async def capture_stream(
             result.content_skipped = content.skipped
             if content.error is not None:
                 result.content["analysis_error"] = f"{type(content.error).__name__}: {content.error}"
+            if thumbnails:
+                try:
+                    for label, jpeg in content.analyzer.thumbnails().items():
+                        path = out_dir / f"{name}-{label}.jpg"
+                        path.write_bytes(jpeg)
+                        result.thumbnails[label] = str(path)
+                except (HarnessError, OSError) as exc:  # artifacts never change a verdict
+                    log.warning("thumbnails unavailable: %s", exc)
     return result

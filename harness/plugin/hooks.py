@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 
 from ..redact import install_logging_filter, redact
-from ..report.metrics import build_metrics, write_json
+from ..report.extras import KINDS, build_extras
+from ..report.metrics import build_metrics, junit_properties, provenance, write_json
 from .fixtures import RUN_DIR_KEY, STRATEGY_KEY, timeline
 
 MARKERS = {
+    "e2e_artifacts(*kinds)": "attach run artifacts to this test's report (kinds: " + ", ".join(KINDS) + ")",
     "streaming": "the end-to-end streaming suite (needs a target: the simulator by default)",
     "faults": "fault-injection tests against the simulator",
     "soak": "long soak runs (not in the default test run)",
@@ -69,6 +71,17 @@ def _uses_strategy(item: pytest.Item) -> bool:
     return "strategy" in getattr(item, "fixturenames", ())
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for mark in item.iter_markers("e2e_artifacts"):
+            unknown = [k for k in mark.args if k not in KINDS]
+            if unknown or mark.kwargs or not mark.args:
+                raise pytest.UsageError(
+                    f"{item.nodeid}: @pytest.mark.e2e_artifacts takes artifact kinds from {', '.join(KINDS)}; "
+                    f"got args {mark.args} kwargs {mark.kwargs}"
+                )
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     strat = item.config.stash.get(STRATEGY_KEY, None)
     if strat is not None and strat.broken is not None and _uses_strategy(item):
@@ -88,17 +101,55 @@ def pytest_runtest_makereport(item: pytest.Item, call):
         clean = redact(text)
         if clean != text:
             report.longrepr = clean
+    strat = item.config.stash.get(STRATEGY_KEY, None)
+    if report.when == "call" and strat is not None and item.get_closest_marker("streaming"):
+        for key, value in junit_properties(strat).items():
+            report.user_properties.append((key, value))
+        mark = item.get_closest_marker("e2e_artifacts")
+        keep = item.config.getoption("e2e_keep_artifacts")
+        if mark is not None and (report.failed or keep == "always"):
+            latest = item.config.stash.get(RUN_DIR_KEY, None)
+            if latest is not None:
+                dest = latest / _slug(item.nodeid)
+                extra = getattr(report, "extras", [])
+                report.extras = extra + build_extras(tuple(mark.args), strat, dest)
     for i, (key, value) in enumerate(list(getattr(report, "user_properties", []))):
         report.user_properties[i] = (key, redact(str(value)))
     return report
 
 
+def _slug(nodeid: str) -> str:
+    import hashlib
+    import re
+
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", nodeid).strip("-")
+    if len(slug) > 100:
+        slug = slug[:80] + "-" + hashlib.sha1(nodeid.encode()).hexdigest()[:10]
+    return slug
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_html_results_summary(prefix, summary, postfix, session=None) -> None:
+    config = session.config if session is not None else None
+    strat = config.stash.get(STRATEGY_KEY, None) if config is not None else None
+    if strat is None:
+        return
+    rows = "".join(f"<tr><th style='text-align:left'>{k}</th><td>{redact(str(v))}</td></tr>"
+                   for k, v in provenance(strat).items())
+    prefix.append(f"<h2>Provenance</h2><table class='e2e-provenance'>{rows}</table>")
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
     strat = config.stash.get(STRATEGY_KEY, None)
     latest = config.stash.get(RUN_DIR_KEY, None)
     if strat is None or latest is None:
         return
+    xml = getattr(config, "_xml", None) or config.stash.get(_junit_key(), None)
+    if xml is not None:
+        for key, value in provenance(strat).items():
+            xml.add_global_property(key, redact(str(value)))
     write_json(latest / "metrics.json", build_metrics(strat, outcomes=config.stash[_OUTCOMES]))
 
 
@@ -117,6 +168,14 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     latest = config.stash.get(RUN_DIR_KEY, None)
     if latest is not None:
         tr.write_line(f"reports: {latest}")
+
+
+def _junit_key():
+    try:
+        from _pytest.junitxml import xml_key
+    except ImportError:  # pragma: no cover - older pytest
+        return pytest.StashKey[object]()
+    return xml_key
 
 
 class _ProgressPrinter:

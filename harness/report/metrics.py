@@ -110,3 +110,49 @@ def write_json(path: str | os.PathLike[str], data: dict[str, Any]) -> Path:
     tmp.write_text(text + "\n")
     tmp.replace(p)
     return p
+
+
+def provenance(strategy) -> dict[str, Any]:
+    """Where a result came from: harness, target, Helix, QEMU, UTM and host versions."""
+    import platform
+
+    facts = strategy.facts
+    run = strategy.stream
+    qemu_versions = run.host_scan.versions if run is not None and run.host_scan is not None else []
+    host_os = platform.platform()
+    if platform.system() == "Darwin":
+        host_os = f"macOS {platform.mac_ver()[0]} ({platform.machine()})"
+    return {
+        "harness_version": __version__,
+        "target": f"{strategy.target.name} ({'simulator' if strategy.target.is_sim else 'real VM'})",
+        "helix_git_sha": facts.get("helix_git_sha", ""),
+        "qemu_version": qemu_versions[0] if qemu_versions else "",
+        "utm_version": facts.get("utm_version", ""),
+        "host": host_os,
+        "host_model": facts.get("host_model", platform.node()),
+    }
+
+
+def junit_properties(strategy) -> dict[str, Any]:
+    """Measurements as JUnit <property> values."""
+    props: dict[str, Any] = {}
+    run = strategy.stream
+    if run is not None and run.capture is not None:
+        t, c = run.capture.timing or {}, run.capture.content or {}
+        props.update({
+            "fps": t.get("fps"),
+            "fps_min_window": t.get("fps_min_window"),
+            "frames": t.get("frames"),
+            "stalls": len(t.get("stalls") or []),
+            "freezes": len(c.get("freezes") or []),
+            "decode_errors": c.get("decode_errors"),
+        })
+        for where, scan in (("desktop", run.desktop_scan), ("host", run.host_scan)):
+            if scan is not None:
+                props[f"resource_ids_{where}_nonzero"] = scan.resource_ids.nonzero
+                props[f"resource_ids_{where}_zero"] = scan.resource_ids.zero
+    if strategy.probe is not None:
+        props["probe_verdict"] = strategy.probe.verdict
+    for phase, seconds in strategy.timeline.durations().items():
+        props[f"phase_{phase}_s"] = seconds
+    return {k: v for k, v in props.items() if v is not None}

@@ -40,8 +40,8 @@ from urllib.parse import urlsplit
 
 import psutil
 
-from ..deadline import Deadline, poll_until
-from ..errors import CommandError, ConfigError, HarnessError
+from ..deadline import poll_until
+from ..errors import CommandError, ConfigError, HarnessError, PhaseTimeout
 from .config import SimConfig
 
 log = logging.getLogger("harness.sim.vm")
@@ -149,6 +149,52 @@ def _run(cmd: list[str], *, what: str, cwd: Path | None = None, env: dict[str, s
             phase="ssh",
         )
     return res.stdout
+
+
+def _descendants(pid: int) -> list[tuple[int, psutil.Process]]:
+    """(depth, process) for every descendant of ``pid`` (depth 1 = child)."""
+    try:
+        root = psutil.Process(pid)
+        procs = root.children(recursive=True)
+    except psutil.Error:
+        return []
+    out = []
+    for p in procs:
+        depth, cur = 1, p
+        try:
+            while (parent := cur.ppid()) != pid and parent > 1 and depth < 64:
+                depth += 1
+                cur = psutil.Process(parent)
+        except psutil.Error:
+            pass
+        out.append((depth, p))
+    return out
+
+
+def _gone(p: psutil.Process) -> bool:
+    """Exited (a zombie has exited; its parent reaps it)."""
+    try:
+        return not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
+
+
+def _stop_procs(procs: list[psutil.Process]) -> None:
+    """SIGTERM, wait up to STOP_GRACE, then SIGKILL and wait again."""
+    for method in ("terminate", "kill"):
+        alive = [p for p in procs if not _gone(p)]
+        if not alive:
+            return
+        for p in alive:
+            try:
+                getattr(p, method)()
+            except psutil.Error:
+                pass
+        try:
+            poll_until(lambda: all(_gone(p) for p in alive), timeout=STOP_GRACE, what="sshd sessions to exit",
+                       phase="ssh", interval=0.005, max_interval=0.05)
+        except PhaseTimeout:
+            log.warning("%d sshd session process(es) ignored %s", sum(not _gone(p) for p in alive), method)
 
 
 class _Blackhole:
@@ -393,40 +439,24 @@ class GuestVM:
         self._close_log()
 
     def _stop_sshd(self, proc: subprocess.Popen[bytes]) -> None:
-        # Per-connection sshd processes and their sessions call setsid(), so the process group
-        # does not cover them: collect the whole tree first, then ask politely, then force.
-        tree: list[psutil.Process] = []
-        try:
-            tree = psutil.Process(proc.pid).children(recursive=True)
-        except psutil.Error:
-            pass
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            pass
-        for p in tree:
+        # Per-connection sshd processes and their sessions call setsid(), so sshd's process group
+        # does not cover them. Stop them bottom-up, deepest first, so each parent is still there
+        # to reap its children (PID 1 may not reap orphans), then the listener, which we reap.
+        tree = _descendants(proc.pid)
+        for level in sorted({depth for depth, _ in tree}, reverse=True):
+            _stop_procs([p for depth, p in tree if depth == level])
+        _stop_procs([p for _, p in _descendants(proc.pid)])  # forked while we were at it
+        for sig in (signal.SIGTERM, signal.SIGKILL):
             try:
-                p.terminate()
-            except psutil.Error:
-                pass
-        deadline = Deadline(STOP_GRACE)
-        try:
-            proc.wait(timeout=deadline.remaining)
-        except subprocess.TimeoutExpired:
-            pass
-        _gone, alive = psutil.wait_procs(tree, timeout=deadline.remaining)
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
+                os.killpg(proc.pid, sig)
             except (ProcessLookupError, PermissionError):
                 pass
-        for p in alive:
             try:
-                p.kill()
-            except psutil.Error:
-                pass
+                proc.wait(timeout=STOP_GRACE)
+                break
+            except subprocess.TimeoutExpired:
+                continue
         proc.wait()
-        psutil.wait_procs(alive, timeout=STOP_GRACE)
         log.debug("sshd pid %d stopped (%d session processes)", proc.pid, len(tree))
 
     def _close_log(self) -> None:

@@ -13,6 +13,7 @@ from harness.protocols import h264
 pytestmark = pytest.mark.streaming
 
 
+@pytest.mark.e2e_artifacts("timeline", "crashes")
 def test_vm_boots_without_crash(booted_vm):
     s = booted_vm
     status = s.utm.status()
@@ -31,6 +32,7 @@ def test_desktop_container_starts(helix_session):
     assert not state.oom_killed, f"desktop container {state.name} was OOM-killed"
 
 
+@pytest.mark.e2e_artifacts("thumbnails")
 def test_vkcube_running(stream_run, strategy):
     assert not stream_run.vkcube_error, f"vkcube: {stream_run.vkcube_error}"
     assert stream_run.vkcube_running_before, "`pkill -0 -f vkcube` found no vkcube after launching it"
@@ -42,6 +44,7 @@ def test_vkcube_running(stream_run, strategy):
     )
 
 
+@pytest.mark.e2e_artifacts("fps_plot", "thumbnails", "clip")
 def test_stream_fps_in_band(stream_run, target):
     cap = stream_run.capture
     band = (target.stream.fps_min, target.stream.fps_max)
@@ -66,6 +69,7 @@ def test_stream_fps_in_band(stream_run, target):
     )
 
 
+@pytest.mark.e2e_artifacts("fps_plot", "thumbnails", "clip", "logs")
 def test_stream_has_no_errors(stream_run):
     cap = stream_run.capture
     c = cap.content
@@ -81,6 +85,7 @@ def test_stream_has_no_errors(stream_run):
     assert not c.get("black_frames"), f"{c.get('black_frames')} black frames"
 
 
+@pytest.mark.e2e_artifacts("logs")
 def test_resource_ids_nonzero(stream_run):
     scans = {"desktop container (vsockenc)": stream_run.desktop_scan, "QEMU log (FRAME_READY)": stream_run.host_scan}
     nonzero = sum(s.resource_ids.nonzero for s in scans.values() if s)
@@ -95,6 +100,7 @@ def test_resource_ids_nonzero(stream_run):
     assert nonzero > 0
 
 
+@pytest.mark.e2e_artifacts("probe")
 def test_qemu_rejects_resource_id_zero(booted_vm):
     probe = booted_vm.run_probe()
     assert probe.verdict == "rejected", (
@@ -106,6 +112,7 @@ def test_qemu_rejects_resource_id_zero(booted_vm):
     )
 
 
+@pytest.mark.e2e_artifacts("crashes", "logs", "timeline")
 def test_no_crash_after_streaming(stream_run, strategy):
     findings = strategy.crash_findings()
     assert not findings, "after streaming: " + "; ".join(findings)
