@@ -252,7 +252,7 @@ def check_dylib_paths(binary: str | os.PathLike[str], *, explicit: bool = True, 
     try:
         slices = read_macho(binary)
     except MachOError as exc:
-        return Check(name, FAIL, f"{binary} is not a readable Mach-O: {exc.message}",
+        return Check(name, FAIL, exc.message,
                      "reinstall QEMU into UTM.app (build-qemu-standalone.sh) or pass the right --qemu-binary")
     quoted = shlex.quote(str(binary))
     arches = [s.arch for s in slices]
@@ -303,21 +303,25 @@ def check_dylib_paths(binary: str | os.PathLike[str], *, explicit: bool = True, 
     if missing_brew:
         return Check(
             name, FAIL,
-            f"{len(missing_brew)} Homebrew librar(y/ies) QEMU loads are not installed: {', '.join(missing_brew)}",
+            f"Homebrew libraries QEMU loads are not installed on this Mac: {', '.join(missing_brew)}",
             "install them with Homebrew (e.g. `brew install gnutls capstone`), or rebuild QEMU against UTM's frameworks",
             data,
         )
     if warnings:
-        brew = all(w.split(" ", 1)[1].startswith(HOMEBREW_PREFIX) for w in warnings)
-        fix = ("allowed (fix-qemu-paths.sh leaves capstone/gnutls on Homebrew), but every Mac that runs this "
-               "QEMU needs those Homebrew packages installed") if brew else (
-            "make sure they exist on every Mac that runs this QEMU, or point them at "
-            f"@rpath/<name>.framework/Versions/A/<name> with install_name_tool and {resign}")
+        kinds = [w.split(" ", 2) for w in warnings]  # [kind, path, ...]
+        fixes = []
+        if any(k != "LC_RPATH" and p.startswith(HOMEBREW_PREFIX) for k, p, *_ in kinds):
+            fixes.append("Homebrew paths are allowed (fix-qemu-paths.sh leaves capstone/gnutls there), but every Mac "
+                         "that runs this QEMU needs those Homebrew packages installed")
+        if any(k != "LC_RPATH" and not p.startswith(HOMEBREW_PREFIX) for k, p, *_ in kinds):
+            fixes.append("make sure the other absolute paths exist on every Mac that runs this QEMU, or point them at "
+                         f"@rpath/<name>.framework/Versions/A/<name> with install_name_tool and {resign}")
         if rpath_fixes:
-            fix = "\n".join([fix, "drop build-machine rpaths:", *rpath_fixes])
+            fixes.append(f"drop the build-machine rpaths and {resign}:")
+            fixes += rpath_fixes
         return Check(name, WARN,
-                     f"{len(warnings)} path(s) outside @rpath//System//usr/lib in {binary}: {', '.join(warnings)}",
-                     fix, data)
+                     f"{len(warnings)} path(s) outside @rpath, /System and /usr/lib in {binary}: {', '.join(warnings)}",
+                     "\n".join(fixes), data)
     return Check(name, OK,
                  f"{total} install names in {binary} ({'/'.join(arches)}) are all @rpath, @executable_path, "
                  f"@loader_path, /System or /usr/lib",
@@ -430,15 +434,16 @@ def check_qemu_version(
         data["expected_version"] = expect_version.strip()
     if not expected:
         if len(versions) > 1:
-            return Check(name, WARN, f"the slices of {binary} carry different versions: {shown}",
-                         "rebuild every slice from one checkout", data)
+            return Check(name, WARN, f"{binary} carries {len(versions)} different version strings: {shown}",
+                         "rebuild (every slice) from one checkout", data)
         return Check(name, OK,
                      f"binary has `{VERSION_MARKER} {shown}` (nothing to compare with: pass --qemu-source DIR "
                      "or --expect-version STR)", "", data)
-    for where, version in expected:
+    for where, version in [*expected, *((str(binary), v) for v in versions)]:
         if "%" in version:
-            return Check(name, WARN, f"the expected version from {where} is a format string ({version!r}); "
-                         "cannot compare", "compare by hand with `strings BIN | grep 'HELIX.*VERSION'`", data)
+            return Check(name, WARN, f"the version in {where} is a format string ({version!r}); cannot compare",
+                         "compare by hand: `strings BIN | grep 'HELIX.*VERSION'` and the first "
+                         f"`{VERSION_MARKER}` line QEMU logs at VM start", data)
     mismatched = [(where, version) for where, version in expected for got in versions if got != version]
     if mismatched:
         wanted = ", ".join(f"{where} has `{version}`" for where, version in dict.fromkeys(mismatched))
@@ -447,10 +452,14 @@ def check_qemu_version(
                  f"{' and '.join(where for where, _ in expected)}", "", data)
 
 
-def check_runtime_version(binary_version: str | None, appended_log_text: str) -> Check:
+def check_runtime_version(binary_version: str | None, appended_log_text: str | bytes) -> Check:
     """After VM start: the first ``[HELIX] VERSION:`` line QEMU appended (helix-debug.log or its stderr)
-    must equal the installed binary's version; otherwise the running QEMU is not the installed one."""
+    must equal the installed binary's version; otherwise the running QEMU is not the installed one.
+
+    ``appended_log_text`` is only what was appended since VM start (e.g. ``HostArtifacts.new_log_bytes``)."""
     name = "qemu_runtime_version"
+    if isinstance(appended_log_text, (bytes, bytearray)):
+        appended_log_text = bytes(appended_log_text).decode("utf-8", "replace")
     running = runtime_version(appended_log_text)
     if running is None:
         return Check(name, WARN,
@@ -462,8 +471,9 @@ def check_runtime_version(binary_version: str | None, appended_log_text: str) ->
         return Check(name, OK, f"QEMU logged `{VERSION_MARKER} {running}` (installed binary version unknown)", "", data)
     if running.strip() != binary_version.strip():
         return Check(name, FAIL,
-                     f"installed QEMU is stale for this VM: the running QEMU logged `{running}` but the installed "
-                     f"binary has `{binary_version}` (the VM was started before the install, or UTM loads another binary)",
+                     f"the running QEMU is stale: it logged `{VERSION_MARKER} {running}` at VM start, but the "
+                     f"installed binary has `{binary_version}` (the VM started before the install, or UTM loads "
+                     "another binary)",
                      "restart the VM (a running VM keeps the old QEMU); if it persists, rebuild and run "
                      "scripts/fix-qemu-paths.sh so UTM's framework binary is the new build",
                      data)
@@ -607,8 +617,7 @@ def _sysctl_hv_support() -> str:
     return proc.stdout.strip()
 
 
-def check_hvf(*, system: str | None = None, sysctl: Callable[[], str] = _sysctl_hv_support,
-              sim: bool = False) -> Check:
+def check_hvf(*, system: str | None = None, sysctl: Callable[[], str] | None = None, sim: bool = False) -> Check:
     """``sysctl -n kern.hv_support`` is 1: Hypervisor.framework is there, so QEMU's hvf accelerator works."""
     name = "hvf"
     if sim:
@@ -619,7 +628,7 @@ def check_hvf(*, system: str | None = None, sysctl: Callable[[], str] = _sysctl_
     fix = ("run on Apple Silicon hardware with a logged-in GUI user, not inside a VM: GitHub's arm64 macOS "
            "runners cannot nest VMs")
     try:
-        value = sysctl()
+        value = (sysctl or _sysctl_hv_support)()
     except FileNotFoundError:
         return Check(name, WARN, "cannot run sysctl", "check PATH (sysctl lives in /usr/sbin)")
     except (DoctorError, subprocess.SubprocessError, OSError) as exc:
@@ -743,7 +752,8 @@ def check_frame_export_port(
                      f"`Failed to bind TCP socket on port {port}`",
                      f"quit the stale QEMU (kill {' '.join(str(p) for p, _, _ in owners if p is not None)}) "
                      "or stop the other VM that uses this port", data)
-    return Check(name, OK, f"{where} is held by the running QEMU: {who}", "", data)
+    qemu = "the simulator's QEMU" if sim and not any(_is_qemu(n, "", sim=False) for _, n, _ in owners) else "the running QEMU"
+    return Check(name, OK, f"{where} is held by {qemu}: {who}", "", data)
 
 
 # -- ssh_key / known_hosts / usercreds -------------------------------------------------------------------
@@ -784,6 +794,7 @@ def check_ssh_key(target: TargetConfig) -> Check:
 def check_known_hosts(target: TargetConfig) -> Check:
     """known_hosts has a key for ``[host]:port`` (``host`` on port 22), as the SSH driver (paramiko) looks it up."""
     import paramiko
+    from paramiko.hostkeys import InvalidHostKey
 
     name = "known_hosts"
     if _sim_unprovisioned(target):
@@ -803,6 +814,10 @@ def check_known_hosts(target: TargetConfig) -> Check:
     keys = paramiko.HostKeys()
     try:
         keys.load(str(path))
+    except InvalidHostKey as exc:  # bad base64: paramiko (and so the SSH driver) cannot load the file at all
+        line = str(getattr(exc, "line", "")).strip()[:80]
+        return Check(name, FAIL, f"{path} has a malformed line paramiko cannot load: {line!r}",
+                     f"fix or remove that line in {q}")
     except (OSError, UnicodeDecodeError, paramiko.SSHException) as exc:
         return Check(name, FAIL, f"cannot read {path}: {exc}", f"fix or remove the broken line in {q}")
     found = keys.lookup(entry)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import shlex
 import threading
 import time
 import uuid
@@ -373,6 +374,7 @@ class Strategy:
                     run.cli_h264 = str(local)
                 except HarnessError as exc:
                     run.cli_error = f"fetching the CLI's .h264 failed: {exc}"
+                self.ssh.run(f"rm -f {shlex.quote(run.cli.h264_remote)}", timeout=20, phase="stream", check=False)
             else:
                 run.cli_error = cli_result.get("error", "the CLI stream did not finish in time")
         try:

@@ -3,7 +3,7 @@
 ``ContentAnalyzer.feed(au, t_s)`` decodes each Annex-B access unit with PyAV's ``CodecContext``
 (frame + slice threading) and looks only at the luma plane, read in place through the plane's buffer
 (no colour conversion). Per live frame it computes, on a Y plane downscaled by slicing (every 8th
-row and column, the stamp rows excluded):
+row and column from 1280 pixels wide, denser below; the stamp rows excluded):
 
 * the mean luma: a frame is black when it is at most ``BLACK_LUMA`` (limited range 16..235);
 * the mean absolute difference (MAD) from the previous decoded frame: the frame "changed" when the
@@ -44,8 +44,10 @@ BLACK_LUMA = 20.0
 CHANGE_MAD = 0.4
 #: Shortest run of unchanged content reported as a freeze.
 FREEZE_MIN_S = 0.5
-#: Downscale step (rows and columns) for the content measures.
+#: Downscale step (rows and columns) for the content measures: 8 from 1280 pixels wide, less for
+#: smaller pictures (at least 160 columns sampled), where every 8th pixel would miss small changes.
 STEP = 8
+_MIN_COLUMNS = 160
 #: Longest side of a thumbnail.
 THUMB_SIZE = 320
 
@@ -202,7 +204,8 @@ class ContentAnalyzer:
         y = np.frombuffer(plane, np.uint8, count=plane.line_size * h).reshape(h, plane.line_size)[:, :w]
         self._size_decoded = (w, h)
         # A strided view, no copy: the previous frame object is kept, so its buffer stays valid.
-        small = y[STAMP_HEIGHT::STEP, ::STEP] if h > STAMP_HEIGHT else y[::STEP, ::STEP]
+        step = max(1, min(STEP, w // _MIN_COLUMNS))
+        small = y[STAMP_HEIGHT::step, ::step] if h > STAMP_HEIGHT else y[::step, ::step]
         prev = self._prev
         self._prev = small
         self._prev_frame = frame
@@ -330,7 +333,9 @@ class ContentAnalyzer:
     def thumbnails(self) -> dict[str, bytes]:
         """JPEG thumbnails (``first_idr``, ``worst``, ``last``; only those that exist). Needs thumbnails=True."""
         if not self._thumbnails_on:
-            raise HarnessError("thumbnails were not requested", phase="analysis", hint="ContentAnalyzer(thumbnails=True)")
+            raise HarnessError(
+                "thumbnails were not requested", phase="analysis", hint="use ContentAnalyzer(thumbnails=True)"
+            )
         self.result()
         if self._thumbs is None:
             thumbs: dict[str, bytes] = {}

@@ -245,7 +245,9 @@ class TimingAnalyzer:
                     }
                 )
             if self._candidates_dropped:
-                log.warning("%d stall candidates were not kept (over %d)", self._candidates_dropped, MAX_STALL_CANDIDATES)
+                log.warning(
+                    "%d stall candidates were not kept (over %d)", self._candidates_dropped, MAX_STALL_CANDIDATES
+                )
 
         windows = list(self._windows)
         fps_min_window = None

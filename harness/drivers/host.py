@@ -22,6 +22,9 @@ class HostSnapshot:
     log_size: int
 
 
+_PLUMBING = frozenset({"__pthread_kill", "pthread_kill", "abort", "__abort", "raise", "__pthread_kill_impl"})
+
+
 @dataclass
 class CrashReport:
     path: str
@@ -30,6 +33,11 @@ class CrashReport:
     signal: str = ""
     frames: list[str] = field(default_factory=list)
     parse_error: str = ""
+
+    def interesting_frames(self) -> list[str]:
+        """The crashed thread's frames without the libc/pthread abort plumbing at the top."""
+        frames = [f for f in self.frames if f not in _PLUMBING]
+        return frames or self.frames
 
     def as_dict(self) -> dict:
         return {
@@ -42,7 +50,7 @@ class CrashReport:
         }
 
     def summary(self) -> str:
-        top = ", ".join(self.frames[:3])
+        top = ", ".join(self.interesting_frames()[:3])
         return f"{Path(self.path).name}: {self.process or '?'} {self.indicator or self.signal or ''} {top}".strip()
 
 

@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 
 PHASE = "utm"
 RETRY_BACKOFF = (1.0, 2.0, 4.0)
+#: Apple Event OSStatus codes worth a retry: -609 (connection invalid: UTM still saving/launching),
+#: -600 (app not running yet), -1712 (event timed out), -1743 (not permitted: the permission
+#: dialog may just have been answered). Others (e.g. -10000 "Operation not available") are final.
+TRANSIENT_OSSTATUS = frozenset({-609, -600, -1712, -1743})
 #: What utmctl prints (errAEEventNotPermitted) when there is no GUI login session.
 NO_GUI_FRAGMENT = "does not work from SSH sessions"
 
@@ -84,7 +88,7 @@ class UtmDriver:
             raise UtmError(
                 f"`utmctl {' '.join(args)}` reported an Apple Event error (exit {proc.returncode}): {event.line.strip()}",
                 osstatus=event.osstatus,
-                transient=event.osstatus is not None,
+                transient=event.osstatus in TRANSIENT_OSSTATUS,
                 hint="utmctl exits 0 on Apple Event failures; OSStatus errors are retried",
             )
         if proc.returncode != 0 or "Error" in err:

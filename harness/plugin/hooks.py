@@ -129,7 +129,7 @@ def _slug(nodeid: str) -> str:
 
 
 @pytest.hookimpl(optionalhook=True)
-def pytest_html_results_summary(prefix, summary, postfix, session=None) -> None:
+def pytest_html_results_summary(prefix, summary, postfix, session) -> None:
     config = session.config if session is not None else None
     strat = config.stash.get(STRATEGY_KEY, None) if config is not None else None
     if strat is None:

@@ -176,6 +176,7 @@ class _Session:
     container: Any = None
     desktop: Desktop | None = None
     provision: asyncio.Task[None] | None = field(default=None, repr=False)
+    stopped: bool = False
     index: int = 0  # 0 for the simulator's first session (slow_after_running)
 
     @property
@@ -307,6 +308,7 @@ class _StreamClient:
         self.replay_sent = 0
         self.unique_id: str | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._sender: asyncio.Task[Any] | None = None
         self._transport = request.transport
 
     # -- helpers ----------------------------------------------------------------------
@@ -361,10 +363,8 @@ class _StreamClient:
     def _stop_frames(self) -> None:
         if self.sub is not None and self.session.desktop is not None:
             self.session.desktop.close_stream(self.sub)
-        current = asyncio.current_task()
-        for task in list(self._tasks):
-            if task is not current and getattr(task, "_hx_role", "") == "sender":
-                task.cancel()
+        if self._sender is not None and self._sender is not asyncio.current_task():
+            self._sender.cancel()
 
     # -- the connection ----------------------------------------------------------------
 
@@ -450,8 +450,7 @@ class _StreamClient:
                 if other is not self and other.init is not None and other.init.session_id:
                     await self.send(other._remote_user())
                     other._spawn(other.send(me))
-        task = self._spawn(self._send_frames(sub, width, height))
-        task._hx_role = "sender"  # type: ignore[attr-defined]
+        self._sender = self._spawn(self._send_frames(sub, width, height))
         if "superseded" in self.api.config.faults:
             self._spawn(self._supersede_after(SUPERSEDE_AT_S))
 
@@ -639,6 +638,10 @@ class HelixApi:
         self._runner = runner
         self.port = int(runner.addresses[0][1])
         self._spawn(self._canary.run())
+        if self._sandbox_online_at is not None:  # an API restart: the sandbox registers again
+            self._sandbox_online_at = time.monotonic()
+        for sess in self._sessions.values():
+            self._revive(sess)
         log.info("helix api listening on 127.0.0.1:%d", self.port)
         return self.port
 
@@ -661,8 +664,26 @@ class HelixApi:
         self._streams.clear()
         self._by_client_id.clear()
         self._by_unique_id.clear()
-        self._sandbox_online_at = None
         log.info("helix api stopped")
+
+    def _revive(self, sess: _Session) -> None:
+        """After an API restart: desktops whose containers still run are reachable again;
+        the others are gone; provisioning that the stop interrupted starts over."""
+        if sess.stopped:
+            return
+        if sess.desktop is not None:
+            container = sess.container
+            current = self.engine.get(container.id) if container is not None else None
+            if current is container and getattr(container, "running", False):
+                sess.desktop.resume()
+                return
+            sess.desktop = None
+            sess.container = None
+            sess.agent_status = "stopped"
+            self._set_status(sess, "")
+            return
+        if sess.container is None:
+            sess.provision = self._spawn(self._provision(sess))
 
     def sandbox_online(self) -> None:
         """The sandbox-macos container started: it reports ``desktop_versions`` after ``sandbox_delay_s``."""
@@ -967,6 +988,7 @@ class HelixApi:
             log.debug("removing %s: %s", container.name, exc)
         sess.container = None
         sess.desktop = None
+        sess.stopped = True
         sess.agent_status = "stopped"
         self._set_status(sess, "")
         log.info("session %s stopped", sess.id)

@@ -67,6 +67,9 @@ FRAMES_STOP_AT_S = 3.0
 OOM_AT_S = 4.0
 VM_CRASH_AT_S = 4.0
 VM_CRASH_REASON = "EXC_BAD_ACCESS (SIGSEGV) in virgl_renderer_transfer_read_iov"
+#: A worker that falls behind its schedule by up to this much catches up (frames go out back to back,
+#: the average rate stays exact); further behind, the missed frames are dropped.
+CATCH_UP_US = 250_000
 #: corrupt_h264: every Nth P-frame is damaged.
 CORRUPT_EVERY = 15
 #: Per-frame log lines: every frame up to here, then every LOG_SAMPLE_EVERY-th.
@@ -93,8 +96,8 @@ _FAKE_DIRS = {
     "/home/retro": "Desktop\nDocuments\nDownloads\nwork",
     "/tmp": ".X11-unix",
     "/tmp/.X11-unix": "X0",
-    "/usr/bin/vkcube": "/usr/bin/vkcube",
 }
+_BINARIES = {"/usr/bin/vkcube", "/usr/bin/glxgears", "/usr/bin/weston-simple-egl", "/usr/bin/pkill", "/usr/bin/cat"}
 _FAKE_FILES = {
     "/etc/os-release": (
         'PRETTY_NAME="Ubuntu 24.04.2 LTS"\nNAME="Ubuntu"\nVERSION_ID="24.04"\n'
@@ -426,7 +429,7 @@ class VideoPipeline:
             step = self._period_us(period_us)
             pts += step
             behind = int((time.monotonic() - base) * 1e6) - pts
-            if behind > step:  # too slow to keep up: drop frames instead of bursting to catch up
+            if behind > CATCH_UP_US:  # stalled too long: drop the missed frames instead of bursting
                 pts += (behind // step) * step
 
     def _period_us(self, period_us: int) -> int:
@@ -477,7 +480,7 @@ class Desktop:
         self._shut = False
         self._scene: Scene | None = None  # screenshots without a running pipeline
         self._scene_lock = threading.Lock()
-        self._frames_logged = 0
+        self._animating = False  # read by the worker thread; written on the loop only
         self._stats_started = 0.0
         self.pipelines_started = 0
 
@@ -496,6 +499,7 @@ class Desktop:
             pid = self._next_pid()
             argv = tuple(cmd.format(w=w, h=h, fps=int(round(self.fps))).split())
             self._procs[pid] = _Process(pid, name, argv, system=True)
+        self._content_changed()
         self._log(f"[startup] GNOME headless: gnome-shell --headless --unsafe-mode --virtual-monitor {w}x{h}@{int(round(self.fps))}")
         self._slog("INFO", "desktop server listening", addr=":9876", session_id=self.session_id)
 
@@ -504,8 +508,7 @@ class Desktop:
         """desktop-bridge is reachable: the container exists and runs."""
         if self._shut:
             return False
-        status = getattr(self.container, "status", "running")
-        return status == "running"
+        return bool(getattr(self.container, "running", True))
 
     @property
     def pipeline(self) -> VideoPipeline | None:
@@ -514,6 +517,11 @@ class Desktop:
     @property
     def viewers(self) -> int:
         return len(self._subscribers)
+
+    def resume(self) -> None:
+        """The API came back (its restart left the container running): reachable again."""
+        self._loop = asyncio.get_running_loop()
+        self._shut = False
 
     async def shutdown(self, reason: str = "shutdown") -> None:
         """End every viewer, stop the pipeline (and join its thread), cancel timers. Idempotent."""
@@ -541,11 +549,16 @@ class Desktop:
 
     @property
     def animating(self) -> bool:
-        return any(p.name in ANIMATORS for p in self._procs.values())
+        """vkcube (or another GL demo) keeps the screen changing. Safe to read from any thread."""
+        return self._animating
 
     def _content_changed(self) -> None:
-        if self._pipeline is not None:
-            self._pipeline.wake()
+        """The process table changed (on the loop): recompute what the screen shows, re-plan the worker."""
+        animating = any(p.name in ANIMATORS for p in self._procs.values())
+        if animating != self._animating:
+            self._animating = animating
+            if self._pipeline is not None:
+                self._pipeline.wake()
 
     async def exec(
         self,
@@ -684,7 +697,7 @@ class Desktop:
             norm = p.rstrip("/") or "/"
             if norm in _FAKE_DIRS:
                 out.append(_FAKE_DIRS[norm])
-            elif norm in _FAKE_FILES or norm in _SOCKETS:
+            elif norm in _FAKE_FILES or norm in _SOCKETS or norm in _BINARIES:
                 out.append(p)
             else:
                 out.append(f"ls: cannot access '{p}': No such file or directory")
@@ -708,9 +721,9 @@ class Desktop:
     def _test(self, args: list[str]) -> int:
         if len(args) == 2 and args[0] in ("-e", "-f", "-d", "-S", "-r", "-x"):
             p = args[1].rstrip("/") or "/"
-            kind = {"-e": p in _FAKE_DIRS or p in _FAKE_FILES or p in _SOCKETS, "-f": p in _FAKE_FILES,
-                    "-d": p in _FAKE_DIRS, "-S": p in _SOCKETS, "-r": p in _FAKE_FILES or p in _FAKE_DIRS,
-                    "-x": p == "/usr/bin/vkcube"}
+            files = p in _FAKE_FILES or p in _BINARIES
+            kind = {"-e": files or p in _FAKE_DIRS or p in _SOCKETS, "-f": files, "-d": p in _FAKE_DIRS,
+                    "-S": p in _SOCKETS, "-r": files or p in _FAKE_DIRS, "-x": p in _BINARIES or p in _FAKE_DIRS}
             return 0 if kind[args[0]] else 1
         if len(args) == 2 and args[0] in ("-n", "-z"):
             return 0 if (bool(args[1]) == (args[0] == "-n")) else 1
@@ -829,7 +842,6 @@ class Desktop:
             animating=lambda: self.animating, on_frame=self._on_frame, on_error=self._on_pipeline_error,
         )
         self._pipeline = pipeline
-        self._frames_logged = 0
         self._stats_started = time.monotonic()
         self._log_pipeline_start(settings)
         pipeline.start()
@@ -893,6 +905,7 @@ class Desktop:
         self.container.restart(oom_killed=True)
         self._end_viewers("oom")
         self._procs.clear()
+        self._content_changed()
         await self._stop_pipeline("container OOM-killed")
         self._log("Killed")
         self._boot()

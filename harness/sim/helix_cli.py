@@ -943,6 +943,8 @@ def run_exec(ctx: Context) -> None:
 
 # --- stream ------------------------------------------------------------------------------------
 
+#: The stream command's ticker: a Live Statistics block this often (without -v).
+STATS_INTERVAL_S = 2.0
 MSG_VIDEO, MSG_AUDIO, MSG_BATCH, MSG_STREAM_INIT, MSG_PONG, MSG_CURSOR = 0x01, 0x02, 0x03, 0x30, 0x41, 0x50
 _CLOSE_NAMES = {
     1000: "normal", 1001: "going away", 1002: "protocol error", 1003: "unsupported data", 1005: "no status",
@@ -1373,7 +1375,7 @@ class _StreamRun:
             threading.Thread(target=self._mouse_sweep, args=(conn, width, height), name="mouse-sweep",
                              daemon=True).start()
         start = time.monotonic()
-        next_tick = start + 2.0
+        next_tick = start + STATS_INTERVAL_S
         end = start + duration if duration > 0 else None
         closer: threading.Thread | None = None
         try:
@@ -1402,7 +1404,7 @@ class _StreamRun:
                     if not verbose:
                         self._print_stats(False)
                     while next_tick <= now:  # a ticker drops the ticks it could not deliver
-                        next_tick += 2.0
+                        next_tick += STATS_INTERVAL_S
                     continue
                 wait_until = next_tick if end is None else min(next_tick, end)
                 self.wake.wait(max(0.0, wait_until - now))

@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import random
-import struct
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -40,6 +39,7 @@ from typing import Any, Awaitable, Callable, Protocol
 from aiohttp import web
 
 from ..errors import HarnessError, PhaseTimeout
+from ..macho import build_macho
 from .config import SimConfig
 from .docker_engine import DockerEngine
 from .qemu import QemuError, QemuFrameExport
@@ -77,13 +77,6 @@ OSSTATUS_EVENT_FAILED = -10000
 OPERATION_NOT_AVAILABLE = "Operation not available."
 NOT_SUPPORTED = "Operation not supported by the backend."
 NO_GUEST_AGENT = "The QEMU guest agent is not running or not installed on the guest."
-
-
-def _dylib_command(cmd: int, name: str) -> bytes:
-    """LC_ID_DYLIB (0xD) / LC_LOAD_DYLIB (0xC): dylib_command + the name, padded to 8 bytes."""
-    raw = name.encode() + b"\0"
-    size = (24 + len(raw) + 7) // 8 * 8
-    return struct.pack("<IIIIII", cmd, size, 24, 2, 0x10000, 0x10000) + raw.ljust(size - 24, b"\0")
 
 
 class HostError(HarnessError):
@@ -444,28 +437,25 @@ class UtmHost:
         path = self.host_dir / QEMU_BINARY
         path.parent.mkdir(parents=True, exist_ok=True)
         sysroot = "sysroot_paths" in self.config.faults
-        names = ["@rpath/qemu-aarch64-softmmu.framework/Versions/A/qemu-aarch64-softmmu"]
+        deps: list[str] = []
         for dep in _QEMU_FRAMEWORK_DEPS:
             if sysroot and dep in _SYSROOT_LEFTOVERS:
-                names.append(f"{SYSROOT}/lib{dep}.dylib")
+                deps.append(f"{SYSROOT}/lib{dep}.dylib")
             else:
-                names.append(f"@rpath/{dep}.framework/Versions/A/{dep}")
-        names += _QEMU_SYSTEM_DEPS
-        commands = [_dylib_command(0xD if i == 0 else 0xC, name) for i, name in enumerate(names)]
-        body = b"".join(commands)
-        # mach_header_64: MH_MAGIC_64, CPU_TYPE_ARM64, subtype ALL, MH_DYLIB, flags NOUNDEFS|DYLDLINK|TWOLEVEL|NO_REEXPORTED_DYLIBS
-        header = struct.pack("<IiiIIIII", 0xFEEDFACF, 0x0100000C, 0, 6, len(commands), len(body), 0x00100085, 0)
-        strings = b"\0".join(
-            s.encode()
-            for s in (
+                deps.append(f"@rpath/{dep}.framework/Versions/A/{dep}")
+        deps += _QEMU_SYSTEM_DEPS
+        data = build_macho(
+            deps,
+            id_dylib="@rpath/qemu-aarch64-softmmu.framework/Versions/A/qemu-aarch64-softmmu",
+            strings=(
                 f"[HELIX] VERSION: {self.config.qemu_version}",
                 "_helix_frame_export_init",
                 "_helix_scanout_frame_ready",
                 "_helix_get_frame_export",
                 "QEMU emulator version 9.1.2 (UTM)",
-            )
+            ),
         )
-        path.write_bytes(header + body + b"\0" * 64 + strings + b"\0")
+        path.write_bytes(data)
         return path
 
     # --- control server (utmctl ⇄ "UTM.app") --------------------------------------------

@@ -8,7 +8,9 @@
 - :class:`~harness.sim.api.HelixApi`, started when the engine starts the compose service ``api``
   and stopped when it stops; a ``sandbox-macos`` start makes the sandbox report online after
   ``sandbox_delay_s``;
-- :class:`~harness.sim.host.UtmHost` ("UTM.app") with its control server and the utmctl launcher;
+- :class:`~harness.sim.host.UtmHost` ("UTM.app") with its control server, the utmctl launcher
+  (``host/bin/utmctl``, and the same script at ``host/UTM.app/Contents/MacOS/utmctl``) and the fake
+  QEMU framework binary under ``host/UTM.app/Contents/Frameworks/``;
 - ``<root>/target.toml``, a target config pointing the harness at all of this.
 
 The VM starts ``stopped``; the harness boots it with utmctl. ``start()``/``stop()`` (or ``with``)
@@ -285,6 +287,10 @@ class Simulator:
         self.engine.on_service_stop("sandbox-macos", self._sandbox_stopped)
         await self.host.start_control_server()
         write_launcher(self.utmctl_path, control_file=self.host.control_file, python=sys.executable)
+        # The same launcher inside the fake UTM.app, where real utmctl lives: tools that derive the
+        # QEMU framework binary from utmctl's path (the doctor) find host/UTM.app/…/qemu-aarch64-softmmu.
+        write_launcher(self.host_dir / "UTM.app" / "Contents" / "MacOS" / "utmctl",
+                       control_file=self.host.control_file, python=sys.executable)
         self._write_target()
 
     async def _astop(self) -> None:

@@ -19,6 +19,7 @@ from fractions import Fraction
 
 import av
 import numpy as np
+from av.video.frame import PictureType
 
 from ..analysis.stamp import STAMP_HEIGHT, fits, stamp
 from ..errors import HarnessError
@@ -39,7 +40,8 @@ class Scene:
     """Renders yuv420p frames of ``width`` x ``height`` as arrays of shape (height*3//2, width), uint8.
 
     The returned array is one of the scene's own buffers and is overwritten by the next ``render``
-    call: copy it to keep it. Frames too narrow for the stamp (< 416 px) are rendered without it.
+    call: copy it to keep it (black frames come from a read-only buffer). Frames too narrow for the
+    stamp (< 416 px) are rendered without it.
     """
 
     def __init__(self, width: int, height: int) -> None:
@@ -52,6 +54,7 @@ class Scene:
         self._desktop = self._make_desktop()
         self._cube_bg = self._make_cube_bg()
         self._black = self._blank(_BLACK_Y, _NEUTRAL, _NEUTRAL)
+        self._black.flags.writeable = False  # shared by every black frame
         self._out = np.empty_like(self._desktop)
         self._mode: str | None = None
         self._box: tuple[int, int] | None = None  # top-left of the last drawn cube
@@ -102,7 +105,8 @@ class Scene:
         u[: bar // 2] = _NEUTRAL
         v[: bar // 2] = _NEUTRAL
         for x0, y0, x1, y1 in ((0.08, 0.15, 0.55, 0.80), (0.45, 0.30, 0.93, 0.92)):
-            cx0, cy0, cx1, cy1 = (int(x0 * w) // 2 * 2, int(y0 * h) // 2 * 2, int(x1 * w) // 2 * 2, int(y1 * h) // 2 * 2)
+            cx0, cx1 = int(x0 * w) // 2 * 2, int(x1 * w) // 2 * 2
+            cy0, cy1 = int(y0 * h) // 2 * 2, int(y1 * h) // 2 * 2
             title = max(8, h // 24) // 2 * 2
             y[cy0:cy1, cx0:cx1] = 230
             y[cy0 : cy0 + title, cx0:cx1] = 200
@@ -155,7 +159,7 @@ class Scene:
         self._box = (x0, y0)
         # The square, computed at chroma resolution (one sample per 2x2 luma pixels) in rotated
         # coordinates a, b: four faces split by its diagonals, each with a checker texture that turns
-        # with it, so most of the cube changes every frame.
+        # and slides, so much of the cube changes every frame even where the path turns around.
         angle = 2 * math.pi * 0.35 * t_s
         c, sn = np.float32(math.cos(angle)), np.float32(math.sin(angle))
         k = self._coords
@@ -165,8 +169,9 @@ class Scene:
         horizontal = abs_a > abs_b
         outside = np.maximum(abs_a, abs_b) > self._radius
         positive = np.where(horizontal, a, b) > 0
+        scroll = np.float32(64 + (3.0 * t_s) % 2)  # the texture also slides: 3 cells/s
         a *= self._cell
-        a += 64  # positive, so that the int conversion floors
+        a += scroll  # positive, so that the int conversion floors
         b *= self._cell
         b += 64
         idx = (a.astype(np.int16) + b.astype(np.int16)).astype(np.uint8)
@@ -236,7 +241,9 @@ class H264Encoder:
         try:
             ctx.open()
         except av.FFmpegError as exc:
-            raise HarnessError(f"could not open libx264: {exc}", phase="sim", hint="PyAV must be built with libx264") from exc
+            raise HarnessError(
+                f"could not open libx264: {exc}", phase="sim", hint="PyAV must be built with libx264"
+            ) from exc
         self._ctx: av.CodecContext | None = ctx
 
     def encode(self, yuv: np.ndarray, pts_us: int, *, force_idr: bool = False) -> list[EncodedFrame]:
@@ -245,12 +252,15 @@ class H264Encoder:
         if ctx is None:
             raise HarnessError("H264Encoder.encode() after close()", phase="sim")
         if yuv.shape != (self.height * 3 // 2, self.width) or yuv.dtype != np.uint8:
-            raise HarnessError(f"expected a ({self.height * 3 // 2}, {self.width}) uint8 yuv420p frame, got {yuv.shape} {yuv.dtype}", phase="sim")
+            raise HarnessError(
+                f"expected a ({self.height * 3 // 2}, {self.width}) uint8 yuv420p frame, got {yuv.shape} {yuv.dtype}",
+                phase="sim",
+            )
         frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
         frame.pts = pts_us
         frame.time_base = ctx.time_base
         if force_idr:
-            frame.pict_type = av.video.frame.PictureType.I
+            frame.pict_type = PictureType.I
         try:
             packets = ctx.encode(frame)
         except av.FFmpegError as exc:

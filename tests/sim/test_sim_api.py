@@ -658,3 +658,25 @@ async def test_stop_closes_everything(make_sim):
     with pytest.raises(aiohttp.ClientConnectionError):
         await sim.http.get("/api/v1/health")
     await sim.api.stop()  # idempotent
+
+
+async def test_api_restart_keeps_running_desktops(make_sim):
+    sim = await make_sim()
+    sid = await sim.new_session()
+    await sim.exec(sid, VKCUBE)
+    await sim.api.stop()
+    await sim.api.start(0)  # `docker restart helix-api-1`: the desktop containers keep running
+    async with aiohttp.ClientSession(sim.api.url, headers=sim.auth) as http:
+        r = await http.post(f"/api/v1/external-agents/{sid}/exec", json={"command": ["pkill", "-0", "-f", "vkcube"]})
+        assert (await r.json())["exit_code"] == 0
+
+        async def ready():
+            boxes = await (await http.get("/api/v1/sandboxes")).json()
+            return boxes and boxes[0].get("desktop_versions")
+
+        await wait_until(ready, 3, "the sandbox to register again")
+    ws = await sim.stream(sid)
+    try:
+        assert (await next_video(ws)).is_keyframe
+    finally:
+        await ws.close()

@@ -86,6 +86,9 @@ def test_simulator_lifecycle(tmp_path):
 
         # the VM starts stopped: nothing of it listens yet
         assert _utmctl(info, "status", info["vm_id"]).stdout == "stopped\n"
+        app = dict(info, utmctl=str(root / "host/UTM.app/Contents/MacOS/utmctl"))  # the copy inside the fake UTM.app
+        assert _utmctl(app, "status", "Linux").stdout == "stopped\n"
+        assert (root / "host/UTM.app/Contents/Frameworks/qemu-aarch64-softmmu.framework/Versions/A/qemu-aarch64-softmmu").is_file()
         assert not _accepts(info["ssh_port"]) and not _accepts(info["frame_export_port"])
 
         started = _utmctl(info, "start", info["vm_id"])

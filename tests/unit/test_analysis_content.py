@@ -226,12 +226,16 @@ def test_analyze_recording(stream, tmp_path) -> None:
     assert (r["width"], r["height"]) == (W, H)  # from the SPS, not the 1920x1080 header
     assert r["fps"] == pytest.approx(FPS, abs=0.05) and r["fps_pts"] == pytest.approx(FPS, abs=0.01)
     assert r["duration_s"] == pytest.approx((live - 1) * INTERVAL)
-    assert r["bursts"] == 0 and r["stalls"] == [{"start_s": pytest.approx((live - 1) * INTERVAL), "duration_s": pytest.approx(8 - (live - 1) * INTERVAL)}]
+    last = (live - 1) * INTERVAL  # frames stop; the StreamError comes at 8 s: a trailing stall
+    assert r["bursts"] == 0
+    assert r["stalls"] == [{"start_s": pytest.approx(last), "duration_s": pytest.approx(8 - last)}]
     assert r["stream_errors"] == ["pipeline error: encoder stopped"]
     assert r["first_frame_is_idr_with_sps_pps"] is True  # the replay burst starts with the IDR
     assert r["black_frames"] == len(BLACK) and r["decode_errors"] == 0
     freeze_start = (FROZEN.start - 40) * INTERVAL  # times count from the first live frame
-    assert r["freezes"] == [{"start_s": pytest.approx(freeze_start, abs=INTERVAL), "duration_s": pytest.approx(1.5, abs=INTERVAL)}]
+    assert r["freezes"] == [
+        {"start_s": pytest.approx(freeze_start, abs=INTERVAL), "duration_s": pytest.approx(1.5, abs=INTERVAL)}
+    ]
     assert r["counters"]["first"] == 40 and r["counters"]["last"] == N - 1
     for key in ("fps_windows", "fps_min_window", "jitter_ms", "motion", "warmup_s"):
         assert key in r

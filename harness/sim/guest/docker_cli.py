@@ -423,7 +423,7 @@ class Engine:
     """docker-py against ``$DOCKER_HOST``, seen from the VM (``scope=None``) or from inside a sandbox."""
 
     def __init__(self, scope: str | None = None) -> None:
-        import docker  # noqa: PLC0415 - docker-py is slow to import; dial-stdio never needs it
+        import docker  # noqa: PLC0415 - slow to import; dial-stdio never needs it
 
         self._docker = docker
         self.scope = scope
@@ -1329,4 +1329,7 @@ def main(argv: list[str] | None = None, *, scope: str | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # docker-py pulls in paramiko for ssh:// hosts. This CLI only dials unix/tcp sockets, and
+    # without it every `docker` call starts in half the time; docker-py treats it as optional.
+    sys.modules["paramiko"] = None  # type: ignore[assignment]
     sys.exit(main())
