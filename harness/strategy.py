@@ -135,7 +135,12 @@ class Strategy:
     probe_log: str = ""
     teardown_errors: list[str] = field(default_factory=list)
     own_session: bool = False
+    preflight_failure: str = ""
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    def __repr__(self) -> str:  # short: tracebacks print fixtures' reprs
+        broken = f", broken in {self.broken[0]}" if self.broken else ""
+        return f"Strategy(target={self.target.name!r}, status={self.status.name}{broken})"
 
     def __post_init__(self) -> None:
         t = self.target

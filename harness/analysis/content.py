@@ -228,7 +228,7 @@ class ContentAnalyzer:
             self._changed += changed
         else:
             changed = True
-        if changed or black:
+        if changed or black or self._run_t is None:  # (a run also starts at the first live frame)
             self._close_run(t_s)
             self._run_t = None if black else t_s
             if self._thumbnails_on:

@@ -146,7 +146,7 @@ class SshDriver(CommandRunner):
         if known.exists():
             try:
                 client.load_host_keys(str(known))
-            except (OSError, paramiko.SSHException) as exc:
+            except (OSError, paramiko.SSHException, paramiko.hostkeys.InvalidHostKey, ValueError) as exc:
                 raise SshError(f"cannot read known_hosts {known}: {exc}", hint="fix or remove the file") from None
         if self.cfg.trust_on_first_use:
             client.set_missing_host_key_policy(_TrustOnFirstUse(known))

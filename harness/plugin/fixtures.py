@@ -49,6 +49,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="where reports/latest and dated copies go (default: reports)")
     g.addoption("--keep-artifacts", dest="e2e_keep_artifacts", default="on-failure",
                 choices=["always", "on-failure", "never"], help="keep per-test artifacts of passing tests too")
+    g.addoption("--no-preflight", dest="e2e_no_preflight", action="store_true", default=False,
+                help="skip the doctor's preflight checks")
     g.addoption("--sim-fault", dest="e2e_sim_faults", action="append", default=[],
                 help="inject a simulator fault (repeatable; also HELIX_E2E_SIM_FAULT=a,b)")
     g.addoption("--sim-fps", dest="e2e_sim_fps", type=float, default=None, help="simulator frame rate")
@@ -141,6 +143,8 @@ def strategy(request: pytest.FixtureRequest, target: TargetConfig):
         keep_vm=config.getoption("e2e_keep_vm"),
     )
     config.stash[STRATEGY_KEY] = strat
+    if not config.getoption("e2e_no_preflight"):
+        _preflight(strat, config)
     initial = config.getoption("e2e_initial_state")
     if initial:
         strat.force(initial, session_id=config.getoption("e2e_session") or "")
@@ -148,6 +152,23 @@ def strategy(request: pytest.FixtureRequest, target: TargetConfig):
     errors = strat.teardown()
     for err in errors:
         log.warning("teardown: %s", err)
+
+
+def _preflight(strat: Strategy, config: pytest.Config) -> None:
+    """The doctor as preflight: a failed check skips the suite with the doctor's message."""
+    from ..doctor import run_doctor
+
+    with strat.timeline.phase("preflight", "the doctor's checks (no VM needed)") as h:
+        report = run_doctor(strat.target, reports_dir=run_dir(config))
+        qv = report.get("qemu_version")
+        if qv is not None and qv.data.get("binary_version"):
+            strat.facts["qemu_binary_version"] = qv.data["binary_version"]
+        strat.facts["preflight"] = [c.as_dict() for c in report.checks if c.status != "ok"]
+        if report.failed:
+            h.skip(report.summary())
+            strat.preflight_failure = report.summary()
+    if report.failed:
+        pytest.skip(f"preflight (helix-e2e doctor) failed: {report.summary()}")
 
 
 @pytest.fixture(scope="session")

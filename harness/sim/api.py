@@ -57,7 +57,7 @@ from ..protocols.stream import (
     VideoFrame,
 )
 from .config import SimConfig
-from .desktop import Desktop, DesktopError, DesktopUnavailable, Frame, StreamStartError, Subscriber
+from .desktop import Desktop, DesktopUnavailable, Frame, StreamStartError, Subscriber
 
 log = logging.getLogger("harness.sim.api")
 
@@ -1087,4 +1087,4 @@ def _fnv64a(data: bytes) -> int:
     return h ^ len(data)
 
 
-__all__ = ["ApiError", "HelixApi", "RUNNER_TOKEN", "new_id", "new_ulid", "DesktopError"]
+__all__ = ["ApiError", "HelixApi", "RUNNER_TOKEN", "new_id", "new_ulid"]

@@ -1240,19 +1240,18 @@ class _StreamRun:
 
         t0 = time.monotonic_ns()
         try:
-            conn = connect(stream_url, additional_headers={"Authorization": "Bearer " + ctx.token}, max_size=None,
-                           open_timeout=10, ping_interval=None, close_timeout=2, compression=None, proxy=None,
-                           user_agent_header=USER_AGENT)
+            opened = connect(stream_url, additional_headers={"Authorization": "Bearer " + ctx.token}, max_size=None,
+                             open_timeout=10, ping_interval=None, close_timeout=2, compression=None, proxy=None,
+                             user_agent_header=USER_AGENT)
         except Exception as exc:  # noqa: BLE001 - every dial failure becomes Go's error text
             raise _ws_dial_error(exc, stream_url) from None
-        try:
-            self._stream(conn, t0, sid, duration, output, verbose, width, height, fps, bitrate, mode)
-        finally:
-            conn.close_timeout = 0.5
+        with opened as conn:
             try:
-                conn.socket.close()
-            except OSError:
-                pass
+                self._stream(conn, t0, sid, duration, output, verbose, width, height, fps, bitrate, mode)
+            finally:
+                # Go's deferred conn.Close(): the TCP connection goes, with no close frame of its own.
+                conn.close_timeout = 0.5
+                _quiet(conn.socket.shutdown, socket.SHUT_RDWR)
 
     def _stream(self, conn: Any, t0: int, sid: str, duration: int, output: str, verbose: bool, width: int,
                 height: int, fps: int, bitrate: int, mode: str) -> None:

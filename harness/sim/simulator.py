@@ -82,7 +82,8 @@ class Simulator:
         self.host_dir = self.root / "host"
         self.crash_dir = self.host_dir / "DiagnosticReports"
         self.helix_debug_log = self.host_dir / "helix-debug.log"
-        self.utmctl_path = self.host_dir / "bin" / "utmctl"
+        self.utmctl_path = self.host_dir / "UTM.app" / "Contents" / "MacOS" / "utmctl"
+        self.utmctl_bin = self.host_dir / "bin" / "utmctl"  # a convenience copy, like a PATH symlink
         self.target_file = self.root / "target.toml"
         self.engine: DockerEngine | None = None
         self.qemu: QemuFrameExport | None = None
@@ -253,7 +254,7 @@ class Simulator:
                  self.config.api_port, self.config.ssh_port, self.config.frame_export_port)
 
     async def _build(self) -> None:
-        for d in (self.root, self.host_dir, self.crash_dir, self.utmctl_path.parent, self.root / "vm"):
+        for d in (self.root, self.host_dir, self.crash_dir, self.utmctl_path.parent, self.utmctl_bin.parent, self.root / "vm"):
             d.mkdir(parents=True, exist_ok=True)
         self.helix_debug_log.touch()
         cfg = self.config
@@ -286,10 +287,10 @@ class Simulator:
         self.engine.on_service_start("sandbox-macos", self._sandbox_started)
         self.engine.on_service_stop("sandbox-macos", self._sandbox_stopped)
         await self.host.start_control_server()
+        # utmctl lives inside the (fake) UTM.app, as on a Mac: the doctor derives the QEMU framework
+        # binary from utmctl's path (host/UTM.app/…/qemu-aarch64-softmmu).
         write_launcher(self.utmctl_path, control_file=self.host.control_file, python=sys.executable)
-        # The same launcher inside the fake UTM.app, where real utmctl lives: tools that derive the
-        # QEMU framework binary from utmctl's path (the doctor) find host/UTM.app/…/qemu-aarch64-softmmu.
-        write_launcher(self.host_dir / "UTM.app" / "Contents" / "MacOS" / "utmctl",
+        write_launcher(self.utmctl_bin,
                        control_file=self.host.control_file, python=sys.executable)
         self._write_target()
 

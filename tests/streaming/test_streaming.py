@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from harness.doctor import check_runtime_version
 from harness.protocols import h264
 
 pytestmark = pytest.mark.streaming
@@ -20,7 +21,13 @@ def test_vm_boots_without_crash(booted_vm):
     assert status == "started", f"utmctl status is `{status}` after boot, not `started`"
     crashes = s.host.new_crash_reports(s.host_snapshot)
     assert not crashes, f"QEMU left crash report(s) while booting: {[c.summary() for c in crashes]}"
-    assert s.ssh.connected or s.status.value >= 2
+    # The running QEMU must be the installed build: its first VERSION line after start (when
+    # helix_log can write the host log at all) must match the binary's marker.
+    binary_version = s.facts.get("qemu_binary_version")
+    appended = s.host.new_log_bytes(s.host_snapshot)
+    if binary_version and b"[HELIX] VERSION:" in appended:
+        verdict = check_runtime_version(binary_version, appended)
+        assert verdict.status == "ok", f"{verdict.finding} ({verdict.fix})"
 
 
 def test_desktop_container_starts(helix_session):

@@ -119,6 +119,25 @@ def test_freeze_running_at_the_end() -> None:
     assert r["freezes"] == [{"start_s": pytest.approx(50 * INTERVAL), "duration_s": pytest.approx(29 * INTERVAL)}]
 
 
+@pytest.mark.parametrize("fps", [20, 60])
+def test_moving_cube_changes_every_frame_and_desktop_does_not(fps: int) -> None:
+    scene = Scene(W, H)
+    cube, desktop = ContentAnalyzer(), ContentAnalyzer()
+    with H264Encoder(W, H, fps, bitrate_kbps=1500) as enc_a, H264Encoder(W, H, fps, bitrate_kbps=1500) as enc_b:
+        for i in range(4 * fps):
+            for f in enc_a.encode(scene.render(i, i / fps, vkcube=True), i * 1_000_000 // fps):
+                cube.feed(f.data, i / fps)
+            for f in enc_b.encode(scene.render(i, i / fps, vkcube=False), i * 1_000_000 // fps):
+                # x264's first frames refine a bit-starved first IDR: let them pass as "replay".
+                desktop.feed(f.data, i / fps, replay=i < 10)
+    moving, still = cube.result(), desktop.result()
+    assert moving["motion"] == 1.0 and moving["freezes"] == []
+    assert still["motion"] == 0.0  # the stamp row is not content
+    held = (4 * fps - 11) / fps
+    assert still["freezes"] == [{"start_s": pytest.approx(10 / fps, abs=1e-4), "duration_s": pytest.approx(held, abs=1e-4)}]
+    assert still["counters"]["unique"] == 4 * fps - 10 and still["black_frames"] == 0
+
+
 def test_replay_frames_are_decoded_but_not_counted(stream) -> None:
     analyzer = ContentAnalyzer()
     for i, f in enumerate(stream):
@@ -127,6 +146,7 @@ def test_replay_frames_are_decoded_but_not_counted(stream) -> None:
     assert r["decode_errors"] == 0 and r["decoded_frames"] == N
     assert r["counters"]["first"] == 40
     assert r["black_frames"] == len(BLACK)
+    assert r["freezes"] == [{"start_s": pytest.approx((FROZEN.start - 40) * INTERVAL), "duration_s": pytest.approx(1.5)}]
 
 
 def test_corrupt_aus_are_decode_errors(small_stream) -> None:
@@ -262,6 +282,21 @@ def test_stream_analyzer_matches_the_file_driver(stream, tmp_path) -> None:
         for rec in RecordingReader(fh):
             live.add_message(rec.t_ns, rec.kind, rec.data)
     assert live.result() == analyze_recording(path)
+
+
+def test_stream_analyzer_tolerates_odd_messages(small_stream) -> None:
+    analyzer = StreamAnalyzer(warmup_s=0)
+    analyzer.add_message(T0, KIND_BINARY, b"")
+    analyzer.add_message(T0, KIND_TEXT, b"{}")
+    analyzer.add_message(T0, KIND_BINARY, b"\x01\x01\x00")  # a video frame shorter than its header
+    analyzer.add_message(T0, KIND_BINARY, b"\x31\x00")  # a truncated StreamError
+    analyzer.add_message(T0, KIND_BINARY, b"\x31\x00\x04\xff\xfeok")  # bad UTF-8 is replaced
+    for i, au in enumerate(small_stream[:10]):
+        analyzer.add_message(T0 + i * 25_000_000, KIND_BINARY, VIDEO_HEADER.pack(1, 1, 0, 0, 320, 192) + au)
+    r = analyzer.result()
+    assert r["frames"] == 10 and r["decode_errors"] == 1  # the malformed frame
+    assert r["stream_errors"] == ["", "\ufffd\ufffdok"]
+    assert r["fps_pts"] is None  # all PTS are 0
 
 
 def test_analyze_recording_errors(tmp_path) -> None:
