@@ -128,6 +128,15 @@ def _find_sshd() -> str:
     return os.path.abspath(path)  # sshd re-execs itself and insists on an absolute path
 
 
+def _write(path: Path, text: str, mode: int) -> None:
+    """Write with ``mode`` from the start (.env.usercreds holds the API key: never world-readable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    path.chmod(mode)
+
+
 def _ensure_privsep_dir() -> None:
     """sshd run as root needs its privilege-separation dir (systemd's RuntimeDirectory on hosts)."""
     if os.geteuid() == 0:
@@ -322,10 +331,7 @@ class GuestVM:
         values = self._values(_find_sftp_server())
         self.sshd_config.write_text(render((GUEST_DIR / "sshd_config").read_text(), values))
         for template, dest, mode in GUEST_FILES:
-            path = self.root / dest
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(render((GUEST_DIR / template).read_text(), values))
-            path.chmod(mode)
+            _write(self.root / dest, render((GUEST_DIR / template).read_text(), values), mode)
         self._init_git()
         _ensure_privsep_dir()
         _run([_find_sshd(), "-t", "-f", str(self.sshd_config)], what="sshd config check")
@@ -411,7 +417,7 @@ class GuestVM:
             raise
 
     def _probe_sshd(self) -> str | None:
-        """"up" once sshd sends its banner, "exited" if it died, None while it is starting."""
+        """``"up"`` once sshd sends its banner, ``"exited"`` if it died, None while it starts."""
         assert self._sshd is not None
         if self._sshd.poll() is not None:
             return "exited"

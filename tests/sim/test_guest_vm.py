@@ -136,7 +136,7 @@ def test_interactive_login_shell(vm, ssh):
     chan = ssh.get_transport().open_session()
     chan.get_pty()
     chan.invoke_shell()
-    chan.sendall(b'echo "MARK:$HOME:$PWD"; exit\n')
+    chan.sendall(b'echo "MARK:$HOME:$PWD:${PATH%%:*}"; exit\n')
     chunks = b""
     deadline = time.monotonic() + 10
     while not chan.exit_status_ready() or chan.recv_ready():
@@ -147,7 +147,7 @@ def test_interactive_login_shell(vm, ssh):
         else:
             chan.status_event.wait(0.05)
     chan.close()
-    assert f"MARK:{vm.home}:{vm.home}" in chunks.decode(errors="replace")
+    assert f"MARK:{vm.home}:{vm.home}:{vm.bin_dir}" in chunks.decode(errors="replace")  # ~/.profile restored PATH
 
 
 def test_sftp_get_and_put(vm, ssh, tmp_path):

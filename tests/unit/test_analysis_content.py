@@ -134,7 +134,9 @@ def test_moving_cube_changes_every_frame_and_desktop_does_not(fps: int) -> None:
     assert moving["motion"] == 1.0 and moving["freezes"] == []
     assert still["motion"] == 0.0  # the stamp row is not content
     held = (4 * fps - 11) / fps
-    assert still["freezes"] == [{"start_s": pytest.approx(10 / fps, abs=1e-4), "duration_s": pytest.approx(held, abs=1e-4)}]
+    assert still["freezes"] == [
+        {"start_s": pytest.approx(10 / fps, abs=1e-4), "duration_s": pytest.approx(held, abs=1e-4)}
+    ]
     assert still["counters"]["unique"] == 4 * fps - 10 and still["black_frames"] == 0
 
 
@@ -146,7 +148,8 @@ def test_replay_frames_are_decoded_but_not_counted(stream) -> None:
     assert r["decode_errors"] == 0 and r["decoded_frames"] == N
     assert r["counters"]["first"] == 40
     assert r["black_frames"] == len(BLACK)
-    assert r["freezes"] == [{"start_s": pytest.approx((FROZEN.start - 40) * INTERVAL), "duration_s": pytest.approx(1.5)}]
+    freeze_start = (FROZEN.start - 40) * INTERVAL
+    assert r["freezes"] == [{"start_s": pytest.approx(freeze_start), "duration_s": pytest.approx(1.5)}]
 
 
 def test_corrupt_aus_are_decode_errors(small_stream) -> None:

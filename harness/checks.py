@@ -1,0 +1,301 @@
+"""The suite's checks as data: each returns a :class:`Finding` (ok or not, why, which layer).
+
+The pytest tests assert on these; triage, soak and the fault tests read the same findings,
+so "what counts as broken" lives in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import HarnessError
+from .protocols import h264
+
+#: Layers a failure can be blamed on (issue contract, outermost first).
+LAYERS = ("host", "utm", "vm", "ssh", "stack", "api", "session", "desktop", "encoder", "frame_export", "stream",
+          "client")
+
+
+@dataclass
+class Finding:
+    check: str
+    ok: bool
+    message: str = ""
+    layer: str = ""
+    cause: str = ""
+    evidence: list[str] = field(default_factory=list)
+    hint: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("check", "ok", "message", "layer", "cause", "evidence", "hint")}
+
+
+def _ok(check: str, message: str = "") -> Finding:
+    return Finding(check=check, ok=True, message=message)
+
+
+def _fail(check: str, message: str, layer: str, cause: str, evidence=(), hint: str = "") -> Finding:
+    assert layer in LAYERS, layer
+    return Finding(check=check, ok=False, message=message, layer=layer, cause=cause,
+                   evidence=[str(e)[:500] for e in evidence][:10], hint=hint)
+
+
+def vm_boot(s) -> Finding:
+    name = "vm_boots_without_crash"
+    status = s.utm.status()
+    if status != "started":
+        return _fail(name, f"utmctl status is `{status}` after boot, not `started`", "vm", "vm_not_started",
+                     [f"utmctl status: {status}"])
+    crashes = s.host.new_crash_reports(s.host_snapshot) if s.host_snapshot else []
+    if crashes:
+        return _fail(name, f"QEMU left crash report(s) while booting: {[c.summary() for c in crashes]}", "vm",
+                     "qemu_crashed", [c.summary() for c in crashes], "read the .ips report; QEMU crashed")
+    from .doctor import check_runtime_version
+
+    binary_version = s.facts.get("qemu_binary_version")
+    appended = s.host.new_log_bytes(s.host_snapshot) if s.host_snapshot else b""
+    if binary_version and b"[HELIX] VERSION:" in appended:
+        verdict = check_runtime_version(binary_version, appended)
+        if verdict.status != "ok":
+            return _fail(name, f"{verdict.finding} ({verdict.fix})", "host", "stale_qemu", [verdict.finding],
+                         "installed QEMU is stale: rebuild and run fix-qemu-paths.sh, then restart the VM")
+    return _ok(name, f"utmctl status `{status}`")
+
+
+def desktop_container(s) -> Finding:
+    name = "desktop_container_starts"
+    if not s.session_id.startswith("ses_"):
+        return _fail(name, f"spectask start gave {s.session_id!r}, not a ses_ id", "session", "no_session_id")
+    if not s.desktop_container:
+        return _fail(name, "the session never reported a dev_container_id", "session", "no_container")
+    state = s.docker.desktop_state(s.desktop_container)
+    if not state.running:
+        return _fail(name, f"desktop container {state.name} is {state.status} (exit {state.exit_code})", "desktop",
+                     "container_not_running", [f"State.Status={state.status} ExitCode={state.exit_code}"])
+    if state.oom_killed:
+        return _fail(name, f"desktop container {state.name} was OOM-killed", "desktop", "container_oom",
+                     ["State.OOMKilled=true"], "give the VM/desktop more memory")
+    return _ok(name, f"{state.name} running")
+
+
+def vkcube(run) -> Finding:
+    name = "vkcube_running"
+    if run.vkcube_error:
+        forbidden = "403" in run.vkcube_error or "not allowed" in run.vkcube_error
+        return _fail(name, f"vkcube: {run.vkcube_error}", "desktop", "exec_forbidden" if forbidden else "vkcube_failed",
+                     [run.vkcube_error],
+                     "the desktop's exec allowlist refused vkcube" if forbidden else "vkcube did not start")
+    if not run.vkcube_running_before:
+        return _fail(name, "`pkill -0 -f vkcube` found no vkcube after launching it", "desktop", "vkcube_dies",
+                     ["pkill -0 -f vkcube: exit 1"], "vkcube exited at once: check the desktop's Vulkan/Wayland setup")
+    if not run.vkcube_running_after:
+        return _fail(name, "vkcube was no longer running after the stream (it died)", "desktop", "vkcube_dies",
+                     ["pkill -0 -f vkcube: exit 1 after streaming"])
+    motion = (run.capture.content or {}).get("motion") if run.capture else None
+    if motion is None:
+        return _fail(name, "the stream was not decoded, so vkcube's rendering could not be checked", "client",
+                     "no_decode")
+    if motion < 0.5:
+        return _fail(name, f"only {motion:.0%} of frames changed: the desktop looks static, so vkcube is not "
+                     "rendering into the stream", "desktop", "static_screen", [f"motion={motion:.2f}"])
+    return _ok(name, f"motion {motion:.0%}")
+
+
+def _stream_ended(run) -> Finding | None:
+    cap = run.capture
+    if cap.end == "duration":
+        return None
+    detail = f"{cap.end} (close code {cap.close_code} {cap.close_reason!r}) {cap.error}".strip()
+    evidence = [detail] + [f"StreamError: {e}" for e in cap.stream_errors]
+    if cap.close_code == 4000:
+        return _fail("stream", f"the stream was superseded: {detail}", "stream", "superseded", evidence,
+                     "another viewer with the same client_id took over the stream")
+    if cap.stream_errors:
+        return _fail("stream", f"the server sent StreamError (0x31) and dropped the stream: {cap.stream_errors[0]}",
+                     "stream", "stream_error", evidence)
+    return _fail("stream", f"the stream ended early: {detail}", "stream", "stream_ended", evidence)
+
+
+def fps_in_band(run, target) -> Finding:
+    name = "stream_fps_in_band"
+    cap = run.capture
+    band = (target.stream.fps_min, target.stream.fps_max)
+    t = cap.timing or {}
+    if not t.get("frames"):
+        ended = _stream_ended(run)
+        return _fail(name, f"no live video frames were received ({cap.end}: {cap.error or cap.close_reason})",
+                     ended.layer if ended else "stream", ended.cause if ended else "no_frames",
+                     ended.evidence if ended else [])
+    fps = t.get("fps")
+    if fps is None:
+        return _fail(name, "too few frames after the warm-up to measure FPS", "stream", "too_few_frames")
+    if not band[0] <= fps <= band[1]:
+        return _fail(name, f"stream FPS {fps:.1f} is outside the {band[0]:g}–{band[1]:g} band "
+                     f"({t['frames']} live frames, per-second windows {t.get('fps_windows')})", "stream", "low_fps"
+                     if fps < band[0] else "high_fps", [f"fps={fps:.2f}", f"fps_windows={t.get('fps_windows')}"])
+    min_window = t.get("fps_min_window")
+    if min_window is not None and min_window < band[0] * 0.8:
+        return _fail(name, f"the slowest 1-s window had {min_window} frames (band {band[0]:g}–{band[1]:g}): "
+                     f"windows {t.get('fps_windows')}", "stream", "fps_dip", [f"fps_windows={t.get('fps_windows')}"])
+    gap = cap.trailing_gap_s
+    allowed = max(1.0, 3.0 / band[0])
+    if gap is None or gap > allowed:
+        return _fail(name, f"frames stopped {gap or 0:.1f}s before the end of the capture while the socket stayed "
+                     "open", "stream", "frames_stop", [f"last frame {gap}s before the end", f"end={cap.end}"],
+                     "the desktop's pipeline stopped sending (pipeline error or a too-slow client)")
+    return _ok(name, f"{fps:.1f} fps")
+
+
+def stream_errors(run) -> Finding:
+    name = "stream_has_no_errors"
+    cap = run.capture
+    c = cap.content or {}
+    ended = _stream_ended(run)
+    if ended is not None:
+        ended.check = name
+        return ended
+    if cap.stream_errors:
+        return _fail(name, f"the server sent StreamError (0x31): {cap.stream_errors}", "stream", "stream_error",
+                     cap.stream_errors)
+    if cap.protocol_errors:
+        return _fail(name, f"malformed stream messages: {cap.protocol_errors[:3]}", "stream", "protocol_error",
+                     cap.protocol_errors[:3])
+    if not c.get("first_frame_is_idr_with_sps_pps"):
+        return _fail(name, "the first live frame is not an IDR with SPS and PPS", "encoder", "no_idr_first")
+    if c.get("decode_errors"):
+        return _fail(name, f"{c.get('decode_errors')} access units failed to decode", "encoder", "corrupt_h264",
+                     [f"decode_errors={c.get('decode_errors')}"])
+    stalls = (cap.timing or {}).get("stalls")
+    if stalls:
+        return _fail(name, f"arrival stalls: {stalls}", "stream", "stall", [str(x) for x in stalls[:5]])
+    if c.get("freezes"):
+        return _fail(name, f"content froze: {c.get('freezes')}", "desktop", "frozen", [str(x) for x in c["freezes"][:5]],
+                     "frames kept arriving with identical content: the compositor or app stopped rendering")
+    if c.get("black_frames"):
+        return _fail(name, f"{c.get('black_frames')} black frames", "desktop", "black",
+                     [f"black_frames={c.get('black_frames')}"])
+    return _ok(name)
+
+
+def resource_ids(run) -> Finding:
+    name = "resource_ids_nonzero"
+    scans = {"desktop container (vsockenc)": run.desktop_scan, "QEMU log (FRAME_READY)": run.host_scan}
+    nonzero = sum(s.resource_ids.nonzero for s in scans.values() if s)
+    zero = sum(s.resource_ids.zero for s in scans.values() if s)
+    reasons = [r for s in scans.values() if s for r in s.resource_ids.zero_reasons]
+    where = {k: s.resource_ids.by_source for k, s in scans.items() if s and s.resource_ids.by_source}
+    samples = [x for s in scans.values() if s for x in s.resource_ids.samples[:3]]
+    if not (nonzero or zero):
+        return _fail(name, "no resource id was logged by vsockenc or by QEMU's FRAME_READY lines", "encoder",
+                     "no_resource_ids", hint="is GST_DEBUG=vsockenc:5 set in the desktop container?")
+    if zero:
+        msg = f"{zero} frame(s) used resource_id=0 ({nonzero} non-zero; by source {where})"
+        if reasons:
+            msg += f"; vsockenc says: {reasons[0]}"
+        return _fail(name, msg, "encoder", "resource_ids_zero", reasons[:3] + samples,
+                     "vsockenc fell back to resource_id=0 because buffers are not DMA-BUF backed; use scanout mode")
+    return _ok(name, f"{nonzero} non-zero ids ({where})")
+
+
+def qemu_rejects_zero(s) -> Finding:
+    name = "qemu_rejects_resource_id_zero"
+    probe = s.run_probe()
+    evidence = [f"{x['dir']}: {x['hex'][:120]}" for x in probe.exchange[:4]]
+    if probe.verdict != "rejected":
+        hint = {
+            "ignored": "this QEMU (v10-style) has no FRAME_REQUEST handler: re-add the resource_id=0 reject path",
+            "accepted": "this QEMU (v7-style) falls back to the DisplaySurface instead of rejecting resource_id=0",
+            "unreachable": "QEMU's frame export is not listening: check helix-port / HELIX_FRAME_EXPORT_PORT",
+        }.get(probe.verdict, "")
+        return _fail(name, f"QEMU did not reject resource_id=0: verdict `{probe.verdict}`: {probe.explanation} "
+                     f"({probe.message})", "frame_export", f"qemu_{probe.verdict}", evidence, hint)
+    if probe.error_code is None or probe.error_code >= 0:
+        return _fail(name, f"error reply carried code {probe.error_code}", "frame_export", "bad_error_code", evidence)
+    return _ok(name, f"rejected with {probe.error_code} {probe.message!r}")
+
+
+def no_crash(s) -> Finding:
+    name = "no_crash_after_streaming"
+    findings = s.crash_findings()
+    if not findings:
+        return _ok(name)
+    text = "; ".join(findings)
+    if any("crash report" in f or "utmctl status" in f for f in findings):
+        layer, cause = "vm", "vm_crashed"
+    elif any("OOM" in f for f in findings):
+        layer, cause = "desktop", "container_oom"
+    elif any("SSH" in f for f in findings):
+        layer, cause = "ssh", "ssh_lost"
+    else:
+        layer, cause = "desktop", "container_restarted"
+    return _fail(name, "after streaming: " + text, layer, cause, findings)
+
+
+def cli_agrees(run, target) -> Finding:
+    name = "cli_stream_agrees_with_capture"
+    if run.cli is None:
+        return _fail(name, f"the CLI stream did not run: {run.cli_error}", "client", "cli_failed", [run.cli_error])
+    stats = run.cli.stats
+    native = (run.capture.timing or {}) if run.capture else {}
+    if stats.video_frames <= 0:
+        return _fail(name, "`helix spectask stream` received 0 frames (it exits 0 anyway)", "stream", "cli_no_frames",
+                     [run.cli.output[-500:]])
+    if not native.get("fps"):
+        return _fail(name, "no native FPS to compare with", "client", "no_native_fps")
+    tol = target.stream.cli_fps_tolerance
+    # The CLI counts GOP-replay frames and includes connect time: allow the stated tolerance.
+    if abs(stats.average_fps - native["fps"]) > max(2.0, tol * native["fps"]):
+        return _fail(name, f"CLI Average FPS {stats.average_fps:.1f} vs native {native['fps']:.1f} "
+                     f"(tolerance {tol:.0%})", "client", "cli_disagrees")
+    expected = native["fps"] * target.stream.duration
+    if stats.video_frames < (1 - tol - 0.1) * expected:
+        return _fail(name, f"CLI saw {stats.video_frames} frames, expected about {expected:.0f}", "client",
+                     "cli_disagrees")
+    if not run.cli_h264:
+        return _fail(name, f"the CLI's .h264 was not fetched: {run.cli_error}", "client", "cli_h264_missing")
+    with open(run.cli_h264, "rb") as fh:
+        info = h264.au_info(fh.read(1 << 16))
+    if not (info.has_sps and info.has_pps):
+        return _fail(name, "the CLI's .h264 does not start with SPS/PPS", "encoder", "cli_h264_no_headers")
+    return _ok(name, f"CLI {stats.average_fps:.1f} fps vs native {native['fps']:.1f}")
+
+
+def from_error(check: str, exc: BaseException, default_layer: str = "client") -> Finding:
+    """A finding for a check that could not even run (the strategy failed on the way)."""
+    phase = getattr(exc, "phase", None) or ""
+    layer = _PHASE_LAYER.get(phase, default_layer)
+    hint = getattr(exc, "hint", "") or ""
+    return _fail(check, str(exc), layer, f"{phase or 'error'}_failed", [str(exc)], hint)
+
+
+_PHASE_LAYER = {
+    "config": "host", "preflight": "host", "host": "host", "utm": "utm", "power_off": "utm", "boot": "vm",
+    "ssh": "ssh", "stack": "stack", "api": "api", "build": "session", "session": "session", "desktop": "desktop",
+    "stream": "stream", "protocol": "stream", "teardown": "client",
+}
+
+
+def all_stream_checks(s, target) -> list[Finding]:
+    """Run every check of the suite in its order; a check that cannot run is a failed finding."""
+    from .strategy import Status
+
+    out: list[Finding] = []
+    steps = [
+        ("vm_boots_without_crash", Status.vm_up, lambda: vm_boot(s)),
+        ("desktop_container_starts", Status.session_ready, lambda: desktop_container(s)),
+        ("vkcube_running", Status.streaming, lambda: vkcube(s.stream)),
+        ("stream_fps_in_band", Status.streaming, lambda: fps_in_band(s.stream, target)),
+        ("stream_has_no_errors", Status.streaming, lambda: stream_errors(s.stream)),
+        ("resource_ids_nonzero", Status.streaming, lambda: resource_ids(s.stream)),
+        ("qemu_rejects_resource_id_zero", Status.vm_up, lambda: qemu_rejects_zero(s)),
+        ("no_crash_after_streaming", Status.streaming, lambda: no_crash(s)),
+        ("cli_stream_agrees_with_capture", Status.streaming, lambda: cli_agrees(s.stream, target)),
+    ]
+    for name, needs, run in steps:
+        try:
+            s.ensure(needs)
+            out.append(run())
+        except HarnessError as exc:
+            out.append(from_error(name, exc.__cause__ if isinstance(exc.__cause__, HarnessError) else exc))
+    return out
