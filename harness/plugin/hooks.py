@@ -14,6 +14,7 @@ import pytest
 from ..redact import install_logging_filter, redact
 from ..report.extras import KINDS, build_extras
 from ..report.metrics import build_metrics, junit_properties, provenance, write_json
+from ..report.summary import append_history, read_history, render_summary, trend_html
 from .fixtures import RUN_DIR_KEY, STRATEGY_KEY, timeline
 
 MARKERS = {
@@ -137,6 +138,11 @@ def pytest_html_results_summary(prefix, summary, postfix, session) -> None:
     rows = "".join(f"<tr><th style='text-align:left'>{k}</th><td>{redact(str(v))}</td></tr>"
                    for k, v in provenance(strat).items())
     prefix.append(f"<h2>Provenance</h2><table class='e2e-provenance'>{rows}</table>")
+    latest = config.stash.get(RUN_DIR_KEY, None)
+    if latest is not None:
+        trend = trend_html(read_history(latest.parent / "history.jsonl"))
+        if trend:
+            postfix.append(trend)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -150,7 +156,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if xml is not None:
         for key, value in provenance(strat).items():
             xml.add_global_property(key, redact(str(value)))
-    write_json(latest / "metrics.json", build_metrics(strat, outcomes=config.stash[_OUTCOMES]))
+    metrics = build_metrics(strat, outcomes=config.stash[_OUTCOMES])
+    write_json(latest / "metrics.json", metrics)
+    (latest / "summary.md").write_text(render_summary(metrics))
+    append_history(latest.parent / "history.jsonl", metrics)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:

@@ -250,7 +250,7 @@ async def test_pipeline_gop_pacing_and_keepalive(make_desktop):
         else:
             assert not f.keyframe and 7 not in types and 5 not in types
     fps = (len(frames) - 1) / (frames[-1][0] - frames[0][0])
-    assert abs(fps - 40) / 40 < 0.05, fps
+    assert abs(fps - 40) / 40 < 0.10, fps  # arrival over 1 s (test_sim_api checks 5 % over 2 s)
     pts = [f.pts_us for _, f in frames]
     assert all(b - a == 25_000 for a, b in zip(pts, pts[1:]))  # drift-free schedule
     # vkcube ends: a static screen gets the 500 ms keepalive frame only.
@@ -258,7 +258,7 @@ async def test_pipeline_gop_pacing_and_keepalive(make_desktop):
     await collect(sub, 0.3)  # drain what was in flight
     static = await collect(sub, 1.2)
     gaps = [b[0] - a[0] for a, b in zip(static, static[1:])]
-    assert 2 <= len(static) <= 4 and all(0.4 < g < 0.6 for g in gaps), gaps
+    assert 2 <= len(static) <= 4 and all(0.3 < g < 0.7 for g in gaps), gaps
 
 
 async def test_second_viewer_gets_the_gop_as_replay(make_desktop):
@@ -289,10 +289,11 @@ async def test_grace_period_stops_the_pipeline(make_desktop):
     d = await make_desktop(video_grace_s=0.3)
     sub = await d.open_stream(init())
     await sub.get()
-    assert len(video_threads()) == 1
+    pipeline = d.pipeline
+    assert pipeline is not None and pipeline.alive
     d.close_stream(sub)
-    assert d.pipeline is not None  # still inside the grace period
-    await wait_until(lambda: d.pipeline is None and not video_threads(), 3, "pipeline stop after grace")
+    assert d.pipeline is pipeline  # still inside the grace period
+    await wait_until(lambda: d.pipeline is None and not pipeline.alive, 3, "pipeline stop after grace")
     assert 'msg="video pipeline stopped" reason="no clients for the grace period"' in log_text(d.container)
 
 

@@ -1,0 +1,310 @@
+"""Run the streaming suite in a child pytest and watch everything it starts (a test helper).
+
+Used by tests/test_teardown.py and tests/test_secrets.py. The child gets its own ``TMPDIR`` (so
+every temp dir it or its simulator makes is under the case directory) and a marker variable in its
+environment; a watcher thread records every descendant process (pid, start time, command line), the
+ports they listen on, the simulator's root and its API key while the run goes on. Afterwards
+:meth:`ChildPytest.leaks` lists whatever of that survived, over all processes of the machine.
+
+No fixed sleeps: every wait polls a condition against a deadline. Every process and thread this
+helper starts is owned, waited for and joined in :meth:`ChildPytest.close`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+MARKER_ENV = "HELIX_E2E_CHILD_RUN"
+SIM_TEMP_PREFIXES = ("helix-e2e-sim-", "helix-sim-", "hxdk-")
+
+
+@dataclass
+class Seen:
+    pid: int
+    create_time: float
+    cmdline: str
+
+
+@dataclass
+class SimRoot:
+    root: Path
+    ports: dict[str, int] = field(default_factory=dict)
+    api_key: str = ""
+
+
+def _net_connections(proc: psutil.Process):
+    fn = getattr(proc, "net_connections", None) or proc.connections  # psutil >= 6 / older
+    return fn(kind="inet")
+
+
+class ChildPytest:
+    """``python -m pytest -m streaming tests/streaming --stream-duration D --report-dir <case>/reports``."""
+
+    def __init__(self, case_dir: Path, extra_args: list[str] = (), *, duration: float = 3,
+                 env: dict[str, str] | None = None) -> None:
+        self.case_dir = Path(case_dir)
+        self.tmp = self.case_dir / "tmp"
+        self.reports = self.case_dir / "reports"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.marker = uuid.uuid4().hex
+        self.argv = [
+            sys.executable, "-m", "pytest", "-m", "streaming", "tests/streaming", "--stream-duration", f"{duration:g}",
+            "--report-dir", str(self.reports), "-p", "no:cacheprovider", "-p", "no:randomly", *extra_args,
+        ]
+        self.env = dict(os.environ)
+        for name in list(self.env):
+            if name.startswith(("HELIX_E2E_", "PYTEST_")):
+                self.env.pop(name)
+        self.env.update(env or {})
+        self.env.update({"TMPDIR": str(self.tmp), "PYTHONUNBUFFERED": "1", MARKER_ENV: self.marker})
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.output = bytearray()
+        self.returncode: int | None = None
+        self.seen: dict[tuple[int, float], Seen] = {}
+        self.ports: set[int] = set()
+        self.sims: dict[Path, SimRoot] = {}
+        self.started_at = 0.0
+        self.duration_s = 0.0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -- running ---------------------------------------------------------------------
+    def start(self) -> "ChildPytest":
+        self.started_at = time.monotonic()
+        self.proc = subprocess.Popen(self.argv, cwd=REPO, env=self.env, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for target, name in ((self._read, "child-output"), (self._watch, "child-watch")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def __enter__(self) -> "ChildPytest":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            with self._lock:
+                self.output += chunk
+
+    @property
+    def text(self) -> str:
+        with self._lock:
+            return self.output.decode("utf-8", "replace")
+
+    def _watch(self) -> None:
+        assert self.proc is not None
+        try:
+            me = psutil.Process(self.proc.pid)
+        except psutil.Error:
+            return
+        while not self._stop.is_set():
+            self._snapshot(me)
+            self._find_sims()
+            if self.proc.poll() is not None:
+                return
+            self._stop.wait(0.05)
+
+    def _snapshot(self, me: psutil.Process) -> None:
+        try:
+            procs = me.children(recursive=True)
+        except psutil.Error:
+            return
+        for p in procs:
+            try:
+                key = (p.pid, p.create_time())
+                if key not in self.seen:
+                    self.seen[key] = Seen(p.pid, key[1], " ".join(p.cmdline()))
+                for conn in _net_connections(p):
+                    if conn.status == psutil.CONN_LISTEN and conn.laddr:
+                        self.ports.add(conn.laddr.port)
+            except psutil.Error:
+                continue
+
+    def _find_sims(self) -> None:
+        for target in self.tmp.glob("helix-e2e-sim-*/sim/target.toml"):
+            root = target.parent
+            sim = self.sims.get(root)
+            if sim is None:
+                sim = self.sims[root] = SimRoot(root)
+            if not sim.ports:
+                try:
+                    data = tomllib.loads(target.read_text())
+                    sim.ports = {"ssh": int(data["ssh"]["port"]), "api": int(data["guest"]["api_port"]),
+                                 "frame_export": int(data["frame_export"]["port"])}
+                except (OSError, ValueError, KeyError):
+                    pass
+            if not sim.api_key:
+                try:
+                    text = (root / "vm" / "home" / "helix" / ".env.usercreds").read_text()
+                except OSError:
+                    continue
+                m = re.search(r"^HELIX_API_KEY=(\S+)$", text, re.M)
+                if m:
+                    sim.api_key = m.group(1)
+
+    def wait_until(self, check: Callable[[], object], *, timeout: float, what: str) -> object:
+        """Poll ``check`` until it is truthy; fail (with the child's output) at the deadline."""
+        end = time.monotonic() + timeout
+        pause = 0.02
+        while True:
+            value = check()
+            if value:
+                return value
+            if self.proc is not None and self.proc.poll() is not None:
+                value = check()
+                if value:
+                    return value
+                raise AssertionError(f"the child exited ({self.proc.returncode}) before {what}:\n{self.tail()}")
+            if time.monotonic() >= end:
+                raise AssertionError(f"no {what} within {timeout:.0f}s:\n{self.tail()}")
+            time.sleep(pause)  # polling interval, not synchronisation
+            pause = min(pause * 1.5, 0.2)
+
+    def wait_for_output(self, needle: str, *, timeout: float) -> None:
+        self.wait_until(lambda: needle in self.text, timeout=timeout, what=f"{needle!r} in the child's output")
+
+    def send_sigint(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGINT)
+
+    def wait(self, timeout: float) -> int:
+        """Wait for the child; at the deadline kill its whole tree and fail."""
+        assert self.proc is not None
+        try:
+            self.returncode = self.proc.wait(timeout=max(0.1, timeout - (time.monotonic() - self.started_at)))
+        except subprocess.TimeoutExpired:
+            self.close()
+            raise AssertionError(f"the child pytest did not finish within {timeout:.0f}s (killed):\n{self.tail()}")
+        self.duration_s = time.monotonic() - self.started_at
+        self._join()
+        return self.returncode
+
+    def _join(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=10)
+        self._threads = [t for t in self._threads if t.is_alive()]
+
+    def close(self) -> None:
+        """Kill whatever is still running (the child and every process it started) and reap it."""
+        self._stop.set()
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                victims = psutil.Process(self.proc.pid).children(recursive=True)
+            except psutil.Error:
+                victims = []
+            self.proc.kill()
+            self.proc.wait()
+            for p in victims:
+                try:
+                    p.kill()
+                except psutil.Error:
+                    pass
+            psutil.wait_procs(victims, timeout=5)
+        for p in self._survivors():  # never leave a leaked process behind the test either
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        if self.proc is not None and self.proc.stdout is not None:
+            self._join()
+            self.proc.stdout.close()
+        self._join()
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.text.splitlines()[-lines:])
+
+    # -- what is left ----------------------------------------------------------------
+    def _survivors(self) -> list[psutil.Process]:
+        me = os.getpid()
+        tmp = str(self.tmp)
+        out = []
+        for p in psutil.process_iter(["pid", "cmdline", "create_time"]):
+            if p.pid in (me, getattr(self.proc, "pid", None)):
+                continue
+            try:
+                key = (p.pid, p.info["create_time"])
+                cmd = " ".join(p.info["cmdline"] or [])
+                hit = key in self.seen or tmp in cmd or any(str(s.root) in cmd for s in self.sims.values())
+                if not hit:
+                    try:
+                        hit = p.environ().get(MARKER_ENV) == self.marker
+                    except psutil.Error:
+                        hit = False
+                if hit:
+                    out.append(p)
+            except psutil.Error:
+                continue
+        return out
+
+    def leaks(self) -> list[str]:
+        """Everything the run left behind: processes, listening ports, temp dirs."""
+        problems = []
+        for p in self._survivors():
+            try:
+                status = p.status()
+                cmd = " ".join(p.cmdline()) or self._seen_cmd(p.pid)
+                problems.append(f"process {p.pid} ({status}, parent {p.ppid()}) survived: {cmd[:300]}")
+            except psutil.Error:
+                continue
+        ports = set(self.ports)
+        for sim in self.sims.values():
+            ports.update(sim.ports.values())
+        if ports:
+            for conn in psutil.net_connections(kind="inet"):
+                if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port in ports:
+                    problems.append(f"port {conn.laddr.port} still listening (pid {conn.pid})")
+        for sim in self.sims.values():
+            if sim.root.exists():
+                problems.append(f"the simulator's root {sim.root} still exists")
+        if self.tmp.exists():
+            for entry in sorted(self.tmp.iterdir()):
+                if entry.name.startswith("pytest-of-"):  # pytest's own basetemp (kept by design)
+                    continue
+                problems.append(f"temp entry left behind: {entry}")
+        return problems
+
+    def _seen_cmd(self, pid: int) -> str:
+        for s in self.seen.values():
+            if s.pid == pid:
+                return s.cmdline
+        return "?"
+
+    # -- results ---------------------------------------------------------------------
+    @property
+    def api_keys(self) -> list[str]:
+        return [s.api_key for s in self.sims.values() if s.api_key]
+
+    @property
+    def latest(self) -> Path:
+        return self.reports / "latest"
+
+    def dated_dirs(self) -> list[Path]:
+        return sorted(p for p in self.reports.glob("2*") if p.is_dir())
