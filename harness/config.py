@@ -31,6 +31,8 @@ class VmConfig:
     id: str = ""
     utmctl: str = UTMCTL
     provider: str = "utm"
+    #: Other VMs (UUIDs or names) that parallel workers (pytest -n N) may take, one each.
+    pool: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.provider not in ("utm",):
@@ -213,6 +215,12 @@ def _coerce(value: Any, current: Any, key: str, origin: str) -> Any:
             return float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{key} ({origin}) must be a number, got {value!r}") from None
+    if isinstance(current, tuple):
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise ConfigError(f"{key} ({origin}) must be a list of strings, got {value!r}")
+        return tuple(v.strip() for v in value)
     if isinstance(current, str):
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ConfigError(f"{key} ({origin}) must be a string, got {value!r}")

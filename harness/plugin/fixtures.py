@@ -21,6 +21,7 @@ from ..redact import install_logging_filter
 from ..sim.config import parse_faults
 from ..strategy import Status, Strategy
 from .simtarget import launch_sim
+from .vmlock import acquire_vm
 
 log = logging.getLogger(__name__)
 
@@ -70,20 +71,32 @@ def target_path(config: pytest.Config) -> str:
     )
 
 
+def worker_id(config: pytest.Config) -> str:
+    """The pytest-xdist worker id (gw0, gw1 …), or "" outside xdist workers."""
+    return getattr(config, "workerinput", {}).get("workerid", "")
+
+
+def reports_latest(config: pytest.Config) -> Path:
+    base = Path(config.getoption("e2e_report_dir"))
+    if not base.is_absolute():
+        base = Path(config.rootpath) / base
+    return base / "latest"
+
+
 def run_dir(config: pytest.Config) -> Path:
-    """reports/latest for this run, emptied once (lazily: only runs that use a target make one)."""
+    """Where this process's artifacts go: reports/latest, or reports/latest/<worker> under xdist.
+    Emptied once per run (lazily: only runs that use a target make one)."""
     if RUN_DIR_KEY not in config.stash:
-        base = Path(config.getoption("e2e_report_dir"))
-        if not base.is_absolute():
-            base = Path(config.rootpath) / base
-        latest = base / "latest"
-        if latest.exists():
-            for child in latest.iterdir():
+        latest = reports_latest(config)
+        wid = worker_id(config)
+        here = latest / wid if wid else latest
+        if here.exists():
+            for child in here.iterdir():
                 if child.name in ("report.html", "junit.xml"):  # written by pytest-html/junitxml this run
                     continue
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
-        latest.mkdir(parents=True, exist_ok=True)
-        config.stash[RUN_DIR_KEY] = latest
+        here.mkdir(parents=True, exist_ok=True)
+        config.stash[RUN_DIR_KEY] = here
     return config.stash[RUN_DIR_KEY]
 
 
@@ -129,7 +142,16 @@ def target(request: pytest.FixtureRequest) -> TargetConfig:
     elif faults:
         raise HarnessError("--sim-fault needs a simulator target", phase="config",
                            hint="faults are injected by the simulator; drop --sim-fault for a real Mac")
-    return cfg.with_overrides(overrides) if overrides else cfg
+    cfg = cfg.with_overrides(overrides) if overrides else cfg
+    wid = worker_id(config)
+    if wid:
+        from dataclasses import replace
+
+        cfg = replace(cfg, name=f"{cfg.name}@{wid}")
+    cfg, lock = acquire_vm(cfg, timeout=cfg.timeouts["boot"])
+    if lock is not None:
+        request.addfinalizer(lock.release)
+    return cfg
 
 
 @pytest.fixture(scope="session")

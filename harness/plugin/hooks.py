@@ -15,7 +15,7 @@ from ..redact import install_logging_filter, redact
 from ..report.extras import KINDS, build_extras
 from ..report.metrics import build_metrics, junit_properties, provenance, write_json
 from ..report.summary import append_history, read_history, render_summary, trend_html
-from .fixtures import RUN_DIR_KEY, STRATEGY_KEY, timeline
+from .fixtures import RUN_DIR_KEY, STRATEGY_KEY, reports_latest, run_dir, timeline, worker_id
 
 MARKERS = {
     "e2e_artifacts(*kinds)": "attach run artifacts to this test's report (kinds: " + ", ".join(KINDS) + ")",
@@ -24,6 +24,7 @@ MARKERS = {
     "soak": "long soak runs (not in the default test run)",
 }
 _OUTCOMES = pytest.StashKey[dict]()
+_CONFIG: dict = {}  # the current pytest config, for hooks that are not handed one
 _PROGRESS = pytest.StashKey[object]()
 
 
@@ -37,6 +38,7 @@ def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
     config.stash[_OUTCOMES] = {}
+    _CONFIG["config"] = config
     install_logging_filter()
     # `pytest -m streaming` writes an HTML report and JUnit by default (pytest-html reads this later).
     if _wants_reports(config) and not getattr(config.option, "collectonly", False):
@@ -50,9 +52,17 @@ def pytest_configure(config: pytest.Config) -> None:
             config.option.self_contained_html = True
         if not config.option.xmlpath:
             config.option.xmlpath = str(latest / "junit.xml")
-    printer = _ProgressPrinter(config)  # finds the terminal reporter when it first prints
-    config.stash[_PROGRESS] = printer
-    timeline(config).subscribe(printer)
+    if _is_xdist_controller(config):
+        run_dir(config)  # empty reports/latest once, before the workers write into latest/<worker>/
+    if not worker_id(config):  # a worker's output goes nowhere a person sees
+        printer = _ProgressPrinter(config)
+        config.stash[_PROGRESS] = printer
+        timeline(config).subscribe(printer)
+
+
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    return not worker_id(config) and bool(getattr(config.option, "numprocesses", None)) and \
+        config.pluginmanager.hasplugin("xdist") and getattr(config.option, "dist", "no") != "no"
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -60,7 +70,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if printer is not None:
         printer.close()
     latest = config.stash.get(RUN_DIR_KEY, None)
-    if latest is not None and latest.exists():
+    if latest is not None and latest.exists() and not worker_id(config):
         dated = latest.parent / time.strftime("%Y%m%d-%H%M%S")
         try:
             shutil.copytree(latest, dated, dirs_exist_ok=True)
@@ -94,8 +104,6 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def pytest_runtest_makereport(item: pytest.Item, call):
     report = yield
     setattr(item, f"rep_{report.when}", report)
-    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
-        item.config.stash[_OUTCOMES][item.nodeid] = report.outcome
     # Never let a secret reach the terminal, JUnit or HTML through a failure message.
     if report.longrepr is not None and not isinstance(report.longrepr, tuple):
         text = str(report.longrepr)
@@ -119,6 +127,15 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     return report
 
 
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Outcomes per test (runs on the xdist controller too, which sees no makereport)."""
+    config = _CONFIG.get("config")
+    if config is None:
+        return
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        config.stash[_OUTCOMES][report.nodeid] = report.outcome
+
+
 def _slug(nodeid: str) -> str:
     import hashlib
     import re
@@ -131,16 +148,14 @@ def _slug(nodeid: str) -> str:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_html_results_summary(prefix, summary, postfix, session) -> None:
-    config = session.config if session is not None else None
-    strat = config.stash.get(STRATEGY_KEY, None) if config is not None else None
-    if strat is None:
-        return
-    rows = "".join(f"<tr><th style='text-align:left'>{k}</th><td>{redact(str(v))}</td></tr>"
-                   for k, v in provenance(strat).items())
-    prefix.append(f"<h2>Provenance</h2><table class='e2e-provenance'>{rows}</table>")
-    latest = config.stash.get(RUN_DIR_KEY, None)
-    if latest is not None:
-        trend = trend_html(read_history(latest.parent / "history.jsonl"))
+    config = session.config
+    strat = config.stash.get(STRATEGY_KEY, None)
+    if strat is not None:
+        rows = "".join(f"<tr><th style='text-align:left'>{k}</th><td>{redact(str(v))}</td></tr>"
+                       for k, v in provenance(strat).items())
+        prefix.append(f"<h2>Provenance</h2><table class='e2e-provenance'>{rows}</table>")
+    if strat is not None or _is_xdist_controller(config):
+        trend = trend_html(read_history(reports_latest(config).parent / "history.jsonl"))
         if trend:
             postfix.append(trend)
 
@@ -150,6 +165,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
     strat = config.stash.get(STRATEGY_KEY, None)
     latest = config.stash.get(RUN_DIR_KEY, None)
+    if _is_xdist_controller(config) and latest is not None:
+        _merge_worker_metrics(config, latest)
+        return
     if strat is None or latest is None:
         return
     xml = getattr(config, "_xml", None) or config.stash.get(_junit_key(), None)
@@ -159,7 +177,29 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     metrics = build_metrics(strat, outcomes=config.stash[_OUTCOMES])
     write_json(latest / "metrics.json", metrics)
     (latest / "summary.md").write_text(render_summary(metrics))
-    append_history(latest.parent / "history.jsonl", metrics)
+    if not worker_id(config):
+        append_history(reports_latest(config).parent / "history.jsonl", metrics)
+
+
+def _merge_worker_metrics(config: pytest.Config, latest: Path) -> None:
+    """One metrics.json keyed by target (each xdist worker drove its own target)."""
+    import json
+
+    targets = {}
+    for path in sorted(latest.glob("*/metrics.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        name = (data.get("target") or {}).get("name") or path.parent.name
+        targets[name] = data
+    outcomes = config.stash[_OUTCOMES]
+    merged = {"schema": "helix-e2e/metrics/1", "tests": outcomes, "targets": targets}
+    write_json(latest / "metrics.json", merged)
+    summaries = [render_summary({**m, "tests": m.get("tests") or {}}) for m in targets.values()]
+    (latest / "summary.md").write_text("\n".join(summaries))
+    for m in targets.values():
+        append_history(latest.parent / "history.jsonl", m)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
