@@ -6,10 +6,11 @@ so "what counts as broken" lives in one place.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
-from .errors import HarnessError
+from .errors import CommandError, HarnessError, PhaseTimeout
 from .protocols import h264
 
 #: Layers a failure can be blamed on (issue contract, outermost first).
@@ -31,6 +32,21 @@ class Finding:
         return {k: getattr(self, k) for k in ("check", "ok", "message", "layer", "cause", "evidence", "hint")}
 
 
+def _recorded(check: Callable[..., Finding]) -> Callable[..., Finding]:
+    """Keep each check's latest Finding on what it examined (``Strategy.findings`` / ``StreamRun.findings``),
+    so the plugin's triage reads the findings the tests produced instead of running the checks again."""
+
+    @functools.wraps(check)
+    def wrapper(subject, *args, **kwargs) -> Finding:
+        finding = check(subject, *args, **kwargs)
+        store = getattr(subject, "findings", None)
+        if isinstance(store, dict):
+            store[finding.check] = finding
+        return finding
+
+    return wrapper
+
+
 def _ok(check: str, message: str = "") -> Finding:
     return Finding(check=check, ok=True, message=message)
 
@@ -41,16 +57,17 @@ def _fail(check: str, message: str, layer: str, cause: str, evidence=(), hint: s
                    evidence=[str(e)[:500] for e in evidence][:10], hint=hint)
 
 
+@_recorded
 def vm_boot(s) -> Finding:
     name = "vm_boots_without_crash"
+    crashes = s.host.new_crash_reports(s.host_snapshot) if s.host_snapshot else []
+    if crashes:
+        return _fail(name, f"QEMU left crash report(s): {[c.summary() for c in crashes]}", "vm",
+                     "qemu_crashed", [c.summary() for c in crashes], "read the .ips report; QEMU crashed")
     status = s.utm.status()
     if status != "started":
         return _fail(name, f"utmctl status is `{status}` after boot, not `started`", "vm", "vm_not_started",
                      [f"utmctl status: {status}"])
-    crashes = s.host.new_crash_reports(s.host_snapshot) if s.host_snapshot else []
-    if crashes:
-        return _fail(name, f"QEMU left crash report(s) while booting: {[c.summary() for c in crashes]}", "vm",
-                     "qemu_crashed", [c.summary() for c in crashes], "read the .ips report; QEMU crashed")
     from .doctor import check_runtime_version
 
     binary_version = s.facts.get("qemu_binary_version")
@@ -63,6 +80,7 @@ def vm_boot(s) -> Finding:
     return _ok(name, f"utmctl status `{status}`")
 
 
+@_recorded
 def desktop_container(s) -> Finding:
     name = "desktop_container_starts"
     if not s.session_id.startswith("ses_"):
@@ -79,6 +97,7 @@ def desktop_container(s) -> Finding:
     return _ok(name, f"{state.name} running")
 
 
+@_recorded
 def vkcube(run) -> Finding:
     name = "vkcube_running"
     if run.vkcube_error:
@@ -117,6 +136,7 @@ def _stream_ended(run) -> Finding | None:
     return _fail("stream", f"the stream ended early: {detail}", "stream", "stream_ended", evidence)
 
 
+@_recorded
 def fps_in_band(run, target) -> Finding:
     name = "stream_fps_in_band"
     cap = run.capture
@@ -147,6 +167,7 @@ def fps_in_band(run, target) -> Finding:
     return _ok(name, f"{fps:.1f} fps")
 
 
+@_recorded
 def stream_errors(run) -> Finding:
     name = "stream_has_no_errors"
     cap = run.capture
@@ -170,14 +191,18 @@ def stream_errors(run) -> Finding:
     if stalls:
         return _fail(name, f"arrival stalls: {stalls}", "stream", "stall", [str(x) for x in stalls[:5]])
     if c.get("freezes"):
-        return _fail(name, f"content froze: {c.get('freezes')}", "desktop", "frozen", [str(x) for x in c["freezes"][:5]],
-                     "frames kept arriving with identical content: the compositor or app stopped rendering")
+        # Blamed on the stream (FAULTS): what the viewer got froze; the desktop's own logs say why, if they can.
+        return _fail(name, f"content froze: {c.get('freezes')}", "stream", "frozen", [str(x) for x in c["freezes"][:5]],
+                     "frames kept arriving with identical content: the compositor or app stopped rendering "
+                     "(check the desktop's pipeline and vkcube)")
     if c.get("black_frames"):
-        return _fail(name, f"{c.get('black_frames')} black frames", "desktop", "black",
-                     [f"black_frames={c.get('black_frames')}"])
+        return _fail(name, f"{c.get('black_frames')} black frames", "stream", "black",
+                     [f"black_frames={c.get('black_frames')}"],
+                     "the stream carried black pictures: the capture source lost the screen (scanout/PipeWire)")
     return _ok(name)
 
 
+@_recorded
 def resource_ids(run) -> Finding:
     name = "resource_ids_nonzero"
     scans = {"desktop container (vsockenc)": run.desktop_scan, "QEMU log (FRAME_READY)": run.host_scan}
@@ -198,6 +223,7 @@ def resource_ids(run) -> Finding:
     return _ok(name, f"{nonzero} non-zero ids ({where})")
 
 
+@_recorded
 def qemu_rejects_zero(s) -> Finding:
     name = "qemu_rejects_resource_id_zero"
     probe = s.run_probe()
@@ -215,6 +241,7 @@ def qemu_rejects_zero(s) -> Finding:
     return _ok(name, f"rejected with {probe.error_code} {probe.message!r}")
 
 
+@_recorded
 def no_crash(s) -> Finding:
     name = "no_crash_after_streaming"
     findings = s.crash_findings()
@@ -232,6 +259,7 @@ def no_crash(s) -> Finding:
     return _fail(name, "after streaming: " + text, layer, cause, findings)
 
 
+@_recorded
 def cli_agrees(run, target) -> Finding:
     name = "cli_stream_agrees_with_capture"
     if run.cli is None:
@@ -261,12 +289,151 @@ def cli_agrees(run, target) -> Finding:
     return _ok(name, f"CLI {stats.average_fps:.1f} fps vs native {native['fps']:.1f}")
 
 
+@_recorded
+def sessions_stable(s) -> Finding:
+    """Successive sessions on one VM boot stream alike (a VM that slows down as it runs is a VM problem)."""
+    name = "sessions_do_not_slow_down"
+    runs = [r for r in s.streams if r.capture is not None and (r.capture.timing or {}).get("fps")]
+    if len(runs) < 2:
+        return _ok(name, f"{len(runs)} measured session(s): nothing to compare")
+    first, last = runs[0], runs[-1]
+    f1, f2 = first.capture.timing["fps"], last.capture.timing["fps"]
+    evidence = [f"session {i + 1} ({r.session_id}): {r.capture.timing['fps']:.1f} fps, desktop ready "
+                f"{r.session_start_s:.1f}s after spectask start" for i, r in enumerate(runs)]
+    if f2 < f1 * (1 - SLOWDOWN_TOLERANCE):
+        return _fail(name, f"session {len(runs)} streamed at {f2:.1f} fps against {f1:.1f} fps for session 1 on the "
+                     f"same VM boot ({(1 - f2 / f1):.0%} slower)", "vm", "slow_after_running", evidence,
+                     "each new session on this VM is slower: the VM degrades while it runs (leaked guest memory or "
+                     "GPU resources); restart the VM between runs and report the slowdown with these numbers")
+    return _ok(name, f"{len(runs)} sessions: {f1:.1f} → {f2:.1f} fps")
+
+
+#: A later session may be this much slower than the first before the VM is blamed.
+SLOWDOWN_TOLERANCE = 0.15
+
+#: OSStatus codes of the transient Apple Event failures (the utm driver retries them).
+_TRANSIENT_HINT = ("transient infrastructure failure: rerun (pytest --rerun-infra N reruns only these); "
+                   "if it persists, answer UTM's Automation permission dialog in the GUI session")
+
+
+def classify_error(exc: BaseException, default_layer: str = "client") -> tuple[str, str, list[str], str]:
+    """``(layer, cause, evidence, hint)`` of the error that broke a phase: typed errors first, then the phase."""
+    from .drivers.capture import CaptureError
+    from .drivers.helix_cli import HelixCliError
+    from .drivers.ssh import HostKeyError
+    from .drivers.stack import StackError
+    from .drivers.utm import UtmError, UtmNoGuiError
+
+    phase = getattr(exc, "phase", None) or ""
+    text = str(exc)
+    evidence = _error_evidence(exc)
+    hint = getattr(exc, "hint", "") or ""
+    chain = " ".join(str(e) for e in _chain(exc))
+    if isinstance(exc, UtmNoGuiError):
+        return "utm", "utmctl_no_gui", evidence, hint
+    if isinstance(exc, UtmError) and exc.osstatus is not None:
+        if exc.transient:
+            return "utm", "utmctl_osstatus", evidence, _TRANSIENT_HINT
+        return "utm", "utmctl_event_error", evidence, hint
+    if isinstance(exc, UtmError) or phase == "utm":
+        return "utm", "utmctl_failed", evidence, hint
+    if isinstance(exc, HostKeyError):
+        return "ssh", "host_key_changed", evidence, hint
+    if phase == "ssh":
+        if "Unable to connect" in chain or "Connection refused" in chain or "ConnectionRefused" in chain:
+            return "ssh", "ssh_refused", evidence, ("nothing listens on the guest's SSH port (sshd not up yet, or "
+                                                    "UTM's port forward missing); transient while booting: rerun")
+        if "banner" in chain or "timed out" in chain.lower():
+            return "ssh", "ssh_unresponsive", evidence, (
+                "the SSH port accepts connections but never sends a banner: a wedged sshd or a stale port "
+                "forward; restart the VM / check UTM's port forward to the guest's :22")
+        return "ssh", "ssh_failed", evidence, hint
+    if phase == "boot" and "crash report" in text:
+        if "Library missing" in text or "DYLD" in text or "dyld" in text:
+            return "host", "qemu_dylib_missing", evidence, (
+                "dyld could not load QEMU's libraries (build-machine sysroot paths): run fix-qemu-paths.sh on the "
+                "installed QEMU and check `otool -L` shows only @rpath/… paths")
+        return "vm", "vm_crashed_boot", evidence, hint or "QEMU crashed while booting: read the .ips report"
+    if phase in ("boot", "power_off"):
+        return "vm", "boot_failed" if phase == "boot" else "power_off_failed", evidence, hint
+    if isinstance(exc, StackError):
+        return "stack", "stack_start_failed", evidence, hint
+    if phase == "api":
+        cause = "api_5xx" if "kept answering 5" in text else "api_unreachable"
+        return "api", cause, evidence, hint
+    if phase == "stack":
+        return "stack", "no_sandbox" if "sandbox" in text else "stack_failed", evidence, hint
+    if phase in ("session", "build"):
+        if "dev_container_id" in text or "still provisioning" in text:
+            return "session", "no_container", evidence, hint or "the session never got a desktop container"
+        if isinstance(exc, HelixCliError) and phase == "build":
+            return "session", "cli_build_failed", evidence, hint
+        if isinstance(exc, CommandError) and "did not finish within" in text:
+            return "session", "session_start_timeout", evidence, hint or (
+                "`spectask start --wait` did not return: the session never got ready")
+        return "session", "session_failed", evidence, hint
+    if isinstance(exc, CaptureError) and "upgrade refused" in text:
+        return "stream", "ws_upgrade_refused", evidence, hint or "the API refused the WebSocket upgrade"
+    layer = _PHASE_LAYER.get(phase, default_layer)
+    return layer, f"{phase or 'error'}_failed", evidence, hint
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    while exc is not None and exc not in out and len(out) < 5:
+        out.append(exc)
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    return out
+
+
+def _error_evidence(exc: BaseException) -> list[str]:
+    """The error's own message, its causes, and the tail of any command output it carries."""
+    lines = []
+    for e in _chain(exc):
+        msg = getattr(e, "message", None) or str(e)
+        lines.append(f"{type(e).__name__}: {msg}")
+        if isinstance(e, CommandError):
+            tail = [ln for ln in (e.stdout + "\n" + e.stderr).splitlines() if ln.strip()][-4:]
+            lines += tail
+    seen: list[str] = []
+    for line in lines:
+        if line not in seen:
+            seen.append(line)
+    return seen
+
+
+#: The doctor's checks (preflight) → (layer, cause) of a failure.
+_DOCTOR = {
+    "dylib_paths": ("host", "qemu_dylib_paths"), "qemu_version": ("host", "qemu_version"),
+    "qemu_fresh": ("host", "stale_qemu"), "utmctl": ("utm", "utmctl_unusable"), "hvf": ("host", "no_hvf"),
+    "frame_export_port": ("host", "frame_export_port_busy"), "ssh_key": ("ssh", "ssh_key"),
+    "known_hosts": ("ssh", "known_hosts"), "usercreds": ("host", "usercreds"), "disk": ("host", "low_disk"),
+    "memory": ("host", "low_memory"),
+}
+
+
+def from_doctor(check: Any) -> Finding:
+    """A finding for one preflight (``helix-e2e doctor``) check: a ``doctor.Check`` or its ``as_dict()``."""
+    d = check if isinstance(check, dict) else check.as_dict()
+    name = str(d.get("name", "doctor"))
+    if d.get("status") != "fail":
+        return _ok(f"preflight:{name}", str(d.get("finding", "")))
+    layer, cause = _DOCTOR.get(name, ("host", f"preflight_{name}"))
+    finding = str(d.get("finding", ""))
+    if name == "utmctl" and "SSH sessions" in finding:
+        cause = "utmctl_no_gui"
+    fix = str(d.get("fix", "")).strip()
+    return _fail(f"preflight:{name}", f"preflight check {name} failed: {finding}", layer, cause, [finding],
+                 " ; ".join(line.strip() for line in fix.splitlines() if line.strip()))
+
+
 def from_error(check: str, exc: BaseException, default_layer: str = "client") -> Finding:
     """A finding for a check that could not even run (the strategy failed on the way)."""
-    phase = getattr(exc, "phase", None) or ""
-    layer = _PHASE_LAYER.get(phase, default_layer)
-    hint = getattr(exc, "hint", "") or ""
-    return _fail(check, str(exc), layer, f"{phase or 'error'}_failed", [str(exc)], hint)
+    if not isinstance(exc, HarnessError):
+        return _fail(check, f"internal error: {type(exc).__name__}: {exc}", default_layer, "internal_error",
+                     [f"{type(exc).__name__}: {exc}"], "a harness bug: report it with the log")
+    layer, cause, evidence, hint = classify_error(exc, default_layer)
+    return _fail(check, str(exc), layer, cause, evidence, hint)
 
 
 _PHASE_LAYER = {
@@ -278,7 +445,7 @@ _PHASE_LAYER = {
 
 def all_stream_checks(s, target) -> list[Finding]:
     """Run every check of the suite in its order; a check that cannot run is a failed finding."""
-    from .strategy import Status
+    from .strategy import Status, StrategyBroken
 
     out: list[Finding] = []
     steps = [
@@ -291,11 +458,13 @@ def all_stream_checks(s, target) -> list[Finding]:
         ("qemu_rejects_resource_id_zero", Status.vm_up, lambda: qemu_rejects_zero(s)),
         ("no_crash_after_streaming", Status.streaming, lambda: no_crash(s)),
         ("cli_stream_agrees_with_capture", Status.streaming, lambda: cli_agrees(s.stream, target)),
+        ("sessions_do_not_slow_down", Status.streaming, lambda: sessions_stable(s)),
     ]
     for name, needs, run in steps:
         try:
             s.ensure(needs)
             out.append(run())
-        except HarnessError as exc:
-            out.append(from_error(name, exc.__cause__ if isinstance(exc.__cause__, HarnessError) else exc))
+        except Exception as exc:  # noqa: BLE001 - a check that cannot run is a failed finding
+            original = exc.__cause__ if isinstance(exc, StrategyBroken) and exc.__cause__ is not None else exc
+            out.append(from_error(name, original))
     return out

@@ -91,6 +91,7 @@ class StreamRun:
 
     session_id: str
     capture: CaptureResult
+    session_start_s: float = 0.0  # how long `spectask start --wait` and the container took
     cli: CliStream | None = None
     cli_error: str = ""
     cli_h264: str = ""
@@ -101,6 +102,8 @@ class StreamRun:
     vkcube_running_before: bool = False
     vkcube_running_after: bool = False
     vkcube_error: str = ""
+    #: The latest :class:`harness.checks.Finding` of each run-based check, by check name.
+    findings: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -136,6 +139,12 @@ class Strategy:
     teardown_errors: list[str] = field(default_factory=list)
     own_session: bool = False
     preflight_failure: str = ""
+    #: Every streaming run of this strategy, oldest first (``stream`` is the last one).
+    streams: list[StreamRun] = field(default_factory=list)
+    #: The latest :class:`harness.checks.Finding` of each check run against this strategy, by check name.
+    findings: dict[str, Any] = field(default_factory=dict)
+    #: Infra failures this strategy recovered from with :meth:`reset` (``--rerun-infra``), oldest first.
+    resets: list[str] = field(default_factory=list)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     def __repr__(self) -> str:  # short: tracebacks print fixtures' reprs
@@ -212,6 +221,39 @@ class Strategy:
                     self.status = below
             self._close_connections()
         return self.teardown_errors
+
+    def reset(self, reason: str) -> None:
+        """Forget a failure and start again from the bottom (``--rerun-infra`` after a transient infra
+        failure): tear down whatever is up, power the VM off, clear ``broken``. Never for product failures."""
+        with self._lock:
+            self.resets.append(reason)
+            forced, self.forced = self.forced, None
+            keep, self.keep_vm = self.keep_vm, False
+            try:
+                self.teardown()
+            finally:
+                self.keep_vm = keep
+                self.forced = forced
+            self.broken = None
+            self.status = Status.unknown
+            self.stream = None
+            self.findings.clear()
+
+    def phase_timeout(self, phase: str) -> float:
+        """The longest a phase may take (its scaled ``[timeouts]``); a run with a fault ends within it (+ slack).
+
+        ``session`` covers the CLI build and ``spectask start``; ``stream`` covers the capture and the
+        CLI cross-check; every ``*_down`` step of a teardown gets ``teardown``."""
+        t = self.target.timeouts
+        if phase in ("power_off", "boot"):
+            return t["boot"]
+        if phase == "session":
+            return t["build"] + t["session"]
+        if phase == "stream":
+            return self.target.stream.duration + t["first_frame"] + t["stream_extra"]
+        if phase.endswith("_down"):
+            return t["teardown"]
+        return t[phase]
 
     # -- internals -------------------------------------------------------------------
     def _check_broken(self) -> None:
@@ -294,14 +336,32 @@ class Strategy:
             raise HarnessError("SSH connected but `echo ready` failed", phase="ssh")
 
     def _up_stack_up(self, h) -> None:
+        deadline = Deadline(self.phase_timeout("stack"))
         h.update("./stack start")
-        self.facts["stack_output_tail"] = self.stack.start(timeout=self._timeout("stack"))[-2000:]
+        self.facts["stack_output_tail"] = self.stack.start(timeout=deadline.remaining)[-2000:]
         self._attach(Status.stack_up, h)
         h.update("GET /api/v1/status")
-        poll_until(lambda: self.api.status_code() < 500, timeout=self._timeout("stack"), what="the Helix API (GET "
-                   "/api/v1/status < 500)", phase="stack", on_wait=lambda e: h.update(f"API not up yet ({e:.0f}s)"))
+        seen: list[int] = []
+
+        def api_up() -> bool:
+            code = self.api.status_code()
+            if not seen or seen[-1] != code:
+                seen.append(code)
+            return code < 500
+
+        try:
+            poll_until(api_up, timeout=deadline.remaining, what="the Helix API (GET /api/v1/status < 500)",
+                       phase="api", on_wait=lambda e: h.update(f"API not up yet ({e:.0f}s)"))
+        except PhaseTimeout as exc:
+            if not seen:
+                raise
+            answers = " → ".join(str(c) for c in seen)
+            raise PhaseTimeout(
+                f"GET /api/v1/status kept answering {seen[-1]} for {deadline.elapsed:.0f}s (answers: {answers})",
+                phase="api", hint="the API container runs but answers 5xx: read `docker compose logs api` in the guest",
+            ) from exc
         h.update("GET /api/v1/sandboxes")
-        sandbox = poll_until(lambda: self.api.ready_sandbox(self.api.sandboxes()), timeout=self._timeout("stack"),
+        sandbox = poll_until(lambda: self.api.ready_sandbox(self.api.sandboxes()), timeout=deadline.remaining,
                              what="a sandbox reporting desktop_versions", phase="stack",
                              on_wait=lambda e: h.update(f"no online sandbox yet ({e:.0f}s)"),
                              hint="COMPOSE_PROFILES=code-macos must be set so the sandbox-macos service runs")
@@ -311,29 +371,34 @@ class Strategy:
         self.sandbox_baseline = self.docker.state(self.sandbox_container)
 
     def _up_session_ready(self, h) -> None:
+        deadline = Deadline(self.phase_timeout("session"))
         h.update("building the helix CLI")
         sha = self.facts.get("helix_git_sha", "")
-        self.facts["cli_built"] = self.cli.ensure_built(sha, timeout=self._timeout("build"))
+        self.facts["cli_built"] = self.cli.ensure_built(sha, timeout=min(self._timeout("build"), deadline.remaining))
         name = f"helix-e2e-{uuid.uuid4().hex[:8]}"
         h.update("helix spectask start --wait")
         self.session_started = time.time()
-        self.session_id = self.cli.start_session(self.creds.project, name, timeout=self._timeout("session"))
+        started = time.monotonic()
+        self.session_id = self.cli.start_session(self.creds.project, name,
+                                                 timeout=min(self._timeout("session"), deadline.remaining))
         self.own_session = True
-        self._attach(Status.session_ready, h)
+        self._attach(Status.session_ready, h, deadline=deadline)
+        self.facts["session_start_s"] = round(time.monotonic() - started, 3)
 
     def _up_streaming(self, h) -> None:
+        deadline = Deadline(self.phase_timeout("stream"))
         sid = self.session_id
-        run = StreamRun(session_id=sid, capture=None)  # type: ignore[arg-type]
+        cfg = self.target.stream
+        run = StreamRun(session_id=sid, capture=None, session_start_s=self.facts.get("session_start_s", 0.0))  # type: ignore[arg-type]
         h.update("starting vkcube")
         try:
             self.api.start_vkcube(sid)
             run.vkcube_running_before = bool(
-                poll_until(lambda: self.api.vkcube_running(sid), timeout=10, what="vkcube (pkill -0 -f vkcube)",
-                           phase="desktop")
+                poll_until(lambda: self.api.vkcube_running(sid), timeout=min(10.0, self._timeout("first_frame")),
+                           what="vkcube (pkill -0 -f vkcube)", phase="desktop")
             )
         except HarnessError as exc:
             run.vkcube_error = str(exc)
-        cfg = self.target.stream
         duration = cfg.duration
         h.update(f"capturing {duration:.0f}s of stream")
         init = sp.Init(session_id=sid, width=cfg.width, height=cfg.height, fps=cfg.fps, bitrate=cfg.bitrate,
@@ -346,7 +411,7 @@ class Strategy:
             def run_cli() -> None:
                 try:
                     cli_result["stream"] = self.cli.stream(
-                        sid, duration=int(round(duration)), output=remote,
+                        sid, duration=max(1, int(round(duration))), output=remote,
                         timeout=duration + self._timeout("stream_extra"),
                     )
                 except Exception as exc:  # noqa: BLE001 - reported by the cross-check test
@@ -368,9 +433,13 @@ class Strategy:
         if cli_thread is not None:
             # The native client joins first, as the live-pipeline client; the CLI joins shortly after.
             cli_thread.start()
-        run.capture = asyncio.run(capture_coro)
+        try:
+            run.capture = asyncio.run(capture_coro)
+        finally:
+            if cli_thread is not None:
+                # Own the CLI thread: its SSH command is bounded by its own timeout, and so is this wait.
+                cli_thread.join(timeout=max(1.0, deadline.remaining))
         if cli_thread is not None:
-            cli_thread.join(timeout=self._timeout("stream_extra") + 5)
             if "stream" in cli_result:
                 run.cli = cli_result["stream"]
                 local = out_dir / "cli-stream.h264"
@@ -379,7 +448,11 @@ class Strategy:
                     run.cli_h264 = str(local)
                 except HarnessError as exc:
                     run.cli_error = f"fetching the CLI's .h264 failed: {exc}"
-                self.ssh.run(f"rm -f {shlex.quote(run.cli.h264_remote)}", timeout=20, phase="stream", check=False)
+                try:
+                    self.ssh.run(f"rm -f {shlex.quote(run.cli.h264_remote)}", timeout=min(20.0, max(1.0, deadline.remaining)),
+                                 phase="stream", check=False)
+                except HarnessError as exc:  # cleanup: never the verdict (the crash checks say why SSH died)
+                    log.info("could not remove the CLI's .h264 in the guest: %s", exc)
             else:
                 run.cli_error = cli_result.get("error", "the CLI stream did not finish in time")
         try:
@@ -396,6 +469,7 @@ class Strategy:
         run.host_log = host_bytes.decode("utf-8", "replace")
         run.host_scan = scan_text(host_bytes)
         self.stream = run
+        self.streams.append(run)
 
     # down --------------------------------------------------------------------------
     def _down_session_ready(self, h) -> None:
@@ -422,7 +496,7 @@ class Strategy:
         utm.wait_status("stopped", timeout=self._timeout("teardown"), phase="teardown", on_wait=h.update)
 
     # connections -------------------------------------------------------------------
-    def _attach(self, status: Status, h=None) -> None:
+    def _attach(self, status: Status, h=None, *, deadline: Deadline | None = None) -> None:
         """Open what a state needs (used by transitions and by force())."""
         if status.value >= Status.ssh_ready.value:
             self.ssh.connect(self._timeout("ssh"))
@@ -434,8 +508,10 @@ class Strategy:
             self.docker = DockerDriver(self.ssh.client, self.ssh, self.target.guest)
             self.facts["helix_git_sha"] = self.stack.git_sha()
         if status.value >= Status.session_ready.value and self.session_id and not self.desktop_container:
-            poll_until(lambda: self.api.container_of(self.api.session(self.session_id))[0], timeout=self._timeout(
-                "session"), what="the session's dev_container_id", phase="session")
+            wait = deadline.remaining if deadline is not None else self._timeout("session")
+            poll_until(lambda: self.api.container_of(self.api.session(self.session_id))[0], timeout=wait,
+                       what="the session's dev_container_id", phase="session",
+                       hint="the sandbox never started the session's desktop container: read the sandbox's logs")
             cid, cname = self.api.container_of(self.api.session(self.session_id))
             self.desktop_container = cname or cid
             self.desktop_baseline = self.docker.desktop_state(self.desktop_container)

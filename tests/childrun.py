@@ -77,6 +77,7 @@ class ChildPytest:
         self.seen: dict[tuple[int, float], Seen] = {}
         self.ports: set[int] = set()
         self.sims: dict[Path, SimRoot] = {}
+        self.leftovers: list[str] = []  # leaks() right after the child exited
         self.started_at = 0.0
         self.duration_s = 0.0
         self._lock = threading.Lock()
@@ -170,14 +171,16 @@ class ChildPytest:
                     sim.api_key = m.group(1)
 
     def wait_until(self, check: Callable[[], object], *, timeout: float, what: str) -> object:
-        """Poll ``check`` until it is truthy; fail (with the child's output) at the deadline."""
+        """Poll ``check`` until it is truthy; fail (with the child's output) at the deadline, or when
+        the child exits first (unless it had already exited when the wait began)."""
         end = time.monotonic() + timeout
         pause = 0.02
+        running = self.proc is not None and self.proc.poll() is None
         while True:
             value = check()
             if value:
                 return value
-            if self.proc is not None and self.proc.poll() is not None:
+            if running and self.proc.poll() is not None:
                 value = check()
                 if value:
                     return value

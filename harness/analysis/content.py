@@ -10,7 +10,8 @@ row and column from 1280 pixels wide, denser below; the stamp rows excluded):
   MAD exceeds ``CHANGE_MAD``. ``motion`` is the share of live frames that changed.
 * freezes: a run of unchanged, non-black frames lasting at least ``FREEZE_MIN_S``. A freeze starts at
   the frame whose content stays on screen and ends at the first frame that differs (or the last frame);
-  black runs are counted as ``black_frames`` and are not also reported as freezes.
+  black runs are counted as ``black_frames`` and are not also reported as freezes. The run must hold at
+  least one repeated frame: a gap in arrivals followed by new content is a stall (timing), not a freeze.
 * the sim's frame counter (``stamp.read_stamp``): first, last, unique, missing, duplicates.
 
 Replay frames (``replay=True``) are decoded, since the decoder needs them, but not counted.
@@ -138,6 +139,7 @@ class ContentAnalyzer:
         self._changed = 0
         self._last_t: float | None = None
         self._run_t: float | None = None  # start of the current unchanged run (None: black/no run)
+        self._run_repeats = 0  # unchanged frames after the run's first
         self._freezes: list[dict] = []
         # counters (stamp)
         self._c_first: int | None = None
@@ -231,8 +233,11 @@ class ContentAnalyzer:
         if changed or black or self._run_t is None:  # (a run also starts at the first live frame)
             self._close_run(t_s)
             self._run_t = None if black else t_s
+            self._run_repeats = 0
             if self._thumbnails_on:
                 self._th_run = None if black else frame
+        else:
+            self._run_repeats += 1
         self._last_t = t_s
 
         counter = read_stamp(y)
@@ -248,7 +253,7 @@ class ContentAnalyzer:
 
     def _close_run(self, t_end: float) -> None:
         start = self._run_t
-        if start is not None and t_end - start >= FREEZE_MIN_S - 1e-9:
+        if start is not None and self._run_repeats and t_end - start >= FREEZE_MIN_S - 1e-9:
             self._freezes.append({"start_s": round(start, 4), "duration_s": round(t_end - start, 4)})
             if self._thumbnails_on and self._th_run is not None:
                 self._worst(self._th_run, (2, t_end - start))

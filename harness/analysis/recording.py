@@ -29,6 +29,7 @@ log = logging.getLogger("harness.analysis.recording")
 _VIDEO = int(MsgType.VIDEO_FRAME)
 _ERROR = int(MsgType.STREAM_ERROR)
 _HEADER = VIDEO_FRAME_HEADER.size
+_unpack_video = VIDEO_FRAME_HEADER.unpack_from
 _CHUNK = 1 << 20
 #: Key order of the merged result.
 RESULT_KEYS = (
@@ -63,27 +64,32 @@ class StreamAnalyzer:
                 self.malformed += 1
                 log.warning("video frame of %d bytes is shorter than its %d-byte header", len(data), _HEADER)
                 return
-            _, _, flags, pts_us, _, _ = VIDEO_FRAME_HEADER.unpack_from(data)
-            self.add_frame(t_ns, data[_HEADER:], flags=flags, pts_us=pts_us)
+            _, _, flags, pts_us, _, _ = _unpack_video(data)
+            self._video(t_ns, data, _HEADER, flags, pts_us)
         elif msg_type == _ERROR:
             self.timing.add_stream_error(_error_text(data))
 
     def add_frame(self, t_ns: int, au: bytes, *, flags: int, pts_us: int) -> None:
         """One video frame: its Annex-B access unit and header flags/PTS."""
-        replay = bool(flags & FLAG_REPLAY)
-        self.timing.add(t_ns, replay=replay, keyframe=bool(flags & FLAG_KEYFRAME), pts_us=pts_us, size=len(au))
+        self._video(t_ns, au, 0, flags, pts_us)
+
+    def _video(self, t_ns: int, data: bytes, at: int, flags: int, pts_us: int) -> None:
+        """The frame whose AU is ``data[at:]`` (sliced only when it must be looked at: hot path)."""
+        replay = flags & FLAG_REPLAY
+        self.timing.add(t_ns, replay=bool(replay), keyframe=bool(flags & FLAG_KEYFRAME), pts_us=pts_us,
+                        size=len(data) - at)
         if self._first is None:
-            self._first = summarize_au(au)
+            self._first = summarize_au(data[at:] if at else data)
             self._size = self._first.size
-        elif len(au) > 4 and (au[3] & 0x1F == NAL_SPS or au[4] & 0x1F == NAL_SPS):
-            size = summarize_au(au).size
+        elif len(data) > at + 4 and (data[at + 3] & 0x1F == NAL_SPS or data[at + 4] & 0x1F == NAL_SPS):
+            size = summarize_au(data[at:] if at else data).size
             if size is not None:
                 self._size = size
         if not replay and self._t0 is None:
             self._t0 = t_ns
         if self.content is not None:
             t_s = (t_ns - self._t0) / 1e9 if self._t0 is not None else 0.0
-            self.content.feed(au, t_s, replay=replay)
+            self.content.feed(data[at:] if at else data, t_s, replay=bool(replay))
 
     def result(self, *, end_ns: int | None = None) -> dict:
         """The merged result. ``end_ns`` (default: the last message's time) ends a trailing stall."""
@@ -131,8 +137,8 @@ def analyze_recording(path: str | os.PathLike, *, warmup_s: float = 2.0, decode:
     analyzer = StreamAnalyzer(warmup_s=warmup_s, decode=decode)
     with _open(path) as fh:
         add = analyzer.add_message
-        for record in RecordingReader(fh):
-            add(record.t_ns, record.kind, record.data)
+        for t_ns, kind, data in RecordingReader(fh).iter_raw():
+            add(t_ns, kind, data)
     log.debug("analysed %s", Path(path).name)
     return analyzer.result()
 

@@ -89,8 +89,11 @@ def cmd_scan_logs(args) -> int:
 def cmd_analyze(args) -> int:
     from ..analysis.recording import analyze_h264, analyze_recording
 
-    with open(args.recording, "rb") as fh:
-        magic = fh.read(8)
+    try:
+        with open(args.recording, "rb") as fh:
+            magic = fh.read(8)
+    except OSError as exc:
+        raise HarnessError(f"cannot read {args.recording}: {exc.strerror or exc}", phase="analysis") from None
     if magic == b"HXWSREC1":
         result = analyze_recording(args.recording, warmup_s=args.warmup, decode=not args.no_decode)
     else:
@@ -98,17 +101,48 @@ def cmd_analyze(args) -> int:
     if args.json:
         _print_json(result)
     else:
-        fps = result.get("fps")
-        print(f"frames: {result.get('frames')} live, {result.get('replay_frames')} replay, "
-              f"{result.get('keyframes')} keyframes")
-        if result.get("width"):
-            print(f"resolution: {result['width']}x{result['height']}")
-        print(f"fps: {fps if fps is None else f'{fps:.2f}'} (min 1-s window {result.get('fps_min_window')})")
-        print(f"stalls: {len(result.get('stalls') or [])}, freezes: {len(result.get('freezes') or [])}, "
-              f"black frames: {result.get('black_frames')}, decode errors: {result.get('decode_errors')}")
-        if result.get("stream_errors"):
-            print(f"stream errors: {result['stream_errors']}")
+        print(redact(_analysis_summary(args.recording, result)))
     return 0
+
+
+def _num(value, fmt: str = ".2f") -> str:
+    return "n/a" if value is None else format(value, fmt)
+
+
+def _spans(items) -> str:
+    if items is None:
+        return "n/a"
+    if not items:
+        return "none"
+    shown = ", ".join(f"at {i['start_s']:.2f}s for {i['duration_s']:.2f}s" for i in items[:5])
+    return f"{len(items)} ({shown}{', …' if len(items) > 5 else ''})"
+
+
+def _analysis_summary(path: str, r: dict) -> str:
+    """A few lines for a human; ``--json`` has every key."""
+    size = f"{r['width']}x{r['height']}" if r.get("width") else "size unknown"
+    length = f", {r['duration_s']:.2f}s" if r.get("duration_s") is not None else ""
+    lines = [f"{path}: {r.get('frames')} live frames ({r.get('replay_frames')} replay, "
+             f"{r.get('keyframes')} keyframes), {size}{length}"]
+    if r.get("fps") is None and r.get("warmup_s") is None:
+        assumed = r.get("assumed_fps")
+        lines.append("fps: n/a (a plain .h264 has no arrival times" +
+                     (f"; freeze times assume {assumed:g} fps)" if assumed else ")"))
+    else:
+        j = r.get("jitter_ms") or {}
+        lines.append(f"fps: {_num(r.get('fps'))} (pts {_num(r.get('fps_pts'))}, min 1-s window "
+                     f"{_num(r.get('fps_min_window'), 'd')}, after {r.get('warmup_s')}s warm-up); interval ms "
+                     f"p50/p95/p99/max {_num(j.get('p50'), '.1f')}/{_num(j.get('p95'), '.1f')}/"
+                     f"{_num(j.get('p99'), '.1f')}/{_num(j.get('max'), '.1f')}; bursts {r.get('bursts')}")
+        lines.append(f"stalls: {_spans(r.get('stalls'))}")
+    motion = r.get("motion")
+    lines.append(f"freezes: {_spans(r.get('freezes'))}; black frames: {_num(r.get('black_frames'), 'd')}; "
+                 f"motion: {_num(motion)}; decode errors: {_num(r.get('decode_errors'), 'd')}")
+    first = r.get("first_frame_is_idr_with_sps_pps")
+    errors = r.get("stream_errors") or []
+    lines.append(f"first frame IDR+SPS+PPS: {'n/a' if first is None else 'yes' if first else 'NO'}; "
+                 f"stream errors: {len(errors)}" + (f" ({errors[0]!r}{', …' if len(errors) > 1 else ''})" if errors else ""))
+    return "\n".join(lines)
 
 
 def cmd_doctor(args) -> int:

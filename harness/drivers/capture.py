@@ -45,6 +45,7 @@ class CaptureResult:
     duration_s: float = 0.0
     connect_s: float | None = None
     first_frame_s: float | None = None  # init sent → first live frame
+    first_frame_wall: float | None = None  # time.time() of the first live frame
     messages: int = 0
     bytes: int = 0
     stream_init: dict | None = None
@@ -204,6 +205,7 @@ async def capture_stream(
                             if first_frame_ns is None:
                                 first_frame_ns = t_ns
                                 result.first_frame_s = round(time.monotonic() - t_init, 3)
+                                result.first_frame_wall = time.time()
                             last_frame_ns = t_ns
                         h264_fh.write(event.data)
                         timing.add(t_ns, replay=event.is_replay, keyframe=event.is_keyframe, pts_us=event.pts_us,

@@ -74,6 +74,10 @@ class UtmDriver:
                 f"`utmctl {' '.join(args)}` did not return within {self.command_timeout:.0f}s",
                 hint="UTM.app may be hung or waiting on a permission dialog",
             ) from None
+        except BaseException:  # Ctrl-C: never leave utmctl behind unreaped
+            proc.kill()
+            proc.communicate()
+            raise
         out = out_b.decode("utf-8", "replace")
         err = err_b.decode("utf-8", "replace")
         combined = out + "\n" + err

@@ -20,6 +20,7 @@ from ..progress import Timeline
 from ..redact import install_logging_filter
 from ..sim.config import parse_faults
 from ..strategy import Status, Strategy
+from .interrupts import sigint_deferred
 from .simtarget import launch_sim
 from .vmlock import acquire_vm
 
@@ -52,6 +53,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 choices=["always", "on-failure", "never"], help="keep per-test artifacts of passing tests too")
     g.addoption("--no-preflight", dest="e2e_no_preflight", action="store_true", default=False,
                 help="skip the doctor's preflight checks")
+    g.addoption("--soak-sessions", dest="e2e_soak_sessions", type=int, default=10,
+                help="soak: sessions to run back to back in one VM (default 10)")
+    g.addoption("--soak-reboot-every", dest="e2e_soak_reboot_every", type=int, default=0,
+                help="soak: reboot the VM every K sessions and check a reboot restores the first figures")
+    g.addoption("--soak-fps-margin", dest="e2e_soak_fps_margin", type=float, default=0.15,
+                help="soak: allowed fps drop, last third vs first third (default 0.15)")
+    g.addoption("--soak-ttff-margin", dest="e2e_soak_ttff_margin", type=float, default=0.50,
+                help="soak: allowed time-to-first-frame rise (default 0.50)")
     g.addoption("--sim-fault", dest="e2e_sim_faults", action="append", default=[],
                 help="inject a simulator fault (repeatable; also HELIX_E2E_SIM_FAULT=a,b)")
     g.addoption("--sim-fps", dest="e2e_sim_fps", type=float, default=None, help="simulator frame rate")
@@ -137,7 +146,12 @@ def target(request: pytest.FixtureRequest) -> TargetConfig:
         with tl.phase("sim", "the embedded simulator to start"):
             sim = launch_sim(settings, faults, timeout=60)
         config.stash[SIM_KEY] = sim
-        request.addfinalizer(sim.stop)
+
+        def stop_sim() -> None:
+            with sigint_deferred("stopping the simulator"):
+                sim.stop()
+
+        request.addfinalizer(stop_sim)
         overrides.update(sim.overrides())
     elif faults:
         raise HarnessError("--sim-fault needs a simulator target", phase="config",
@@ -171,7 +185,8 @@ def strategy(request: pytest.FixtureRequest, target: TargetConfig):
     if initial:
         strat.force(initial, session_id=config.getoption("e2e_session") or "")
     yield strat
-    errors = strat.teardown()
+    with sigint_deferred("tearing down (vkcube, session, tunnels, VM)"):
+        errors = strat.teardown()
     for err in errors:
         log.warning("teardown: %s", err)
 

@@ -83,6 +83,12 @@ def _uses_strategy(item: pytest.Item) -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Soak runs are long: only when asked for with `-m soak`.
+    if "soak" not in (config.getoption("markexpr", "") or ""):
+        soak = [i for i in items if i.get_closest_marker("soak")]
+        if soak:
+            config.hook.pytest_deselected(items=soak)
+            items[:] = [i for i in items if not i.get_closest_marker("soak")]
     for item in items:
         for mark in item.iter_markers("e2e_artifacts"):
             unknown = [k for k in mark.args if k not in KINDS]

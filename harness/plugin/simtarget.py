@@ -28,7 +28,7 @@ INFO_KEYS = (
 )
 
 _OPTION_OF = {"fps": "--fps", "resolution": "--resolution", "video_mode": "--video-mode", "qemu": "--qemu",
-              "gop": "--gop"}
+              "gop": "--gop", "boot_delay": "--boot-delay", "delay_scale": "--delay-scale"}
 
 
 class SimLaunchError(HarnessError):
@@ -69,6 +69,8 @@ class SimProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -94,7 +96,7 @@ def _drain(stream) -> None:
 
 
 def sim_argv(settings: Mapping[str, Any], faults: list[str]) -> list[str]:
-    argv = [sys.executable, "-m", "harness.sim", "up", "--json"]
+    argv = [sys.executable, "-m", "harness.sim", "up", "--json", "--stop-on-stdin-eof"]
     for key, value in settings.items():
         if key == "faults":
             continue
@@ -115,13 +117,44 @@ def launch_sim(settings: Mapping[str, Any], faults: list[str], *, timeout: float
         root = Path(tmp.name)
     argv = sim_argv(settings, faults) + ["--root", str(root / "sim")]
     stderr_path = root / "sim.stderr.log"
-    stderr_fh = open(stderr_path, "wb")
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
     try:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr_fh, stdin=subprocess.DEVNULL, env=env)
-    finally:
-        stderr_fh.close()
+        with open(stderr_path, "wb") as stderr_fh:
+            # stdin: a pipe we never write to; if this process dies, the simulator sees EOF and stops.
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr_fh, stdin=subprocess.PIPE, env=env)
+    except BaseException:
+        if tmp is not None:
+            tmp.cleanup()
+        raise
+    try:
+        info = _read_info(proc, stderr_path, timeout)
+    except BaseException:  # a failed start, or Ctrl-C while it starts: never leave the simulator behind
+        _kill(proc)
+        if tmp is not None:
+            tmp.cleanup()
+        raise
+    register(info.get("api_key"))
+    threading.Thread(target=_drain, args=(proc.stdout,), name="sim-stdout", daemon=True).start()
+    return SimProcess(proc=proc, info=info, root=root, _tmp=tmp, stderr_path=stderr_path)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """SIGTERM (the simulator stops what it started), then SIGKILL; always reaped."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    proc.wait()
+    for pipe in (proc.stdin, proc.stdout):
+        if pipe is not None:
+            pipe.close()
+
+
+def _read_info(proc: subprocess.Popen, stderr_path: Path, timeout: float) -> dict[str, Any]:
+    """The simulator's one JSON line (``sim up --json``), or SimLaunchError."""
     line = b""
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)
@@ -139,11 +172,8 @@ def launch_sim(settings: Mapping[str, Any], faults: list[str], *, timeout: float
     finally:
         sel.close()
     if not line.endswith(b"\n"):
-        proc.kill()
-        proc.wait(timeout=5)
+        _kill(proc)
         err = stderr_path.read_text(errors="replace")[-1500:] if stderr_path.exists() else ""
-        if tmp is not None:
-            tmp.cleanup()
         raise SimLaunchError(
             f"the simulator did not start within {timeout:.0f}s (exit {proc.returncode}): {err.strip()}",
             hint="run `python -m harness.sim up --json` by hand to see why; is OpenSSH's sshd installed?",
@@ -154,9 +184,5 @@ def launch_sim(settings: Mapping[str, Any], faults: list[str], *, timeout: float
         if missing:
             raise ValueError(f"missing keys {missing}")
     except ValueError as exc:
-        proc.kill()
-        proc.wait(timeout=5)
         raise SimLaunchError(f"the simulator printed an unusable JSON line: {exc}") from None
-    register(info.get("api_key"))
-    threading.Thread(target=_drain, args=(proc.stdout,), name="sim-stdout", daemon=True).start()
-    return SimProcess(proc=proc, info=info, root=root, _tmp=tmp, stderr_path=stderr_path)
+    return info

@@ -117,7 +117,11 @@ def _c_string(owner: object, name: str, size: int) -> None:
 
 
 def _from_c_string(raw: bytes) -> str:
-    return raw.split(b"\x00", 1)[0].decode("utf-8", "replace")
+    """The NUL-trimmed C string; invalid UTF-8 becomes U+FFFD, trimmed to fit the field again."""
+    text = raw.split(b"\x00", 1)[0].decode("utf-8", "replace")
+    while len(text.encode("utf-8")) > len(raw):
+        text = text[:-1]
+    return text
 
 
 def _frame(msg_type: int, flags: int, session_id: int, payload: bytes) -> bytes:

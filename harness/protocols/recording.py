@@ -1,8 +1,9 @@
 """HXWSREC1: the public recording format for WebSocket stream captures.
 
 Layout: the 8-byte magic ``HXWSREC1``, then records of ``u64 BE arrival ns (monotonic)``, ``u8 kind``
-(0 binary, 1 text), ``u32 BE length`` and that many bytes (text as UTF-8). The reader streams
-record by record; a bad magic or a truncated tail raises ``RecordingError`` naming the byte offset.
+(0 binary, 1 text), ``u32 BE length`` and that many bytes (text as UTF-8). The reader reads the file
+in large chunks and cuts records out of them (memory: one chunk plus one record); a bad magic or a
+truncated tail raises ``RecordingError`` naming the byte offset.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import BinaryIO
 from .errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
-    "MAGIC", "RECORD_HEADER", "KIND_BINARY", "KIND_TEXT", "DEFAULT_MAX_RECORD",
+    "MAGIC", "RECORD_HEADER", "KIND_BINARY", "KIND_TEXT", "DEFAULT_MAX_RECORD", "CHUNK_SIZE",
     "Record", "RecordingError", "RecordingWriter", "RecordingReader", "encode_record",
 ]
 
@@ -24,6 +25,8 @@ RECORD_HEADER = struct.Struct(">QBI")  # arrival ns, kind, length: 13 B
 KIND_BINARY = 0
 KIND_TEXT = 1
 DEFAULT_MAX_RECORD = 256 * 1024 * 1024
+#: Read size of ``RecordingReader``.
+CHUNK_SIZE = 1 << 20
 
 
 class RecordingError(RemoteProtocolError):
@@ -123,11 +126,20 @@ class RecordingWriter:
 
 
 class RecordingReader:
-    """Iterate ``Record``s of a recording file object, one at a time (O(1 record) memory)."""
+    """Iterate the records of a recording file object (O(1 record) memory).
 
-    def __init__(self, fileobj: BinaryIO, *, max_record: int = DEFAULT_MAX_RECORD) -> None:
+    The file is read in ``chunk_size`` pieces (1 MiB by default) and records are cut out of that
+    buffer, so a record costs no system call. The reader consumes the file: its position runs ahead
+    of ``offset`` (the byte offset just after the last record returned). ``iter_raw()`` is the fast
+    path: ``(t_ns, kind, data)`` tuples instead of ``Record`` objects; iterating the reader itself
+    yields ``Record``s. Either way, a bad kind, an oversized length or a truncated tail raises
+    ``RecordingError`` naming the record's byte offset.
+    """
+
+    def __init__(self, fileobj: BinaryIO, *, max_record: int = DEFAULT_MAX_RECORD, chunk_size: int = CHUNK_SIZE) -> None:
         self._file = fileobj
         self.max_record = max_record
+        self.chunk_size = max(RECORD_HEADER.size, chunk_size)
         magic = self._read(len(MAGIC))
         if magic != MAGIC:
             raise RecordingError(
@@ -146,27 +158,60 @@ class RecordingReader:
             want -= len(chunk)
         return b"".join(chunks)
 
-    def __iter__(self) -> Iterator[Record]:
+    def iter_raw(self) -> Iterator[tuple[int, int, bytes]]:
+        """Yield ``(t_ns, kind, data)`` for every record, validated as ``Record`` would be."""
+        read = self._file.read
+        chunk_size = self.chunk_size
+        unpack = RECORD_HEADER.unpack_from
+        hsize = RECORD_HEADER.size
+        max_record = self.max_record
+        buf = b""
+        pos = n = 0
+        base = self.offset  # file offset of buf[0]
         while True:
-            start = self.offset
-            header = self._read(RECORD_HEADER.size)
-            if not header:
-                return
-            if len(header) < RECORD_HEADER.size:
+            if n - pos < hsize:
+                more = read(chunk_size)
+                if not more:
+                    if pos < n:
+                        header = buf[pos:]
+                        raise RecordingError(
+                            f"truncated record header ({len(header)} of {hsize} bytes)", offset=base + pos, data=header
+                        )
+                    return
+                buf = buf[pos:] + more
+                base += pos
+                pos = 0
+                n = len(buf)
+                continue
+            t_ns, kind, length = unpack(buf, pos)
+            if kind > 1:
                 raise RecordingError(
-                    f"truncated record header ({len(header)} of {RECORD_HEADER.size} bytes)", offset=start, data=header
+                    f"record kind {kind} is not 0 or 1", offset=base + pos, data=buf[pos : pos + hsize]
                 )
-            t_ns, kind, length = RECORD_HEADER.unpack(header)
-            if kind not in (KIND_BINARY, KIND_TEXT):
-                raise RecordingError(f"record kind {kind} is not 0 or 1", offset=start, data=header)
-            if length > self.max_record:
+            if length > max_record:
                 raise RecordingError(
-                    f"record length {length} exceeds the cap of {self.max_record}", offset=start, data=header
+                    f"record length {length} exceeds the cap of {max_record}", offset=base + pos, data=buf[pos : pos + hsize]
                 )
-            data = self._read(length)
-            if len(data) < length:
-                raise RecordingError(
-                    f"truncated record: {len(data)} of {length} payload bytes", offset=start, data=header
-                )
-            self.offset = start + RECORD_HEADER.size + length
+            start = pos + hsize
+            end = start + length
+            if end <= n:
+                data = buf[start:end]
+                pos = end
+            else:  # the payload runs past the buffer: read the rest of it directly
+                rest = self._read(end - n)
+                if n + len(rest) < end:
+                    raise RecordingError(
+                        f"truncated record: {n - start + len(rest)} of {length} payload bytes",
+                        offset=base + pos,
+                        data=buf[pos:start],
+                    )
+                data = buf[start:] + rest
+                base += end
+                buf = b""
+                pos = n = 0
+            self.offset = base + pos
+            yield t_ns, kind, data
+
+    def __iter__(self) -> Iterator[Record]:
+        for t_ns, kind, data in self.iter_raw():
             yield Record(t_ns, kind, data)

@@ -10,9 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
@@ -55,6 +58,10 @@ def main_parser() -> argparse.ArgumentParser:
                     help=f"inject a fault (repeatable; one of: {', '.join(FAULTS)})")
     up.add_argument("--gop", type=int, dest="gop", default=120, help="keyframe interval in frames (default 120)")
     up.add_argument("--boot-delay", type=float, dest="boot_delay", default=None, help="VM boot time in seconds")
+    up.add_argument("--delay-scale", type=float, dest="delay_scale", default=None,
+                    help="multiply every modelled delay (boot, sandbox, session, fault timings); < 1 is faster")
+    up.add_argument("--stop-on-stdin-eof", action="store_true", dest="stop_on_eof",
+                    help="stop when stdin reaches EOF (the launching process died: never outlive it)")
     up.add_argument("-v", "--verbose", action="store_true", dest="verbose", help="log to stderr at DEBUG level")
     return parser
 
@@ -63,6 +70,8 @@ def _config(args: argparse.Namespace, root: Path) -> SimConfig:
     extra: dict[str, Any] = {}
     if args.boot_delay is not None:
         extra["boot_delay_s"] = args.boot_delay
+    if args.delay_scale is not None:
+        extra["delay_scale"] = args.delay_scale
     return SimConfig(
         root=root,
         fps=args.fps,
@@ -91,6 +100,16 @@ def _summary(info: dict[str, Any]) -> str:
     )
 
 
+def _stop_on_stdin_eof() -> None:
+    """The launcher holds our stdin pipe open; EOF means it is gone: stop as on SIGTERM."""
+    try:
+        while os.read(sys.stdin.fileno(), 4096):
+            pass
+    except (OSError, ValueError):
+        pass
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -116,6 +135,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
         from .simulator import Simulator  # heavy imports only once the arguments are good
+        from .vm import become_subreaper
+
+        become_subreaper()  # this process runs nothing but the simulator: adopt and reap guest orphans
+        if args.stop_on_eof:
+            threading.Thread(target=_stop_on_stdin_eof, name="sim-stdin-watch", daemon=True).start()
 
         def ready(info: dict[str, Any]) -> None:
             if args.json:

@@ -452,7 +452,7 @@ class _StreamClient:
                     other._spawn(other.send(me))
         self._sender = self._spawn(self._send_frames(sub, width, height))
         if "superseded" in self.api.config.faults:
-            self._spawn(self._supersede_after(SUPERSEDE_AT_S))
+            self._spawn(self._supersede_after(self.api.config.delay(SUPERSEDE_AT_S)))
 
     def _remote_user(self) -> RemoteUser:
         extra = self.init.extra if self.init is not None else {}
@@ -690,7 +690,7 @@ class HelixApi:
         if self._sandbox_online_at is None:
             self._sandbox_online_at = time.monotonic()
             self._sandbox_created = time.time()
-            log.info("sandbox %s online (desktop versions in %.1fs)", SANDBOX_ID, self.config.sandbox_delay_s)
+            log.info("sandbox %s online (desktop versions in %.1fs)", SANDBOX_ID, self.config.delay(self.config.sandbox_delay_s))
 
     def sandbox_offline(self) -> None:
         self._sandbox_online_at = None
@@ -698,7 +698,7 @@ class HelixApi:
     @property
     def sandbox_ready(self) -> bool:
         at = self._sandbox_online_at
-        return at is not None and time.monotonic() >= at + self.config.sandbox_delay_s
+        return at is not None and time.monotonic() >= at + self.config.delay(self.config.sandbox_delay_s)
 
     def desktops(self) -> list[Desktop]:
         return [s.desktop for s in self._sessions.values() if s.desktop is not None]
@@ -910,7 +910,7 @@ class HelixApi:
             log.info("session %s never gets a container (fault no_container)", sess.id)
             return
         factor = self._slowdown(sess)
-        await asyncio.sleep(self.config.session_delay_s / factor)
+        await asyncio.sleep(self.config.delay(self.config.session_delay_s) / factor)
         name = f"ubuntu-external-{sess.id[len('ses_'):]}"
         fps = self.config.effective_fps * factor
         env = {

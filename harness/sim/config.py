@@ -98,6 +98,12 @@ class SimConfig:
     session_delay_s: float = 1.5
     qemu_idle_timeout_s: float = 60.0
     video_grace_s: float = 5.0
+    #: Multiplies every modelled delay: boot, sandbox, session start and the faults' timings
+    #: (when a freeze, an OOM kill or a mid-stream crash happens). < 1 makes fault runs fast.
+    delay_scale: float = 1.0
+    #: utmctl_osstatus: how many start/stop Apple Events fail before UTM answers again. More than the
+    #: driver's retries (3), so the first run fails and a rerun on the same simulator succeeds.
+    osstatus_failures: int = 4
     api_key: str = field(default_factory=lambda: "hl-" + secrets.token_hex(16))
     project_id: str = "prj_01jsimsimsimsimsimsimsimsi"
     agent_id: str = "app_01jsimsimsimsimsimsimsimsi"
@@ -121,6 +127,10 @@ class SimConfig:
             raise ConfigError(f"sim resolution must be multiples of 16 within 64..4096x2304, got {self.width}x{self.height}")
         if self.gop < 1:
             raise ConfigError(f"sim gop must be >= 1, got {self.gop}")
+        if not (0.01 <= self.delay_scale <= 10):
+            raise ConfigError(f"sim delay_scale must be within 0.01..10, got {self.delay_scale}")
+        if self.osstatus_failures < 0:
+            raise ConfigError(f"sim osstatus_failures must be >= 0, got {self.osstatus_failures}")
 
     @property
     def effective_qemu_behaviour(self) -> str:
@@ -146,6 +156,10 @@ class SimConfig:
         if "stale_qemu" in self.faults:
             return "2026-02-04-stale-build"
         return self.qemu_version
+
+    def delay(self, seconds: float) -> float:
+        """A modelled delay, scaled by :attr:`delay_scale`."""
+        return seconds * self.delay_scale
 
     def has(self, fault: str) -> bool:
         if fault not in FAULTS:

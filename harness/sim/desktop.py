@@ -273,6 +273,7 @@ class PipelineSettings:
     prerun_frames: int = 0
     faults: frozenset[str] = field(default_factory=frozenset)
     seed: int = 0
+    delay_scale: float = 1.0  # SimConfig.delay_scale: scales the faults' timings
 
 
 class VideoPipeline:
@@ -367,7 +368,8 @@ class VideoPipeline:
             n += 1
             animating = self._animating()
             yuv: np.ndarray
-            if live_t is not None and "frozen" in s.faults and FROZEN_AT_S <= live_t < FROZEN_AT_S + FROZEN_FOR_S:
+            k = s.delay_scale
+            if live_t is not None and "frozen" in s.faults and FROZEN_AT_S * k <= live_t < (FROZEN_AT_S + FROZEN_FOR_S) * k:
                 if frozen is None:
                     frozen = scene.render(n, t_s, vkcube=animating).copy()
                 yuv = frozen
@@ -417,7 +419,7 @@ class VideoPipeline:
                         pts = max(last_pts + self._period_us(period_us), now_us)
                     continue
             live_t = (pts - live_pts) / 1e6
-            if "frames_stop" in s.faults and live_t >= FRAMES_STOP_AT_S:
+            if "frames_stop" in s.faults and live_t >= FRAMES_STOP_AT_S * s.delay_scale:
                 if not self.stalled:
                     self.stalled = True
                     log.info("video worker %s: frames stop (fault frames_stop)", self.name)
@@ -436,10 +438,11 @@ class VideoPipeline:
         return period_us if self._animating() else max(period_us, int(KEEPALIVE_S * 1e6))
 
     def _black_window(self, live_t: float) -> bool:
+        k = self.settings.delay_scale
         start = BLACK_AT_S
         if "frozen" in self.settings.faults:  # both: black comes after the freeze
             start = FROZEN_AT_S + FROZEN_FOR_S + 1.0
-        return start <= live_t < start + BLACK_FOR_S
+        return start * k <= live_t < (start + BLACK_FOR_S) * k
 
 
 # --------------------------------------------------------------------------- desktop
@@ -835,6 +838,7 @@ class Desktop:
         settings = PipelineSettings(
             mode=mode, width=self.config.width, height=self.config.height, fps=self.fps, gop=gop,
             bitrate_kbps=bitrate, prerun_frames=prerun, faults=self.config.faults, seed=self.config.seed,
+            delay_scale=self.config.delay_scale,
         )
         self.pipelines_started += 1
         pipeline = VideoPipeline(
@@ -889,9 +893,9 @@ class Desktop:
 
     def _after_first_stream(self) -> None:
         if "container_oom" in self.config.faults and not self._oom_done:
-            self._spawn(self._oom_after(OOM_AT_S))
+            self._spawn(self._oom_after(self.config.delay(OOM_AT_S)))
         if "vm_crash_stream" in self.config.faults:
-            self._spawn(self._vm_crash_after(VM_CRASH_AT_S))
+            self._spawn(self._vm_crash_after(self.config.delay(VM_CRASH_AT_S)))
 
     async def _oom_after(self, delay: float) -> None:
         await asyncio.sleep(delay)

@@ -16,7 +16,8 @@ VM lifecycle (``status`` is what ``utmctl status`` prints):
 
 Faults: ``vm_crash_boot`` (every boot aborts before QEMU's frame export initialises),
 ``vm_crash_stream`` (the desktop calls :meth:`crash_vm` while streaming), ``utmctl_osstatus``
-(the first ``osstatus_failures`` start/stop events fail with OSStatus -1743; utmctl exits 0),
+(the first ``SimConfig.osstatus_failures`` start/stop events fail with OSStatus -1743, more than the
+driver retries; utmctl exits 0),
 ``utmctl_no_gui`` (every utmctl call fails: no GUI login session), ``sysroot_paths`` (the QEMU
 binary under ``host/UTM.app`` keeps build-machine sysroot load commands, and every boot dies in dyld
 with a "Library missing" report), ``stale_qemu`` (the binary's VERSION string differs from the
@@ -115,7 +116,7 @@ class UtmHost:
         guest: Guest,
         engine: DockerEngine,
         on_power_off: Callable[[], Awaitable[None]] | None = None,
-        osstatus_failures: int = 2,
+        osstatus_failures: int | None = None,
     ) -> None:
         self.config = config
         self.host_dir = Path(host_dir)
@@ -129,7 +130,7 @@ class UtmHost:
         self.vm_name = config.vm_name
         self.status = "stopped"
         #: How many more start/stop events fail under `utmctl_osstatus`.
-        self.osstatus_failures_left = osstatus_failures
+        self.osstatus_failures_left = config.osstatus_failures if osstatus_failures is None else osstatus_failures
         self.crash_reports: list[Path] = []
         self.boots = 0
         self.control_url: str | None = None
@@ -169,15 +170,15 @@ class UtmHost:
         try:
             if "sysroot_paths" in self.config.faults:
                 # dyld cannot open the sysroot dylibs (the UTM sandbox blocks /Users/...): dead at launch.
-                await asyncio.sleep(self.config.boot_delay_s * 0.3)
+                await asyncio.sleep(self.config.delay(self.config.boot_delay_s * 0.3))
                 await self._crash("QEMU could not load its libraries (sysroot_paths)", stack="dyld")
                 return
             if "vm_crash_boot" in self.config.faults:
                 # QEMU aborts early in its init (qemu_spice_init): nothing reaches helix-debug.log.
-                await asyncio.sleep(self.config.boot_delay_s * 0.6)
+                await asyncio.sleep(self.config.delay(self.config.boot_delay_s * 0.6))
                 await self._crash("QEMU aborted during boot (vm_crash_boot)", stack="boot")
                 return
-            await asyncio.sleep(self.config.boot_delay_s)
+            await asyncio.sleep(self.config.delay(self.config.boot_delay_s))
             try:
                 await self.qemu.start()
             except QemuError as exc:  # QEMU keeps running without frame export, as the real one does
@@ -217,7 +218,7 @@ class UtmHost:
     async def _stop(self, mode: str) -> None:
         if mode == "request":
             # The guest OS powers itself off: a little slower than pulling the plug.
-            await asyncio.sleep(min(1.0, self.config.boot_delay_s))
+            await asyncio.sleep(self.config.delay(min(1.0, self.config.boot_delay_s)))
         await self._teardown()
         self.status = "stopped"
         log.info("VM %s stopped", self.vm_name)

@@ -22,6 +22,7 @@ Faults (``SimConfig.faults``, place ``vm``): ``ssh_refused`` (nothing listens),
 
 from __future__ import annotations
 
+import ctypes
 import getpass
 import logging
 import os
@@ -80,6 +81,45 @@ GUEST_FILES: tuple[tuple[str, str, int], ...] = (
 SSHD_START_TIMEOUT = 10.0
 #: How long shutdown() gives sshd and its sessions to exit after SIGTERM before SIGKILL.
 STOP_GRACE = 3.0
+
+
+#: Set by guest-env.sh in every guest process: the VM root (finds commands that outlived their session).
+GUEST_ENV = "HELIX_SIM_GUEST"
+_PR_SET_CHILD_SUBREAPER = 36
+_subreaper = False
+
+
+def become_subreaper() -> bool:
+    """Linux: adopt orphaned descendants, so :meth:`GuestVM.shutdown` can stop *and reap* them.
+
+    A guest command whose SSH connection closed mid-command (the client was interrupted) leaves
+    sshd's tree; without this it is re-parented to PID 1, which may not reap it. Only for a
+    process that runs nothing but the simulator (``python -m harness.sim up``).
+    """
+    global _subreaper
+    if sys.platform.startswith("linux") and not _subreaper:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            _subreaper = libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            _subreaper = False
+    return _subreaper
+
+
+def _reap_adopted() -> None:
+    """Reap exited children we adopted as subreaper (nothing else of ours is left by then)."""
+    if not _subreaper:
+        return
+    try:
+        children = psutil.Process().children()
+    except psutil.Error:
+        return
+    for child in children:
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                os.waitpid(child.pid, os.WNOHANG)
+        except (psutil.Error, ChildProcessError, OSError):
+            pass
 
 
 class GuestError(HarnessError):
@@ -442,7 +482,25 @@ class GuestVM:
         blackhole, self._blackhole = self._blackhole, None
         if blackhole is not None:
             blackhole.close()
+        self._stop_strays()
         self._close_log()
+
+    def _stop_strays(self) -> None:
+        """Stop guest commands that outlived their SSH session (found by ``GUEST_ENV``), and reap them."""
+        marker, me = str(self.root), os.getpid()
+        strays = []
+        for p in psutil.process_iter():
+            if p.pid == me:
+                continue
+            try:
+                if p.environ().get(GUEST_ENV) == marker:
+                    strays.append(p)
+            except psutil.Error:
+                continue
+        if strays:
+            log.debug("stopping %d guest process(es) that outlived their SSH session", len(strays))
+            _stop_procs(strays)
+        _reap_adopted()
 
     def _stop_sshd(self, proc: subprocess.Popen[bytes]) -> None:
         # Per-connection sshd processes and their sessions call setsid(), so sshd's process group

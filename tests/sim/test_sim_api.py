@@ -3,7 +3,7 @@
 A real :class:`UtmHost` (with a do-nothing guest), :class:`DockerEngine` and :class:`QemuFrameExport`
 sit behind the API, as in the simulator. Clients are the ones the harness uses: aiohttp for REST and
 ``websockets`` for the stream (aiohttp's client where WS control frames must be seen).
-Fault start times are shortened with monkeypatch (timing constants, not faults).
+Fault timings are shortened with ``SimConfig.delay_scale``; only the WS ping interval is monkeypatched.
 """
 
 from __future__ import annotations
@@ -551,9 +551,8 @@ async def test_client_id_supersede(make_sim):
         await old.close()
 
 
-async def test_superseded_fault(make_sim, monkeypatch):
-    monkeypatch.setattr(api_mod, "SUPERSEDE_AT_S", 0.5)
-    sim = await make_sim(faults={"superseded"})
+async def test_superseded_fault(make_sim):
+    sim = await make_sim(faults={"superseded"}, delay_scale=0.2)
     sid = await sim.new_session()
     ws = await sim.stream(sid)
     await next_video(ws)
@@ -575,9 +574,8 @@ async def test_stream_error_fault(make_sim):
 
 
 async def test_frames_stop_fault(make_sim, monkeypatch):
-    monkeypatch.setattr(desktop_mod, "FRAMES_STOP_AT_S", 0.5)
     monkeypatch.setattr(api_mod, "PING_INTERVAL_S", 0.3)
-    sim = await make_sim(faults={"frames_stop"})
+    sim = await make_sim(faults={"frames_stop"}, delay_scale=0.5 / desktop_mod.FRAMES_STOP_AT_S)
     sid = await sim.new_session()
     await sim.exec(sid, VKCUBE)
     async with aiohttp.ClientSession() as s:
@@ -609,9 +607,8 @@ async def test_frames_stop_fault(make_sim, monkeypatch):
         await ws.close()
 
 
-async def test_container_oom_fault_drops_the_stream(make_sim, monkeypatch):
-    monkeypatch.setattr(desktop_mod, "OOM_AT_S", 0.5)
-    sim = await make_sim(faults={"container_oom"})
+async def test_container_oom_fault_drops_the_stream(make_sim):
+    sim = await make_sim(faults={"container_oom"}, delay_scale=0.15)
     sid = await sim.new_session()
     ws = await sim.stream(sid)
     await next_video(ws)
@@ -626,9 +623,8 @@ async def test_container_oom_fault_drops_the_stream(make_sim, monkeypatch):
     await ws.close()
 
 
-async def test_vm_crash_stream_fault(make_sim, monkeypatch):
-    monkeypatch.setattr(desktop_mod, "VM_CRASH_AT_S", 0.5)
-    sim = await make_sim(faults={"vm_crash_stream"})
+async def test_vm_crash_stream_fault(make_sim):
+    sim = await make_sim(faults={"vm_crash_stream"}, delay_scale=0.15)
     sid = await sim.new_session()
     ws = await sim.stream(sid)
     await next_video(ws)

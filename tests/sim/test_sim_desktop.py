@@ -2,7 +2,7 @@
 
 These drive :class:`harness.sim.desktop.Desktop` directly (no WebSocket); ``test_sim_api.py`` covers the
 wire. Small pictures (448x256: the smallest common size that still carries the frame-counter stamp).
-Fault start times are shortened with monkeypatch (timing constants, not faults); durations stay real.
+Fault timings are shortened with ``SimConfig.delay_scale`` (the simulator's own knob).
 """
 
 from __future__ import annotations
@@ -383,19 +383,21 @@ async def test_clean_stream_content(make_desktop):
     assert res["counters"]["first"] == 1 and res["counters"]["missing"] == 0 and res["counters"]["duplicates"] == 0
 
 
-async def test_frozen_fault(make_desktop, monkeypatch):
-    monkeypatch.setattr(desktop_mod, "FROZEN_AT_S", 0.5)
-    res = await _content(await make_desktop(fps=40, faults={"frozen"}), 3.8)
+async def test_frozen_fault(make_desktop):
+    k = 0.5  # the freeze: from 1.0 s for 1.5 s
+    res = await _content(await make_desktop(fps=40, faults={"frozen"}, delay_scale=k), 2.8)
     assert len(res["freezes"]) == 1, res["freezes"]
     freeze = res["freezes"][0]
-    assert 2.7 <= freeze["duration_s"] <= 3.3, freeze
-    assert res["counters"]["duplicates"] >= 100  # the SAME picture, counter included
+    expected = desktop_mod.FROZEN_FOR_S * k
+    assert abs(freeze["duration_s"] - expected) < 0.25, freeze
+    assert res["counters"]["duplicates"] >= 0.8 * expected * 40  # the SAME picture, counter included
 
 
-async def test_black_fault(make_desktop, monkeypatch):
-    monkeypatch.setattr(desktop_mod, "BLACK_AT_S", 0.5)
-    res = await _content(await make_desktop(fps=40, faults={"black"}), 2.8)
-    assert 70 <= res["black_frames"] <= 90, res["black_frames"]  # 2 s at 40 fps
+async def test_black_fault(make_desktop):
+    k = 0.5  # black from 1.0 s for 1.0 s
+    res = await _content(await make_desktop(fps=40, faults={"black"}, delay_scale=k), 2.3)
+    expected = desktop_mod.BLACK_FOR_S * k * 40
+    assert 0.85 * expected <= res["black_frames"] <= 1.15 * expected, res["black_frames"]
 
 
 async def test_corrupt_h264_fault(make_desktop):
@@ -403,9 +405,8 @@ async def test_corrupt_h264_fault(make_desktop):
     assert res["decode_errors"] >= 1
 
 
-async def test_frames_stop_fault(make_desktop, monkeypatch):
-    monkeypatch.setattr(desktop_mod, "FRAMES_STOP_AT_S", 0.5)
-    d = await make_desktop(fps=40, faults={"frames_stop"})
+async def test_frames_stop_fault(make_desktop):
+    d = await make_desktop(fps=40, faults={"frames_stop"}, delay_scale=0.5 / desktop_mod.FRAMES_STOP_AT_S)
     await d.exec(VKCUBE, background=True)
     sub = await d.open_stream(init())
     frames = await collect(sub, 1.5)
@@ -417,9 +418,8 @@ async def test_frames_stop_fault(make_desktop, monkeypatch):
 # --------------------------------------------------------------------------- container and VM faults
 
 
-async def test_container_oom_fault(make_desktop, monkeypatch):
-    monkeypatch.setattr(desktop_mod, "OOM_AT_S", 0.5)
-    d = await make_desktop(faults={"container_oom"})
+async def test_container_oom_fault(make_desktop):
+    d = await make_desktop(faults={"container_oom"}, delay_scale=0.1)
     await d.exec(VKCUBE, background=True)
     sub = await d.open_stream(init())
     await collect(sub, 2.0)  # ends when the desktop ends the viewer
@@ -435,9 +435,8 @@ async def test_container_oom_fault(make_desktop, monkeypatch):
     assert (await sub2.get()) is not None
 
 
-async def test_vm_crash_stream_fault_triggers_the_host(make_desktop, monkeypatch):
-    monkeypatch.setattr(desktop_mod, "VM_CRASH_AT_S", 0.3)
-    d = await make_desktop(faults={"vm_crash_stream"})
+async def test_vm_crash_stream_fault_triggers_the_host(make_desktop):
+    d = await make_desktop(faults={"vm_crash_stream"}, delay_scale=0.1)
     sub = await d.open_stream(init())
     await collect(sub, 2.0)
     assert sub.end_reason == "vm_crash"

@@ -8,4 +8,6 @@ export LANG=C.UTF-8
 export DOCKER_HOST=@@Q:DOCKER_HOST@@
 # What the go/docker shims and the built helix CLI run on.
 export HELIX_SIM_PYTHON=@@Q:PYTHON@@
+# Marks every guest process, so the VM's shutdown finds commands that outlived their SSH session.
+export HELIX_SIM_GUEST=@@Q:ROOT@@
 export PYTHONPATH=@@Q:PYTHONPATH@@

@@ -1,0 +1,37 @@
+"""Shared fixtures: one passing and one failing streaming run in a child pytest.
+
+tests/test_teardown.py checks what they leave behind, tests/test_secrets.py greps their artifacts;
+each run happens once per session, whichever test asks first.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from childrun import ChildPytest
+
+#: The brief's bound for one child run (start to exit).
+CASE_TIMEOUT = 40.0
+
+
+def finished_run(case_dir, extra_args) -> ChildPytest:
+    """Run the streaming suite to its end; record what survived it right at exit."""
+    run = ChildPytest(case_dir, extra_args)
+    try:
+        run.start()
+        run.wait(CASE_TIMEOUT)
+        run.leftovers = run.leaks()
+    finally:
+        run.close()
+    return run
+
+
+@pytest.fixture(scope="session")
+def passing_run(tmp_path_factory) -> ChildPytest:
+    return finished_run(tmp_path_factory.mktemp("passing"), [])
+
+
+@pytest.fixture(scope="session")
+def failing_run(tmp_path_factory) -> ChildPytest:
+    # 20 fps is below the target's 30..60 band: test_stream_fps_in_band fails with captured logs.
+    return finished_run(tmp_path_factory.mktemp("failing"), ["--sim-fps", "20"])

@@ -1,0 +1,156 @@
+"""Teardown always runs, and afterwards nothing of the run is left.
+
+Each case runs the streaming suite in a child pytest (tests/childrun.py watches every process it
+starts, their listening ports and the simulator's temp root) and ends it a different way: it
+passes, a test fails, a phase times out, or Ctrl-C (SIGINT) arrives mid-stream, while the
+simulator starts, while a guest command runs, or twice. Afterwards the child has exited, its
+teardown phases ran, and no process that it started (or whose command line or environment
+names its temp dirs, e.g. ``harness.sim`` or ``sshd -D -e -f <sim root>/…``) survives, nothing
+listens on the simulator's ports and the simulator's temp root is gone. This machine's PID 1
+does not reap orphans: the harness must own and wait() every child, which this also checks
+(a zombie counts as a leftover).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from childrun import REPO, ChildPytest
+from conftest import CASE_TIMEOUT, finished_run
+
+pytestmark = pytest.mark.timeout(CASE_TIMEOUT + 30)
+
+TEARDOWN_DONE = "boot_down ok"  # the last teardown phase: `utmctl stop`, status `stopped`
+
+
+def assert_clean(run: ChildPytest, leftovers: list[str] | None = None) -> None:
+    leftovers = run.leftovers if leftovers is None else leftovers
+    assert run.seen, "the watcher saw no process of the child (is psutil working?)"
+    assert run.sims and all(s.ports for s in run.sims.values()), "the watcher never saw the simulator's root"
+    assert not leftovers, "left behind:\n" + "\n".join(leftovers) + "\n--- child output:\n" + run.tail()
+    assert run.duration_s <= CASE_TIMEOUT, f"the case took {run.duration_s:.0f}s"
+
+
+def _toml(data: dict, prefix: str = "") -> str:
+    """A minimal TOML writer (str/int/float/bool values and nested tables) for derived targets."""
+    scalars, tables = [], []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            tables.append((key, value))
+        else:
+            scalars.append(f"{key} = {json.dumps(value)}")
+    out = "\n".join(scalars) + "\n"
+    for key, value in tables:
+        name = f"{prefix}{key}"
+        out += f"\n[{name}]\n" + _toml(value, prefix=f"{name}.")
+    return out
+
+
+def derived_target(path: Path, **tables: dict) -> Path:
+    """fixtures/targets/sim.toml with some keys of some tables replaced."""
+    data = tomllib.loads((REPO / "fixtures/targets/sim.toml").read_text())
+    for table, values in tables.items():
+        data.setdefault(table, {}).update(values)
+    path.write_text(_toml(data))
+    return path
+
+
+def test_after_a_passing_run(passing_run: ChildPytest) -> None:
+    assert passing_run.returncode == 0, passing_run.tail()
+    assert TEARDOWN_DONE in passing_run.text
+    assert_clean(passing_run)
+
+
+def test_after_a_failing_run(failing_run: ChildPytest) -> None:
+    assert failing_run.returncode == 1, failing_run.tail()
+    assert "FAILED tests/streaming/test_streaming.py::test_stream_fps_in_band" in failing_run.text
+    assert TEARDOWN_DONE in failing_run.text
+    assert_clean(failing_run)
+
+
+def test_after_a_phase_timeout(tmp_path: Path) -> None:
+    # The guest's SSH port accepts and never answers; [timeouts] ssh = 2 s ends the ssh phase.
+    target = derived_target(tmp_path / "tiny-ssh-timeout.toml", timeouts={"ssh": 2})
+    run = finished_run(tmp_path / "case", ["--target", str(target), "--sim-fault", "ssh_blackhole"])
+    assert run.returncode == 1, run.tail()
+    assert "PhaseTimeout" in run.text and "not ready after 2s" in run.text, run.tail()
+    assert "target broken in the ssh phase" in run.text
+    assert TEARDOWN_DONE in run.text
+    assert_clean(run)
+
+
+def _interrupted(run: ChildPytest) -> list[str]:
+    """Wait for the interrupted child; its exit status is pytest's INTERRUPTED (2)."""
+    run.wait(CASE_TIMEOUT)
+    leftovers = run.leaks()
+    assert run.returncode == pytest.ExitCode.INTERRUPTED, run.tail()
+    assert "KeyboardInterrupt" in run.text
+    return leftovers
+
+
+def _streaming(run: ChildPytest) -> None:
+    """Mid-stream: the stream phase started and the capture has recorded frames."""
+    run.wait_for_output("⏳ stream:", timeout=CASE_TIMEOUT)
+    rec = run.latest / "stream.hxwsrec"
+    run.wait_until(lambda: rec.exists() and rec.stat().st_size > 20_000, timeout=20,
+                   what="recorded frames in stream.hxwsrec")
+
+
+def test_after_sigint_mid_stream(tmp_path: Path) -> None:
+    with ChildPytest(tmp_path, []) as run:
+        _streaming(run)
+        run.send_sigint()
+        leftovers = _interrupted(run)
+    assert "stream failed" in run.text and TEARDOWN_DONE in run.text, run.tail()
+    assert_clean(run, leftovers)
+
+
+def test_after_sigint_while_the_simulator_starts(tmp_path: Path) -> None:
+    # Before the fixture has registered its finalizer: launch_sim itself must stop what it started.
+    with ChildPytest(tmp_path, []) as run:
+        run.wait_until(lambda: any("harness.sim up" in s.cmdline for s in run.seen.values()), timeout=20,
+                       what="the simulator process")
+        run.send_sigint()
+        leftovers = _interrupted(run)
+    assert_clean(run, leftovers)
+
+
+def test_after_sigint_while_a_guest_command_runs(tmp_path: Path) -> None:
+    # `helix spectask start --wait` runs in the guest when the SSH connection goes away: the
+    # simulated VM must stop (and reap) the command that outlived its session.
+    with ChildPytest(tmp_path, []) as run:
+        run.wait_until(lambda: any("spectask start" in s.cmdline for s in run.seen.values()), timeout=CASE_TIMEOUT,
+                       what="`helix spectask start` in the guest")
+        run.send_sigint()
+        leftovers = _interrupted(run)
+    assert TEARDOWN_DONE in run.text, run.tail()
+    assert_clean(run, leftovers)
+
+
+def test_after_a_second_sigint_during_teardown(tmp_path: Path) -> None:
+    # An impatient second Ctrl-C while the teardown runs must not abandon it halfway.
+    with ChildPytest(tmp_path, []) as run:
+        _streaming(run)
+        run.send_sigint()
+        run.wait_for_output("⏳ stack_down:", timeout=CASE_TIMEOUT)
+        run.send_sigint()
+        leftovers = _interrupted(run)
+    assert TEARDOWN_DONE in run.text, run.tail()
+    assert_clean(run, leftovers)
+
+
+def test_the_simulator_never_outlives_a_killed_pytest(tmp_path: Path) -> None:
+    # SIGKILL runs no finalizer: the simulator notices its launcher is gone (stdin EOF) and stops
+    # everything it started. Only the launcher's temp dir remains (nobody is left to remove it).
+    with ChildPytest(tmp_path, []) as run:
+        run.wait_for_output("⏳ stack:", timeout=CASE_TIMEOUT)
+        run.proc.send_signal(signal.SIGKILL)
+        run.wait(CASE_TIMEOUT)
+        sim = next(s for s in run.seen.values() if "harness.sim up" in s.cmdline)
+        run.wait_until(lambda: not any(line.startswith(("process", "port")) for line in run.leaks()),
+                       timeout=20, what=f"the simulator (pid {sim.pid}) to stop by itself")
