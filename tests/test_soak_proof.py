@@ -11,10 +11,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def fast_sim_target(tmp_path: Path) -> Path:
+    """The default simulator target with its modelled delays (boot, session start) shortened."""
+    text = (ROOT / "fixtures/targets/sim.toml").read_text()
+    path = tmp_path / "fast-sim.toml"
+    path.write_text(text.replace("[sim]\n", "[sim]\ndelay_scale = 0.3\n", 1))
+    return path
+
+
 def run_soak(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-m", "soak", str(ROOT / "tests/soak"),
-         "--stream-duration", "3", "--report-dir", str(tmp_path / "r"), "-q", "--no-preflight", *args],
+         "--target", str(fast_sim_target(tmp_path)), "--stream-duration", "3", "--report-dir", str(tmp_path / "r"),
+         "-q", "--no-preflight", *args],
         cwd=ROOT, capture_output=True, text=True, timeout=400,
     )
     soak = json.loads((tmp_path / "r/latest/soak.json").read_text())

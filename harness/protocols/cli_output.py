@@ -80,7 +80,7 @@ def parse_go_duration(value: str) -> float:
     """Seconds in a Go ``time.Duration`` string (``30s``, ``1m2s``, ``1.203s``, ``4ms``, ``0s``)."""
     value = value.strip()
     sign = -1.0 if value.startswith("-") else 1.0
-    body = value.lstrip("+-")
+    body = value[1:] if value[:1] in ("-", "+") else value
     if body == "0":
         return 0.0
     pos, total = 0, 0.0

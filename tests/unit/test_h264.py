@@ -46,12 +46,12 @@ def split(data: bytes, chunks: list[int] | None = None) -> list[bytes]:
 
 @pytest.fixture(scope="module")
 def stream_720p() -> list[bytes]:
-    return encode(1280, 720, 45, keyint="15")
+    return encode(1280, 720, 45, g="15")
 
 
 @pytest.fixture(scope="module")
 def stream_1080p() -> list[bytes]:
-    return encode(1920, 1080, 12, keyint="6")
+    return encode(1920, 1080, 12, g="6")
 
 
 # ---------------------------------------------------------------- real streams
@@ -108,7 +108,7 @@ def test_access_unit_delimiters() -> None:
 
 @pytest.mark.parametrize(
     ("pix_fmt", "profile", "chroma", "crop", "depth"),
-    [("yuv444p", 244, 3, (0, 14, 0, 6), 8), ("yuv422p", 122, 2, (0, 7, 0, 6), 8), ("yuv420p10le", 110, 1, (0, 1, 0, 3), 10)],
+    [("yuv444p", 244, 3, (0, 14, 0, 6), 8), ("yuv422p", 122, 2, (0, 7, 0, 6), 8), ("yuv420p10le", 110, 1, (0, 7, 0, 3), 10)],
 )
 def test_high_profiles(pix_fmt: str, profile: int, chroma: int, crop: tuple, depth: int) -> None:
     sps = h264.au_info(encode(642, 362, 1, pix_fmt)[0]).sps
@@ -157,11 +157,11 @@ def sps_nal(w: BitWriter) -> bytes:
 
 
 def test_exp_golomb() -> None:
-    reader = h264.BitReader(bytes([0b1_010_011_0, 0b0100_0010, 0b1_0000000]))
-    assert [reader.ue(), reader.ue(), reader.ue()] == [0, 1, 2]
-    assert reader.ue() == 3  # 00100
-    assert reader.se() == -1  # 011 → k=2
-    assert reader.u(1) == 1 and reader.pos == 17
+    # bits: 1 | 010 | 011 | 00100 | 011 | 1  →  ue 0, 1, 2, 3; se(k=2) = -1; u(1) = 1
+    reader = h264.BitReader(bytes([0b1010_0110, 0b0100_0111]))
+    assert [reader.ue(), reader.ue(), reader.ue(), reader.ue()] == [0, 1, 2, 3]
+    assert reader.se() == -1
+    assert reader.u(1) == 1 and reader.pos == 16 and reader.remaining == 0
     reader = h264.BitReader(BitWriter().se(1).se(-2).se(7).ue(65535).rbsp())
     assert [reader.se(), reader.se(), reader.se(), reader.ue()] == [1, -2, 7, 65535]
     with pytest.raises(RemoteProtocolError, match="truncated"):
@@ -256,8 +256,8 @@ def test_splitter_rules_on_synthetic_units() -> None:
 
 
 def test_splitter_and_au_info_are_fast() -> None:
-    sc = b"\x00\x00\x00\x01"
-    au = sc + b"\x67\x42\xc0\x1f\x8c\x8d\x40" + sc + b"\x68\xce\x3c\x80" + sc + b"\x65\x88" + b"\xab" * 300_000
+    headers = b"".join(b"\x00\x00\x00\x01" + n.payload for n in h264.iter_nals(encode(1920, 1080, 1)[0]) if n.type in (7, 8))
+    au = headers + b"\x00\x00\x00\x01\x65\x88" + b"\xab" * 300_000
     data = au * 200  # 60 MB, the size of ~40 s of 1080p keyframes
     start = time.perf_counter()
     splitter = h264.AnnexBAccessUnitSplitter()
