@@ -704,7 +704,8 @@ def port_listeners(port: int) -> list[tuple[int | None, str, str]]:
 def _is_qemu(name: str, cmdline: str, *, sim: bool) -> bool:
     if any(marker in name.lower() for marker in QEMU_PROCESS_MARKERS):
         return True
-    return sim and "harness.sim" in cmdline  # the simulator's QEMU stand-in runs inside `python -m harness.sim`
+    # The simulator's QEMU stand-in runs inside `python -m harness.sim up` or `helix-e2e sim up`.
+    return sim and ("harness.sim" in cmdline or "helix-e2e sim up" in cmdline)
 
 
 def check_frame_export_port(

@@ -136,7 +136,7 @@ def target(request: pytest.FixtureRequest) -> TargetConfig:
     if config.getoption("e2e_timeout_scale"):
         overrides["timeouts.scale"] = config.getoption("e2e_timeout_scale")
     faults = _sim_faults(config)
-    if cfg.is_sim:
+    if cfg.is_sim and not cfg.sim.get("external"):
         settings = {k: v for k, v in cfg.sim.items()}
         for key, opt in (("fps", "e2e_sim_fps"), ("qemu", "e2e_sim_qemu"), ("video_mode", "e2e_sim_video_mode")):
             if config.getoption(opt) is not None:

@@ -98,7 +98,7 @@ def _drain(stream) -> None:
 def sim_argv(settings: Mapping[str, Any], faults: list[str]) -> list[str]:
     argv = [sys.executable, "-m", "harness.sim", "up", "--json", "--stop-on-stdin-eof"]
     for key, value in settings.items():
-        if key == "faults":
+        if key in ("faults", "external"):
             continue
         opt = _OPTION_OF.get(key)
         if opt is None:

@@ -307,7 +307,8 @@ class AnnexBAccessUnitSplitter:
             is_slice = nal_type in _SLICES
             if self._seen_slice and (nal_type in _AU_OPENERS or (is_slice and buf[sc + 4] & 0x80)):
                 cut = sc - 1 if sc > self._au_start and buf[sc - 1] == 0 else sc
-                out.append(bytes(buf[self._au_start : cut]))
+                with memoryview(buf) as view:
+                    out.append(bytes(view[self._au_start : cut]))
                 self._au_start = cut
                 self._seen_slice = False
             if is_slice:

@@ -24,6 +24,8 @@ __all__ = [
     "FrameRequest", "FrameResponse", "KeyframeRequest", "ConfigRequest", "Ping", "Pong", "EnableScanout",
     "DisableScanout", "ScanoutResponse", "Subscribe", "SubscribeResponse", "ErrorResponse", "UnknownMessage",
     "NoReply", "Event", "Role", "State", "NEED_DATA", "EOF", "HxfrConnection", "decode_message", "hexdump",
+    "PAYLOAD_SIZES", "LOG_CAP", "FRAME_REQUEST_BODY", "FRAME_RESPONSE_BODY", "CONFIG_REQUEST_BODY",
+    "ENABLE_SCANOUT_BODY", "SCANOUT_ID_BODY", "SCANOUT_RESPONSE_BODY", "SUBSCRIBE_RESPONSE_BODY", "ERROR_BODY",
 ]
 
 MAGIC = 0x52465848  # bytes 48 58 46 52 = "HXFR"
@@ -653,7 +655,8 @@ class _Buffer:
     def consume_exactly(self, size: int) -> bytes | None:
         if len(self._data) - self._pos < size:
             return None
-        out = bytes(self._data[self._pos : self._pos + size])
+        with memoryview(self._data) as view:  # one copy, and no export left behind
+            out = bytes(view[self._pos : self._pos + size])
         self._pos += size
         return out
 

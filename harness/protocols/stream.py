@@ -24,6 +24,8 @@ __all__ = [
     "VideoFrame", "StreamInit", "StreamError", "Ping", "Pong", "CursorImage", "CursorName", "SelfId",
     "RemoteUser", "ConnectionComplete", "Init", "TextMessage", "UnknownMessage", "Event",
     "parse_binary", "parse_text", "StreamConnection",
+    "VIDEO_FRAME_HEADER", "STREAM_INIT", "STREAM_ERROR_HEADER", "PING", "PONG", "CURSOR_IMAGE", "CURSOR_BITMAP",
+    "CURSOR_NAME", "SELF_ID", "REMOTE_USER_HEADER",
 ]
 
 

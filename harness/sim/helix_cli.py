@@ -633,6 +633,15 @@ WAIT_TIMEOUT_S = 180.0
 WAIT_POLL_S = 2.0
 
 
+def _delay_scale() -> float:
+    """The simulator's ``delay_scale`` (guest env ``HELIX_SIM_DELAY_SCALE``): scales modelled waits only."""
+    try:
+        value = float(os.environ.get("HELIX_SIM_DELAY_SCALE", "1"))
+    except ValueError:
+        return 1.0
+    return value if 0.01 <= value <= 10 else 1.0
+
+
 def run_start(ctx: Context) -> None:
     f = ctx.flags
     api_url, http = ctx.api_url, Http(ctx.token)
@@ -779,7 +788,7 @@ def _wait_for_task_session(ctx: Context, http: Http, task_id: str, timeout: floa
                             return session
         except GoError:
             pass
-        time.sleep(WAIT_POLL_S)  # the CLI's fixed poll interval (spectask.go waitForTaskSession)
+        time.sleep(WAIT_POLL_S * _delay_scale())  # the CLI's fixed poll interval (spectask.go waitForTaskSession)
     return None
 
 

@@ -383,6 +383,10 @@ boot = 30
 ssh = 20
 stack = 60
 session = 60
+
+# This target IS a running simulator (`sim up`): the harness drives it and does not start another.
+[sim]
+external = true
 """
         tmp = self.target_file.with_suffix(".toml.tmp")
         tmp.write_text(text)

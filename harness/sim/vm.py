@@ -350,6 +350,7 @@ class GuestVM:
             "API_KEY": self.config.api_key,
             "AGENT_ID": self.config.agent_id,
             "PROJECT_ID": self.config.project_id,
+            "DELAY_SCALE": repr(float(self.config.delay_scale)),
         }
 
     def prepare(self) -> None:

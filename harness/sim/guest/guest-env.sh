@@ -11,3 +11,5 @@ export HELIX_SIM_PYTHON=@@Q:PYTHON@@
 # Marks every guest process, so the VM's shutdown finds commands that outlived their SSH session.
 export HELIX_SIM_GUEST=@@Q:ROOT@@
 export PYTHONPATH=@@Q:PYTHONPATH@@
+# SimConfig.delay_scale: the sim CLI's modelled waits (its --wait poll interval) scale with it.
+export HELIX_SIM_DELAY_SCALE=@@Q:DELAY_SCALE@@

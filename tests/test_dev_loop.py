@@ -1,0 +1,53 @@
+"""The developer loop: `helix-e2e sim up` keeps a simulator running, `--target` points at it,
+and `--initial-state stack_up` reuses the running VM and stack (teardown leaves them up)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+EXE = Path(sys.executable).parent / "helix-e2e"
+
+
+def pytest_run(tmp_path, target, *args):
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-m", "streaming", str(ROOT / "tests/streaming"),
+         "--target", str(target), "--stream-duration", "3", "--report-dir", str(tmp_path / "r"), "-q", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=240,
+    )
+
+
+def test_sim_up_then_reuse_the_running_stack(tmp_path):
+    proc = subprocess.Popen([str(EXE), "sim", "up", "--json", "--root", str(tmp_path / "sim")],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        info = json.loads(proc.stdout.readline())
+        target = Path(info["target_file"])
+        first = pytest_run(tmp_path, target, "--keep-vm")
+        assert first.returncode == 0, first.stdout[-2000:]
+        status = subprocess.run([info["utmctl"], "status", info["vm_id"]], capture_output=True, text=True).stdout
+        assert status.strip() == "started"  # --keep-vm left it up
+        again = pytest_run(tmp_path, target, "--initial-state", "stack_up", "-k", "fps_in_band")
+        assert again.returncode == 0, again.stdout[-2000:]
+        assert "1 passed" in again.stdout
+        phases = again.stdout.split("helix-e2e phases", 1)[1]
+        assert " boot " not in phases and " stack " not in phases  # reused, not rebooted
+        status = subprocess.run([info["utmctl"], "status", info["vm_id"]], capture_output=True, text=True).stdout
+        assert status.strip() == "started"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    leftovers = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if str(tmp_path) in " ".join(p.info["cmdline"] or []):
+                leftovers.append(p.info["cmdline"])
+        except psutil.Error:
+            continue
+    assert not leftovers, leftovers  # stopping `sim up` stopped sshd and everything else it started
