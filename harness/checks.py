@@ -108,6 +108,9 @@ def vkcube(run) -> Finding:
     if not run.vkcube_running_before:
         return _fail(name, "`pkill -0 -f vkcube` found no vkcube after launching it", "desktop", "vkcube_dies",
                      ["pkill -0 -f vkcube: exit 1"], "vkcube exited at once: check the desktop's Vulkan/Wayland setup")
+    if run.vkcube_after_error:
+        return _fail(name, f"vkcube could not be checked after the stream: {run.vkcube_after_error}", "desktop",
+                     "desktop_unreachable", [run.vkcube_after_error])
     if not run.vkcube_running_after:
         return _fail(name, "vkcube was no longer running after the stream (it died)", "desktop", "vkcube_dies",
                      ["pkill -0 -f vkcube: exit 1 after streaming"])
@@ -212,14 +215,21 @@ def resource_ids(run) -> Finding:
     where = {k: s.resource_ids.by_source for k, s in scans.items() if s and s.resource_ids.by_source}
     samples = [x for s in scans.values() if s for x in s.resource_ids.samples[:3]]
     if not (nonzero or zero):
+        frames = ((run.capture.timing or {}).get("frames") or 0) if run.capture else 0
+        if not frames:  # nothing was encoded, so nothing could be logged: the stream check says why
+            return _fail(name, "no frame was streamed, so no resource id was logged", "stream", "no_frames")
         return _fail(name, "no resource id was logged by vsockenc or by QEMU's FRAME_READY lines", "encoder",
                      "no_resource_ids", hint="is GST_DEBUG=vsockenc:5 set in the desktop container?")
     if zero:
         msg = f"{zero} frame(s) used resource_id=0 ({nonzero} non-zero; by source {where})"
         if reasons:
             msg += f"; vsockenc says: {reasons[0]}"
-        return _fail(name, msg, "encoder", "resource_ids_zero", reasons[:3] + samples,
-                     "vsockenc fell back to resource_id=0 because buffers are not DMA-BUF backed; use scanout mode")
+        if reasons or run.desktop_scan and run.desktop_scan.resource_ids.zero:
+            hint = "vsockenc fell back to resource_id=0 because buffers are not DMA-BUF backed; use scanout mode"
+        else:
+            hint = ("QEMU's scanout reported resource=0: the guest's scanout has no backing virtio-gpu resource; "
+                    "check the desktop's scanout/DRM lease setup and QEMU's [FRAME_READY] lines")
+        return _fail(name, msg, "encoder", "resource_ids_zero", reasons[:3] + samples, hint)
     return _ok(name, f"{nonzero} non-zero ids ({where})")
 
 
@@ -272,10 +282,18 @@ def cli_agrees(run, target) -> Finding:
     if not native.get("fps"):
         return _fail(name, "no native FPS to compare with", "client", "no_native_fps")
     tol = target.stream.cli_fps_tolerance
-    # The CLI counts GOP-replay frames and includes connect time: allow the stated tolerance.
-    if abs(stats.average_fps - native["fps"]) > max(2.0, tol * native["fps"]):
-        return _fail(name, f"CLI Average FPS {stats.average_fps:.1f} vs native {native['fps']:.1f} "
-                     f"(tolerance {tol:.0%})", "client", "cli_disagrees")
+    # The CLI counts the GOP-replay frames it gets at join (about as many as the native client got,
+    # as both join together) and includes connect time: take the replay out, then allow the tolerance.
+    replay = native.get("replay_frames") or 0
+    cli_fps = stats.average_fps
+    if replay and stats.elapsed_s:
+        cli_fps = max(0, stats.video_frames - replay) / stats.elapsed_s
+    if abs(cli_fps - native["fps"]) > max(2.0, tol * native["fps"]):
+        detail = f" ({stats.average_fps:.1f} with its {replay} replay frames)" if replay else ""
+        return _fail(name, f"CLI Average FPS {cli_fps:.1f}{detail} vs native {native['fps']:.1f} "
+                     f"(tolerance {tol:.0%})", "client", "cli_disagrees",
+                     [f"cli video_frames={stats.video_frames} elapsed={stats.elapsed_s}s",
+                      f"native fps={native['fps']} replay_frames={replay}"])
     expected = native["fps"] * target.stream.duration
     if stats.video_frames < (1 - tol - 0.1) * expected:
         return _fail(name, f"CLI saw {stats.video_frames} frames, expected about {expected:.0f}", "client",
@@ -343,7 +361,7 @@ def classify_error(exc: BaseException, default_layer: str = "client") -> tuple[s
         if "Unable to connect" in chain or "Connection refused" in chain or "ConnectionRefused" in chain:
             return "ssh", "ssh_refused", evidence, ("nothing listens on the guest's SSH port (sshd not up yet, or "
                                                     "UTM's port forward missing); transient while booting: rerun")
-        if "banner" in chain or "timed out" in chain.lower():
+        if "banner" in chain or "No existing session" in chain or "timed out" in chain.lower():
             return "ssh", "ssh_unresponsive", evidence, (
                 "the SSH port accepts connections but never sends a banner: a wedged sshd or a stale port "
                 "forward; restart the VM / check UTM's port forward to the guest's :22")
@@ -369,6 +387,10 @@ def classify_error(exc: BaseException, default_layer: str = "client") -> tuple[s
         if isinstance(exc, HelixCliError) and phase == "build":
             return "session", "cli_build_failed", evidence, hint
         if isinstance(exc, CommandError) and "did not finish within" in text:
+            if "desktop container" in (exc.stdout + exc.stderr):  # stuck at "Starting desktop container..."
+                return "session", "no_container", evidence, hint or (
+                    "`spectask start --wait` waited for a desktop container that never came: read the sandbox's "
+                    "logs (docker compose logs sandbox-macos) and `docker ps -a` in the sandbox")
             return "session", "session_start_timeout", evidence, hint or (
                 "`spectask start --wait` did not return: the session never got ready")
         return "session", "session_failed", evidence, hint

@@ -58,7 +58,21 @@ class RedactingFilter(logging.Filter):
         clean = redact(message)
         if clean != message or record.args:
             record.msg, record.args = clean, None
+        # A traceback (log.exception, exc_info=True) is formatted later by each handler, from the
+        # exception itself: format it now, redacted; formatters use a set exc_text as it is.
+        if record.exc_info and not record.exc_text:
+            try:
+                record.exc_text = redact(_FORMATTER.formatException(record.exc_info))
+            except Exception:  # noqa: BLE001 - never lose the record over its traceback
+                record.exc_text = "<traceback unavailable>"
+        elif record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
+
+
+_FORMATTER = logging.Formatter()
 
 
 _factory_installed = False

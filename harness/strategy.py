@@ -101,7 +101,8 @@ class StreamRun:
     host_scan: ScanResult | None = None
     vkcube_running_before: bool = False
     vkcube_running_after: bool = False
-    vkcube_error: str = ""
+    vkcube_error: str = ""  # launching vkcube failed (exec refused or errored)
+    vkcube_after_error: str = ""  # checking vkcube after the stream failed (the desktop was unreachable)
     #: The latest :class:`harness.checks.Finding` of each run-based check, by check name.
     findings: dict[str, Any] = field(default_factory=dict)
 
@@ -393,12 +394,16 @@ class Strategy:
         h.update("starting vkcube")
         try:
             self.api.start_vkcube(sid)
-            run.vkcube_running_before = bool(
-                poll_until(lambda: self.api.vkcube_running(sid), timeout=min(10.0, self._timeout("first_frame")),
-                           what="vkcube (pkill -0 -f vkcube)", phase="desktop")
-            )
         except HarnessError as exc:
             run.vkcube_error = str(exc)
+        else:
+            try:
+                run.vkcube_running_before = bool(
+                    poll_until(lambda: self.api.vkcube_running(sid), timeout=min(3.0, self._timeout("first_frame") / 2),
+                               what="vkcube (pkill -0 -f vkcube)", phase="desktop")
+                )
+            except PhaseTimeout:
+                run.vkcube_running_before = False  # launched, then gone: the vkcube check says so
         duration = cfg.duration
         h.update(f"capturing {duration:.0f}s of stream")
         init = sp.Init(session_id=sid, width=cfg.width, height=cfg.height, fps=cfg.fps, bitrate=cfg.bitrate,
@@ -458,7 +463,7 @@ class Strategy:
         try:
             run.vkcube_running_after = self.api.vkcube_running(sid)
         except HarnessError as exc:
-            run.vkcube_error = run.vkcube_error or str(exc)
+            run.vkcube_after_error = str(exc)
         h.update("collecting container and host logs")
         try:
             run.desktop_logs = self.docker.desktop_logs(self.desktop_container, since=self.session_started - 1)
@@ -539,8 +544,12 @@ class Strategy:
         return self.probe
 
     def crash_findings(self) -> list[str]:
-        """Everything that says the VM, QEMU or a container crashed since boot."""
+        """Everything that says the VM, QEMU or a container crashed since boot (crash reports first).
+
+        Each probe is independent: a dead VM makes the later ones fail, which must not hide the first."""
         out: list[str] = []
+        if self.host_snapshot is not None:
+            out += [f"new crash report {c.summary()}" for c in self.host.new_crash_reports(self.host_snapshot)]
         if self.utm is not None:
             try:
                 status = self.utm.status()
@@ -548,8 +557,6 @@ class Strategy:
                     out.append(f"utmctl status is `{status}`, not `started`")
             except HarnessError as exc:
                 out.append(f"utmctl status failed: {exc}")
-        if self.host_snapshot is not None:
-            out += [f"new crash report {c.summary()}" for c in self.host.new_crash_reports(self.host_snapshot)]
         if not self.ssh.ping():
             out.append("SSH no longer answers `echo ready`")
         if self.docker is not None:
@@ -561,8 +568,8 @@ class Strategy:
                     continue
                 try:
                     out += read(name).problems(base)
-                except HarnessError as exc:
-                    out.append(f"cannot read container {name}: {exc}")
+                except Exception as exc:  # noqa: BLE001 - docker-py over a dead SSH link raises requests errors
+                    out.append(f"cannot read container {name}: {type(exc).__name__}: {exc}")
         return out
 
 

@@ -37,7 +37,7 @@ _CATASTROPHES = ("qemu_dylib_missing", "vm_crashed_boot", "qemu_crashed", "vm_cr
 #: Causes that follow from other failures: the verdict only when nothing else failed.
 _SYMPTOMS = frozenset({"static_screen", "no_decode", "cli_failed", "cli_disagrees", "cli_no_frames",
                        "cli_h264_missing", "no_native_fps", "stream_ended", "no_frames", "too_few_frames",
-                       "internal_error"})
+                       "internal_error", "desktop_unreachable"})
 
 #: What to do, per cause, when the finding carries no hint of its own.
 HINTS = {

@@ -94,3 +94,47 @@ def test_finder_finds_a_planted_key(tmp_path: Path, passing_run: ChildPytest) ->
         fh.write(key)
     got = findings(fake)
     assert any("metrics.json: the API key" in f for f in got) and any("token hl-" in f for f in got)
+
+
+LEAKY_TESTS = '''
+import logging, sys
+import pytest
+from harness.redact import register
+
+KEY = "hl-" + "feedfacecafebeef" * 2
+register(KEY)
+
+
+def test_prints_and_logs_a_traceback():
+    print("stdout:", KEY)
+    sys.stderr.write("stderr: " + KEY + "\\n")
+    try:
+        raise RuntimeError("boom " + KEY)
+    except RuntimeError:
+        logging.getLogger("harness.leaky").exception("it failed")
+    assert False, "failed with " + KEY
+
+
+def test_skips():
+    pytest.skip("skipped: " + KEY)
+'''
+
+
+def test_captured_output_tracebacks_and_skip_reasons_are_redacted(tmp_path: Path) -> None:
+    """Output paths that bypass log messages: captured stdout/stderr, logged tracebacks, skip reasons."""
+    import subprocess
+    import sys
+
+    (tmp_path / "test_leaky.py").write_text(LEAKY_TESTS)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", "-o", "junit_logging=all",
+         "--junitxml", "junit.xml", "--html", "report.html", "--self-contained-html", "test_leaky.py"],
+        cwd=tmp_path, capture_output=True, timeout=60,
+    )
+    assert proc.returncode == 1, proc.stdout.decode(errors="replace")[-2000:]
+    outputs = {"terminal": proc.stdout + proc.stderr, "junit.xml": (tmp_path / "junit.xml").read_bytes(),
+               "report.html": (tmp_path / "report.html").read_bytes()}
+    for where, data in outputs.items():
+        assert b"feedface" not in data, f"the key leaked into {where}"
+    assert b"stdout: ***" in outputs["junit.xml"] and b"RuntimeError: boom ***" in outputs["junit.xml"]
+    assert b"skipped: ***" in outputs["terminal"]

@@ -110,12 +110,16 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def pytest_runtest_makereport(item: pytest.Item, call):
     report = yield
     setattr(item, f"rep_{report.when}", report)
-    # Never let a secret reach the terminal, JUnit or HTML through a failure message.
+    # Never let a secret reach the terminal, JUnit or HTML through a failure message or captured output.
     if report.longrepr is not None and not isinstance(report.longrepr, tuple):
         text = str(report.longrepr)
         clean = redact(text)
         if clean != text:
             report.longrepr = clean
+    elif isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:  # a skip: (path, line, reason)
+        path, lineno, reason = report.longrepr
+        report.longrepr = (path, lineno, redact(str(reason)))
+    report.sections = [(title, redact(content)) for title, content in report.sections]
     strat = item.config.stash.get(STRATEGY_KEY, None)
     if report.when == "call" and strat is not None and item.get_closest_marker("streaming"):
         for key, value in junit_properties(strat).items():

@@ -67,7 +67,9 @@ class MsgType(enum.IntEnum):
 
 CODEC_H264 = 0x01
 #: Codec names as the CLI prints them (`Codec:` line, `📺 StreamInit:` line).
-CODEC_NAMES = {0x01: "H.264", 0x02: "H.264 High 4:4:4", 0x10: "HEVC", 0x11: "HEVC Main10", 0x20: "AV1", 0x21: "AV1 10bit"}
+CODEC_NAMES = {
+    0x01: "H.264", 0x02: "H.264 High 4:4:4", 0x10: "HEVC", 0x11: "HEVC Main10", 0x20: "AV1", 0x21: "AV1 10bit",
+}
 FLAG_KEYFRAME = 0x01
 FLAG_REPLAY = 0x02
 REMOTE_USER_JOINED = 0x01
@@ -182,7 +184,9 @@ class VideoFrame:
         return bool(self.flags & FLAG_REPLAY)
 
     def encode(self) -> bytes:
-        head = VIDEO_FRAME_HEADER.pack(MsgType.VIDEO_FRAME, self.codec, self.flags, self.pts_us, self.width, self.height)
+        head = VIDEO_FRAME_HEADER.pack(
+            MsgType.VIDEO_FRAME, self.codec, self.flags, self.pts_us, self.width, self.height
+        )
         return head + self.data
 
     @classmethod
@@ -354,10 +358,12 @@ class CursorImage:
         return self.format is not None
 
     def encode(self) -> bytes:
+        size = 0 if self.format is None else CURSOR_BITMAP.size + len(self.pixels)
+        head = CURSOR_IMAGE.pack(
+            MsgType.CURSOR_IMAGE, self.last_mover_id, self.x, self.y, self.hot_x, self.hot_y, size
+        )
         if self.format is None:
-            return CURSOR_IMAGE.pack(MsgType.CURSOR_IMAGE, self.last_mover_id, self.x, self.y, self.hot_x, self.hot_y, 0)
-        size = CURSOR_BITMAP.size + len(self.pixels)
-        head = CURSOR_IMAGE.pack(MsgType.CURSOR_IMAGE, self.last_mover_id, self.x, self.y, self.hot_x, self.hot_y, size)
+            return head
         return head + CURSOR_BITMAP.pack(self.format, self.width, self.height, self.stride) + self.pixels
 
     @classmethod
@@ -368,7 +374,9 @@ class CursorImage:
             _need(data, CURSOR_IMAGE.size, "CursorImage without bitmap")
             return cls(mover, x, y, hot_x, hot_y)
         if size < CURSOR_BITMAP.size:
-            raise RemoteProtocolError(f"CursorImage bitmapSize {size} is smaller than its 16-byte header", data=data[:64])
+            raise RemoteProtocolError(
+                f"CursorImage bitmapSize {size} is smaller than its 16-byte header", data=data[:64]
+            )
         _need(data, CURSOR_IMAGE.size + size, "CursorImage")
         fmt, width, height, stride = CURSOR_BITMAP.unpack_from(data, CURSOR_IMAGE.size)
         pixels = data[CURSOR_IMAGE.size + CURSOR_BITMAP.size :]
@@ -494,8 +502,8 @@ class UnknownMessage:
 def _go_json(obj: Any) -> str:
     """Compact JSON as Go's encoding/json writes it (sorted map keys, HTML-safe escapes)."""
     text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, sort_keys=True, allow_nan=False)
-    for char, escape in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
-        text = text.replace(char, escape)
+    for char in ("<", ">", "&", "\u2028", "\u2029"):
+        text = text.replace(char, f"\\u{ord(char):04x}")
     return text
 
 
@@ -518,7 +526,8 @@ class ConnectionComplete:
 
     def to_text(self) -> str:
         touch = "true" if self.touch else "false"
-        return f'{{"ConnectionComplete":{{"capabilities":{{"touch":{touch}}},"width":{self.width},"height":{self.height}}}}}\n'
+        body = f'{{"capabilities":{{"touch":{touch}}},"width":{self.width},"height":{self.height}}}'
+        return f'{{"ConnectionComplete":{body}}}\n'
 
     @classmethod
     def from_json(cls, obj: dict, text: str) -> ConnectionComplete:
@@ -561,7 +570,7 @@ class Init:
     play_audio_local: bool = False
     video_supported_formats: int = 1
     video_mode: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         _check_str(self, "session_id")
@@ -615,7 +624,9 @@ class Init:
             values[name] = value
         mode = obj.get("video_mode")
         if mode is not None and not isinstance(mode, str):
-            raise RemoteProtocolError("init field 'video_mode' must be a string", data=text.encode("utf-8", "replace")[:256])
+            raise RemoteProtocolError(
+                "init field 'video_mode' must be a string", data=text.encode("utf-8", "replace")[:256]
+            )
         extra = {k: v for k, v in obj.items() if k not in _INIT_FIELDS and k not in ("type", "video_mode")}
         return cls(video_mode=mode, extra=extra, **values)
 
@@ -736,6 +747,7 @@ class StreamConnection:
         self.state = State.CLOSED
 
     def receive(self, kind: int, data: bytes | str) -> Event:
+        """One received WS message (kind 0 binary, 1 text; text may come as UTF-8 bytes) as an event."""
         if self.state is State.CLOSED:
             raise LocalProtocolError("receive() on a closed stream connection")
         try:
@@ -748,9 +760,9 @@ class StreamConnection:
             return self._receive_text(data)
         data = _to_bytes(data)
         if self.role is Role.SERVER:
-            if self.state is State.AWAITING_INIT or not data or data[0] != MsgType.PING:
-                if not data:
-                    raise RemoteProtocolError("empty binary message (no type byte)", data=b"")
+            if not data:
+                raise RemoteProtocolError("empty binary message (no type byte)", data=b"")
+            if self.state is State.AWAITING_INIT or data[0] != MsgType.PING:  # skipped / input events
                 return UnknownMessage(data[0], data[1:])
             return parse_binary(data)
         event = parse_binary(data)
@@ -777,6 +789,7 @@ class StreamConnection:
         return parse_text(text)
 
     def send(self, event: Event) -> tuple[Kind, bytes | str]:
+        """The (kind, payload) to send for an event allowed in this role and state."""
         if self.state is State.CLOSED:
             raise LocalProtocolError(f"cannot send {type(event).__name__}: connection closed")
         if self.role is Role.CLIENT:

@@ -112,6 +112,26 @@ def make_clip(h264_path: str | Path, mp4_path: str | Path, *, fps: float, max_se
         return None
 
 
+def thumbnails_html(thumbnails: dict[str, str | Path]) -> str:
+    """All thumbnails side by side, each labelled (pytest-html's own media viewer shows one at a time)."""
+    figures = "".join(
+        f"<figure style='display:inline-block;margin:0 8px 8px 0'>"
+        f"<img src='data:image/jpeg;base64,{_b64(path)}' alt='thumbnail: {html.escape(label)}' "
+        f"title='{html.escape(label)}'><figcaption>{html.escape(label)}</figcaption></figure>"
+        for label, path in thumbnails.items()
+    )
+    return f"<div class='e2e-thumbnails'>{figures}</div>"
+
+
+def clip_html(mp4: str | Path, name: str = "stream clip (first 5 s)") -> str:
+    """The MP4 clip as a visible, playable video (pytest-html's media viewer would hide it behind images)."""
+    return (
+        f"<div class='e2e-clip'><video controls muted preload='metadata' style='max-width:640px'>"
+        f"<source src='data:video/mp4;base64,{_b64(mp4)}' type='video/mp4'></video>"
+        f"<div>{html.escape(name)}</div></div>"
+    )
+
+
 def _b64(path: str | Path) -> str:
     return base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
@@ -133,14 +153,15 @@ def build_extras(kinds: tuple[str, ...], strategy, dest: Path) -> list:
                 (dest / "fps.svg").write_text(svg)
                 out.append(ex.html(f"<div class='e2e-fps'>{svg}</div>"))
             elif kind == "thumbnails" and run is not None and run.capture is not None:
-                for label, path in run.capture.thumbnails.items():
+                for path in run.capture.thumbnails.values():
                     shutil.copy(path, dest / Path(path).name)
-                    out.append(ex.image(_b64(path), name=f"thumbnail: {label}", mime_type="image/jpeg", extension="jpg"))
+                if run.capture.thumbnails:
+                    out.append(ex.html(thumbnails_html(run.capture.thumbnails)))
             elif kind == "clip" and run is not None and run.capture is not None:
                 fps = run.capture.timing.get("fps") or strategy.target.stream.fps
                 clip = make_clip(run.capture.h264, dest / "stream-clip.mp4", fps=fps)
                 if clip is not None:
-                    out.append(ex.mp4(_b64(clip), name="stream clip (first 5 s)"))
+                    out.append(ex.html(clip_html(clip)))
             elif kind == "logs" and run is not None:
                 excerpt = _log_excerpt(run)
                 (dest / "log-excerpt.txt").write_text(excerpt)

@@ -233,3 +233,45 @@ def test_reader_errors_name_the_offset(tmp_path, chunk) -> None:
         with open(path, "rb") as fh, pytest.raises(RecordingError) as info:
             list(RecordingReader(fh, chunk_size=chunk))
         assert info.value.offset == offset and words in info.value.message, info.value.message
+
+
+# -- the synthesizer's own contract ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(fps=0), "fps"),
+    (dict(duration_s=-1), "duration_s"),
+    (dict(corrupt=-1), "corrupt"),
+    (dict(freeze=(0.0, 1.0)), "does not fit"),
+    (dict(stall=(3.0, 9.0)), "does not fit"),
+    (dict(freeze=(1.0, 1.0), black=(1.5, 1.0)), "overlap"),
+    (dict(width=320, height=192), "stamp"),
+    (dict(corrupt=10_000), "P-frames"),
+])
+def test_synthesizer_rejects_bad_arguments(tmp_path, kwargs, words) -> None:
+    from harness.errors import HarnessError
+
+    args = {"fps": 30, "duration_s": 4.0, "width": 448, "height": 256, **kwargs}
+    with pytest.raises(HarnessError) as info:
+        synthesize_recording(tmp_path / "bad.hxwsrec", **args)
+    assert info.value.phase == "sim" and words in info.value.message
+
+
+# -- the benchmarks still run (a smoke run; the figures are measurements, not asserted here) -------
+
+
+def test_bench_quick_prints_one_complete_table() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick"], cwd=repo, capture_output=True, text=True,
+                          timeout=120, stdin=subprocess.DEVNULL)
+    assert proc.returncode in (0, 1), proc.stdout + proc.stderr[-3000:]  # 1: a goal missed on a busy machine
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].split() == ["metric", "measured", "reference", "ratio/goal", "status"]
+    rows = [line for line in lines[2:] if line.endswith(("PASS", "FAIL"))]
+    assert len(rows) == len(lines) - 3  # header, rule, rows, one footer line
+    for metric in ("fps accuracy", "vs ffmpeg (wall", "vs ffmpeg (CPU", "timing-only", "RSS growth"):
+        assert any(metric in row for row in rows), metric

@@ -1,0 +1,442 @@
+"""Bad input never crashes a parser: only typed errors (``harness.errors.HarnessError``) come out.
+
+Every parser that reads bytes or text we do not control: WebSocket stream messages and the
+stream connection, HXFR in both roles, the ``helix spectask`` output parsers, the log classifier,
+``.env.usercreds``, target configs (parsed TOML and raw TOML-ish files), HXWSREC1 recordings and
+utmctl output. Each parser's own documented error is asserted (a ``RemoteProtocolError`` for peer
+bytes, a ``ConfigError`` for configs, ...), which is stricter than "some HarnessError".
+
+Generation is grammar-aware where random bytes would never get past the first check: real
+messages and lines (from the references) mutated by truncation, splicing, byte flips and
+absurd numbers. The protocol modules' own tests (test_stream_protocol.py, test_hxfr.py) fuzz
+plain random messages and round trips; these extend them.
+
+``make test`` runs a few thousand inputs in all; ``make fuzz`` sets HELIX_E2E_FUZZ_EXAMPLES=100000
+(inputs per test).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from harness import config as cfg_mod
+from harness import logscan
+from harness.errors import ConfigError, HarnessError
+from harness.protocols import cli_output, hxfr, stream, utmctl
+from harness.protocols import recording as rec
+from harness.protocols.errors import RemoteProtocolError
+from harness.usercreds import UsercredsError, parse_usercreds
+
+EXAMPLES = int(os.environ.get("HELIX_E2E_FUZZ_EXAMPLES", "0") or 0)
+
+
+def fuzz(default: int):
+    """Hypothesis settings: ``default`` examples in ``make test``, HELIX_E2E_FUZZ_EXAMPLES in ``make fuzz``."""
+    return settings(
+        max_examples=EXAMPLES or default,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+    )
+
+
+# ---------------------------------------------------------------- mutation helpers
+
+HUGE_NUMBERS = st.sampled_from(["0", "00", "-1", "4294967296", "18446744073709551616", "9" * 40, "9" * 4400,
+                                "1e999", "nan", "-0", "٣", "１２"])
+
+
+@st.composite
+def mutated(draw, base: bytes | str):
+    """``base`` truncated, extended, spliced, or with bytes flipped/inserted/removed."""
+    is_text = isinstance(base, str)
+    data = bytearray(base.encode("utf-8") if is_text else base)
+    for _ in range(draw(st.integers(0, 4))):
+        op = draw(st.sampled_from(["truncate", "extend", "flip", "insert", "delete", "dup"]))
+        if op == "truncate":
+            data = data[: draw(st.integers(0, len(data)))]
+        elif op == "extend":
+            data += draw(st.binary(max_size=24))
+        elif data and op == "flip":
+            i = draw(st.integers(0, len(data) - 1))
+            data[i] = draw(st.integers(0, 255))
+        elif op == "insert":
+            i = draw(st.integers(0, len(data)))
+            data[i:i] = draw(st.binary(min_size=1, max_size=8))
+        elif data and op == "delete":
+            i = draw(st.integers(0, len(data) - 1))
+            del data[i : i + draw(st.integers(1, 8))]
+        elif data and op == "dup":
+            i = draw(st.integers(0, len(data) - 1))
+            data[i:i] = data[i : i + draw(st.integers(1, 16))]
+    out = bytes(data)
+    return out.decode("utf-8", "replace") if is_text else out
+
+
+@st.composite
+def numbers_swapped(draw, base: str):
+    """Replace some digit runs of a real line with absurd numbers (huge, negative, non-ASCII digits)."""
+    import re
+
+    runs = list(re.finditer(r"\d+", base))
+    if not runs:
+        return base
+    out, pos = [], 0
+    for m in runs:
+        out.append(base[pos : m.start()])
+        out.append(draw(HUGE_NUMBERS) if draw(st.booleans()) else m.group())
+        pos = m.end()
+    out.append(base[pos:])
+    return "".join(out)
+
+
+def lines_of(samples: list[str], *, max_lines: int = 8):
+    line = st.one_of(st.sampled_from(samples), st.sampled_from(samples).flatmap(numbers_swapped),
+                     st.sampled_from(samples).flatmap(mutated), st.text(max_size=60))
+    return st.lists(line, max_size=max_lines).map("\n".join)
+
+
+# ---------------------------------------------------------------- WebSocket stream messages
+
+STREAM_SAMPLES = [
+    stream.VideoFrame(1, 3, 123456, 1920, 1080, b"\x00\x00\x00\x01\x67\x64\x00\x28").encode(),
+    stream.StreamInit(1, 1920, 1080, 60, 2, 48000, 1).encode(),
+    stream.StreamError("Sandbox not connected").encode(),
+    stream.Ping(7, 1_700_000_000_000_000).encode(),
+    stream.Pong(7, 1, 2, 3, 4, 5, 6).encode(),
+    stream.CursorImage(1, 10, -20, 3, 4).encode(),
+    stream.CursorImage(1, 10, 20, 3, 4, 0x34325241, 2, 2, 8, b"\xff" * 16).encode(),
+    stream.CursorName(1, 2, 3, "pointer").encode(),
+    stream.SelfId(42).encode(),
+    stream.RemoteUser(1, 9, "luke", "#ff0000", "https://x/a.png").encode(),
+]
+TEXT_SAMPLES = [
+    stream.Init("ses_01jabc", 1920, 1080, 60, 10000, video_mode="scanout", extra={"gop_size": 120}).to_text(),
+    stream.ConnectionComplete(1920, 1080).to_text(),
+    '{"type":"init","width":1e999,"session_id":null}',
+    '{"ConnectionComplete":{"capabilities":[],"width":-0.0,"height":true}}',
+]
+stream_binary = st.one_of(st.sampled_from(STREAM_SAMPLES).flatmap(mutated), st.binary(max_size=64))
+stream_text = st.one_of(st.sampled_from(TEXT_SAMPLES).flatmap(mutated), st.sampled_from(TEXT_SAMPLES).flatmap(
+    numbers_swapped), st.text(max_size=40))
+
+
+@fuzz(600)
+@given(stream_binary)
+def test_stream_parse_binary_mutated(data: bytes) -> None:
+    try:
+        event = stream.parse_binary(data)
+    except RemoteProtocolError:
+        return
+    assert event.encode() == data  # accepted bytes are lossless
+
+
+@fuzz(300)
+@given(stream_text)
+def test_stream_parse_text_mutated(text: str) -> None:
+    try:
+        stream.parse_text(text)
+    except RemoteProtocolError:
+        pass
+
+
+@fuzz(300)
+@given(st.sampled_from(["client", "server"]),
+       st.lists(st.one_of(st.tuples(st.just(0), stream_binary), st.tuples(st.just(1), stream_text),
+                          st.tuples(st.just(1), st.sampled_from(TEXT_SAMPLES).flatmap(mutated).map(
+                              lambda t: t.encode("utf-8", "surrogatepass"))),
+                          st.tuples(st.just(1), st.binary(max_size=16))), max_size=8))
+def test_stream_connection_receive_mutated(role: str, messages: list) -> None:
+    conn = stream.StreamConnection(role)
+    for kind, data in messages:
+        if conn.state is stream.State.CLOSED:
+            break
+        try:
+            conn.receive(kind, data)
+        except RemoteProtocolError:
+            pass
+
+
+# ---------------------------------------------------------------- HXFR
+
+HXFR_SAMPLES = [
+    hxfr.FrameRequest(0, 1920, 1080, hxfr.FORMAT_NV12, 1920, 0, 16_666_667, 1).encode(),
+    hxfr.FrameRequest(17, 4, 2, hxfr.FORMAT_BGRA8888, 16, 1, 2, 0, b"\x01" * 32).encode(),
+    hxfr.FrameResponse(1, 1, 1, (b"\x00\x00\x00\x01\x65", b"\x00\x00\x01\x41")).encode(),
+    hxfr.KeyframeRequest().encode(), hxfr.Ping().encode(), hxfr.Pong().encode(),
+    hxfr.ConfigRequest(1920, 1080, 8_000_000, 60, 1, 100, 40, 1).encode(),
+    hxfr.EnableScanout(1, 1920, 1080, 60).encode(), hxfr.DisableScanout(1).encode(),
+    hxfr.ScanoutResponse(1, 1, "Virtual-2").encode(), hxfr.Subscribe(1).encode(),
+    hxfr.SubscribeResponse(1, 1).encode(), hxfr.ErrorResponse(-2, "Error: -2").encode(),
+    hxfr.UnknownMessage(0x05, 0, 1, b"\x00" * 8).encode(),
+]
+
+
+@st.composite
+def hxfr_streams(draw):
+    parts = draw(st.lists(st.one_of(st.sampled_from(HXFR_SAMPLES), st.sampled_from(HXFR_SAMPLES).flatmap(mutated),
+                                    st.builds(lambda t, f, s, n, b: hxfr.HEADER.pack(hxfr.MAGIC, t, f, s, n) + b,
+                                              st.integers(0, 255), st.integers(0, 255), st.integers(0, 65535),
+                                              st.sampled_from([0, 4, 8, 24, 28, 44, 72, 260, 4096, 4097, 2**32 - 1]),
+                                              st.binary(max_size=300))),
+                          max_size=6))
+    return b"".join(parts)
+
+
+@fuzz(500)
+@given(st.sampled_from(["client", "server"]), hxfr_streams(), st.lists(st.integers(1, 300), min_size=1, max_size=8),
+       st.booleans(), st.integers(0, 3))
+def test_hxfr_connection_mutated_streams(role: str, data: bytes, cuts: list[int], eof: bool, requests: int) -> None:
+    conn = hxfr.HxfrConnection(role, max_payload=4096)
+    if role == "client":
+        for i in range(requests):  # outstanding FRAME_REQUESTs, answered (or not) by what arrives
+            conn.send(hxfr.FrameRequest(i, 1, 1, hxfr.FORMAT_NV12, 1, 0, 0, 0))
+    pos, i = 0, 0
+    try:
+        while pos < len(data):
+            step = cuts[i % len(cuts)]
+            conn.receive_data(data[pos : pos + step])
+            pos, i = pos + step, i + 1
+            while (event := conn.next_event()) is not hxfr.NEED_DATA:
+                assert event is not hxfr.EOF
+        if eof:
+            conn.receive_data(b"")
+            while (event := conn.next_event()) is not hxfr.EOF:
+                assert event is not hxfr.NEED_DATA
+    except RemoteProtocolError:
+        assert conn.state is hxfr.State.ERROR
+        with pytest.raises(RemoteProtocolError):  # a failed connection stays failed
+            conn.next_event()
+    assert 0 <= conn.outstanding <= requests
+    expired = conn.expire_outstanding()
+    assert conn.outstanding == 0 and (expired is None or expired.count >= 1)
+
+
+@fuzz(300)
+@given(st.integers(0, 255), st.integers(0, 255), st.integers(0, 65535), st.binary(max_size=600))
+def test_hxfr_decode_message_any_body(msg_type: int, flags: int, session_id: int, payload: bytes) -> None:
+    try:
+        event = hxfr.decode_message(msg_type, flags, session_id, payload)
+    except RemoteProtocolError:
+        return
+    assert isinstance(event.encode(), bytes)
+
+
+# ---------------------------------------------------------------- helix CLI output
+
+STREAM_OUTPUT = """\
+🎬 Streaming session ses_01jabcdefghijklmnopqrstuvw
+📺 StreamInit: 1920x1080@60fps (H.264)
+⏰ Duration reached (30s)
+
+📊 Final Statistics (elapsed: 30.012s)
+───────────────────────────────────────────────
+Resolution:       1920x1080
+Codec:            H.264
+Video frames:     1794 (15 keyframes)
+Audio frames:     0
+Total data:       41.2 MB
+Video bitrate:    11.0 Mbps
+Avg frame size:   23.5 KB
+Frame size range: 1.2 KB - 180.3 KB
+Average FPS:      59.8 fps
+Instant FPS:      60 fps
+Batch messages:   0
+Cursor updates:   3
+───────────────────────────────────────────────
+"""
+START_OUTPUTS = [
+    "ses_01jabcdefghijklmnopqrstuvw\n",
+    "✅ Created spec task: demo (ID: spt_01jabcdefghijklmnopqrstuvw)\n   Session ID: ses_01jabcdefghijklmnopqrstuvw\n",
+    "⏳ Task created (spt_01jabcdefghijklmnopqrstuvw) — sandbox still provisioning after 3m0s\n",
+    "Error: unknown flag: --bogus\nUsage:\n  helix spectask start [flags]\n\nunknown flag: --bogus\n",
+]
+cli_texts = st.one_of(
+    st.just(STREAM_OUTPUT).flatmap(numbers_swapped), st.just(STREAM_OUTPUT).flatmap(mutated),
+    lines_of(STREAM_OUTPUT.splitlines() + START_OUTPUTS, max_lines=20), st.sampled_from(START_OUTPUTS).flatmap(mutated),
+    st.text(max_size=80),
+)
+
+
+@fuzz(400)
+@given(cli_texts, st.booleans())
+def test_cli_output_parsers(text: str, as_bytes: bool) -> None:
+    data = text.encode("utf-8", "surrogatepass") if as_bytes else text
+    for parse in (cli_output.parse_stream_output, cli_output.parse_start_output):
+        try:
+            parse(data)
+        except RemoteProtocolError:
+            pass
+    result = cli_output.parse_error_output(data)
+    assert result is None or isinstance(result, str)
+
+
+@fuzz(200)
+@given(st.one_of(st.just("1m2.5s").flatmap(numbers_swapped), st.from_regex(r"-?[0-9.]{0,8}(ns|us|µs|ms|s|m|h){0,3}",
+                                                                        fullmatch=True), st.text(max_size=12)))
+def test_cli_go_duration(text: str) -> None:
+    try:
+        cli_output.parse_go_duration(text)
+    except RemoteProtocolError:
+        pass
+
+
+# ---------------------------------------------------------------- log classifier
+
+LOG_SAMPLES = [
+    "0:00:34.030216978   333 0xe7a330000c00 DEBUG            vsockenc gstvsockenc.c:570:gst_vsockenc_handle_frame:"
+    "<vsockenc0> Sent frame 1, resource_id=17, size=1920x1080, keyframe=1",
+    "0:00:34.030216978   333 0xe7a330000c00 ERROR            vsockenc gstvsockenc.c:611:gst_vsockenc_read:"
+    "<vsockenc0> Host encoder error -2: Error: -2",
+    "DMA-BUF fd=42 -> GEM handle=3 -> resource_id=17",
+    "[FRAME_READY] #100 scanout=1 resource=17 has_subscriber=YES",
+    "[HELIX] Frame request: resource_id=0, 1920x1080",
+    "[HELIX] resource_id=0 not supported - guest must provide explicit resource ID from DmaBuf",
+    "[HELIX] VERSION: 2026-02-05-reject-resource-id-zero",
+    "[FRAME_READY] Dropping frame 7 (dropped 12 total)",
+    "[HELIX] Client 3: dropping frame 9, total drops=364100",
+    "[drm:virtio_gpu_dequeue_ctrl_func [virtio_gpu]] *ERROR* response 0x1203 (command 0x105)",
+    "Failed to bind TCP socket on port 15937",
+    "Buffer is not DMA-BUF backed",
+    "OOMKilled",
+]
+log_inputs = st.one_of(
+    lines_of(LOG_SAMPLES, max_lines=12),
+    lines_of(LOG_SAMPLES, max_lines=12).map(lambda t: t.encode("utf-8", "surrogatepass")),
+    st.binary(max_size=200),
+)
+
+
+@fuzz(400)
+@given(log_inputs)
+def test_logscan_never_fails(data: str | bytes) -> None:
+    result = logscan.scan_text(data)  # never raises: undecodable bytes are counted
+    json.dumps(result.as_dict())  # and the result is always reportable
+    assert result.resource_ids.nonzero >= 0 and result.resource_ids.zero >= 0
+
+
+# ---------------------------------------------------------------- .env.usercreds
+
+USERCREDS = "HELIX_API_KEY=hl-0123456789abcdef\nHELIX_URL=http://localhost:8080\nHELIX_PROJECT=prj_1\nHELIX_UBUNTU_AGENT=app_1\n"
+
+
+@fuzz(400)
+@given(st.one_of(st.just(USERCREDS).flatmap(mutated), lines_of(USERCREDS.splitlines() + [
+    "export HELIX_API_KEY='hl-x'", "# comment", "HELIX_API_KEY=oh-hallo-insecure-token", "=value", "KEY", " \t "]),
+    st.text(max_size=80)))
+def test_usercreds_reader(text: str) -> None:
+    try:
+        creds = parse_usercreds(text)
+    except UsercredsError as exc:
+        assert "hl-0123456789abcdef" not in str(exc)  # values never reach a message
+        return
+    assert creds.api_key and creds.url and creds.project
+
+
+# ---------------------------------------------------------------- target configs
+
+SIM_TOML = (cfg_mod.Path(__file__).resolve().parents[2] / "fixtures" / "targets" / "sim.toml").read_text()
+toml_scalars = st.one_of(st.integers(-(2**70), 2**70), st.floats(), st.booleans(), st.text(max_size=12),
+                         st.lists(st.text(max_size=4), max_size=3), st.dictionaries(st.text(max_size=4), st.integers(),
+                                                                                    max_size=2))
+SECTIONS = ["vm", "ssh", "guest", "frame_export", "host", "timeouts", "stream", "sim"]
+KEYS = {name: [f.name for f in cfg_mod.fields(cls)] for name, cls in cfg_mod._SECTIONS.items()}
+config_dicts = st.dictionaries(
+    st.one_of(st.sampled_from(SECTIONS + ["name", "kind"]), st.text(max_size=6)),
+    st.one_of(toml_scalars, st.sampled_from(SECTIONS[:-1]).flatmap(
+        lambda s: st.dictionaries(st.one_of(st.sampled_from(KEYS[s]), st.text(max_size=5)), toml_scalars, max_size=4))),
+    max_size=5,
+)
+
+
+@fuzz(400)
+@given(config_dicts)
+def test_parse_target_any_mapping(data: dict) -> None:
+    try:
+        target = cfg_mod.parse_target(data)
+    except ConfigError:
+        return
+    for phase in ("boot", "ssh", "stack", "stream_extra", "teardown"):
+        t = target.timeouts[phase]
+        assert 0 < t < float("inf"), f"timeout {phase}={t}: a phase could wait forever"
+    assert 0 < target.stream.duration < float("inf")
+
+
+toml_texts = st.one_of(
+    st.just(SIM_TOML).flatmap(mutated), st.just(SIM_TOML).flatmap(numbers_swapped),
+    lines_of(SIM_TOML.splitlines() + ["[timeouts]", "boot = nan", "ssh = inf", "port = 1e400", "[ssh.port]",
+                                      "a = " + "[" * 3000 + "]" * 3000, "id = " + "9" * 4400, "x = {a = {b = 1}}"],
+             max_lines=24),
+    st.text(max_size=60),
+)
+
+
+@fuzz(400)
+@given(toml_texts, st.dictionaries(st.sampled_from(sorted(cfg_mod.ENV_OVERRIDES)), st.one_of(
+    st.text(max_size=8), HUGE_NUMBERS), max_size=2))
+def test_load_target_any_file(tmp_path_factory, text: str, env: dict) -> None:
+    path = tmp_path_factory.getbasetemp() / "fuzz-target.toml"
+    path.write_bytes(text.encode("utf-8", "surrogatepass"))
+    try:
+        cfg_mod.load_target(path, env=env)
+    except ConfigError:
+        pass
+
+
+# ---------------------------------------------------------------- HXWSREC1 recordings
+
+RECORDING = (rec.MAGIC + rec.encode_record(1, rec.KIND_TEXT, '{"ConnectionComplete":{}}')
+             + rec.encode_record(2, rec.KIND_BINARY, STREAM_SAMPLES[0]) + rec.encode_record(3, rec.KIND_TEXT, b"\xff"))
+
+
+@fuzz(400)
+@given(st.one_of(st.just(RECORDING).flatmap(mutated), st.builds(
+    lambda recs: rec.MAGIC + b"".join(recs), st.lists(st.builds(
+        lambda t, k, n, body: rec.RECORD_HEADER.pack(t, k, n) + body, st.integers(0, 2**64 - 1), st.integers(0, 255),
+        st.sampled_from([0, 1, 5, 2**31, 2**32 - 1]), st.binary(max_size=8)), max_size=4)), st.binary(max_size=40)))
+def test_recording_reader(data: bytes) -> None:
+    try:
+        for record in rec.RecordingReader(io.BytesIO(data), max_record=1 << 20):
+            if record.kind == rec.KIND_TEXT:
+                try:
+                    record.text
+                except RemoteProtocolError:
+                    pass
+    except rec.RecordingError as exc:
+        assert 0 <= exc.offset <= len(data)
+
+
+# ---------------------------------------------------------------- utmctl output
+
+UTM_LIST = utmctl.format_list([utmctl.VmEntry("17DC4F96-F1A9-4B51-962B-03D85998E0E7", "started", "Linux"),
+                               utmctl.VmEntry("27DC4F96-F1A9-4B51-962B-03D85998E0E7", "stopped", "macOS 15")])
+UTM_STDERR = [utmctl.format_event_error(-1743), utmctl.NO_GUI_MESSAGE + "\n",
+              "Error from event: The operation couldn’t be completed. (OSStatus error -600.)\n"]
+
+
+@fuzz(400)
+@given(st.one_of(st.just(UTM_LIST).flatmap(mutated), lines_of(UTM_LIST.splitlines() + UTM_STDERR + list(utmctl.STATUSES)),
+                 st.sampled_from(UTM_STDERR).flatmap(numbers_swapped), st.text(max_size=60)), st.booleans())
+def test_utmctl_parsers(text: str, as_bytes: bool) -> None:
+    data = text.encode("utf-8", "surrogatepass") if as_bytes else text
+    for parse in (utmctl.parse_list, utmctl.parse_status):
+        try:
+            parse(data)
+        except RemoteProtocolError:
+            pass
+    found = utmctl.find_event_error(data)
+    assert found is None or isinstance(found.line, str)
+
+
+# ---------------------------------------------------------------- the contract itself
+
+
+def test_every_documented_error_is_a_harness_error() -> None:
+    for cls in (RemoteProtocolError, rec.RecordingError, ConfigError, UsercredsError):
+        assert issubclass(cls, HarnessError)
