@@ -30,8 +30,9 @@ e2e: setup
 	$(PY) -m pytest -m streaming tests/streaming $(if $(TARGET),--target $(TARGET)) \
 	  --html=reports/latest/report.html --self-contained-html --junitxml=reports/latest/junit.xml $(PYTEST_ARGS)
 
+# Every phase has its own deadline; pytest-timeout's session timeout is only a backstop.
 test: setup
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider --session-timeout 900 $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) -m bench

@@ -7,6 +7,7 @@ Everything is validated once, here; drivers receive frozen, typed sections.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -69,6 +70,21 @@ class GuestConfig:
     def __post_init__(self) -> None:
         if not (0 < self.api_port < 65536):
             raise ConfigError(f"[guest] api_port must be 1..65535, got {self.api_port}")
+
+    @property
+    def usercreds_path(self) -> str:
+        """The creds file in the guest (relative paths are under helix_dir)."""
+        if self.usercreds.startswith(("/", "~")):
+            return self.usercreds
+        return f"{self.helix_dir}/{self.usercreds}"
+
+    @property
+    def cd_helix(self) -> str:
+        """A shell `cd` to helix_dir that keeps a leading `~` for the guest's shell to expand."""
+        import shlex
+
+        d = self.helix_dir
+        return f"cd {d}" if d.startswith("~") and " " not in d else f"cd {shlex.quote(d)}"
 
 
 @dataclass(frozen=True)
@@ -212,9 +228,12 @@ def _coerce(value: Any, current: Any, key: str, origin: str) -> Any:
             raise ConfigError(f"{key} ({origin}) must be an integer, got {value!r}") from None
     if isinstance(current, float):
         try:
-            return float(value)
-        except (TypeError, ValueError):
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{key} ({origin}) must be a number, got {value!r}") from None
+        if not math.isfinite(number):  # a nan/inf timeout or duration would wait forever
+            raise ConfigError(f"{key} ({origin}) must be a finite number, got {value!r}")
+        return number
     if isinstance(current, tuple):
         if isinstance(value, str):
             value = [v for v in value.split(",") if v.strip()]
@@ -304,6 +323,8 @@ def load_target(path: str | os.PathLike[str], *, env: Mapping[str, str] | None =
         raise ConfigError(f"target config {p} is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"target config {p} is not valid TOML: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # tomllib: a 4300+ digit integer, arrays nested too deep
+        raise ConfigError(f"target config {p} is not usable TOML: {type(exc).__name__}: {str(exc)[:200]}") from None
     cfg = parse_target(data, source=str(p))
     env = os.environ if env is None else env
     env_values = {key: env[name] for name, key in ENV_OVERRIDES.items() if env.get(name)}

@@ -136,7 +136,7 @@ class ScanResult:
                 continue
             text = line.strip()[:400]
             if pat.kind == "resource_id":
-                rid = int(m.group("rid"))
+                rid = m.group("rid").strip("0") != ""  # nonzero? (any length of digits)
                 src = _SOURCE[pat.name]
                 ids = self.resource_ids
                 counts = ids.by_source.setdefault(src, {"nonzero": 0, "zero": 0})
@@ -162,7 +162,7 @@ class ScanResult:
             elif pat.kind == "drop":
                 total = m.groupdict().get("total")
                 key = pat.name
-                self.drops[key] = max(self.drops.get(key, 0), int(total)) if total else self.drops.get(key, 0) + 1
+                self.drops[key] = max(self.drops.get(key, 0), _count(total)) if total else self.drops.get(key, 0) + 1
             elif pat.kind in ("hang", "error"):
                 bucket = self.hangs if pat.kind == "hang" else self.errors
                 if len(bucket) < 100:
@@ -172,6 +172,14 @@ class ScanResult:
             self.resource_ids.source = max(
                 self.resource_ids.by_source, key=lambda s: sum(self.resource_ids.by_source[s].values())
             )
+
+
+#: Counts in log lines are cut here: a garbage digit run must not break int() (4300-digit limit).
+MAX_COUNT = 10**18
+
+
+def _count(digits: str) -> int:
+    return int(digits) if len(digits) <= 18 else MAX_COUNT
 
 
 def iter_lines(chunks: Iterable[bytes], result: ScanResult | None = None) -> Iterator[str]:

@@ -132,9 +132,8 @@ class DockerDriver:
 
     # -- the desktop container, inside the sandbox -----------------------------------
     def _in_sandbox(self, docker_args: str, *, timeout: float, check: bool = True):
-        cd = self.guest.helix_dir if self.guest.helix_dir.startswith("~") else shlex.quote(self.guest.helix_dir)
         cmd = (
-            f"cd {cd} && docker compose -f {shlex.quote(self.guest.compose_file)} exec -T "
+            f"{self.guest.cd_helix} && docker compose -f {shlex.quote(self.guest.compose_file)} exec -T "
             f"{shlex.quote(self.guest.sandbox_service)} docker {docker_args}"
         )
         return self.runner.run(cmd, timeout=timeout, phase="desktop", check=check)

@@ -41,10 +41,7 @@ class HelixCliDriver:
         return self.guest.cli_path
 
     def _creds_prefix(self) -> str:
-        path = self.guest.usercreds
-        if not path.startswith(("/", "~")):
-            path = f"{self.guest.helix_dir}/{path}"
-        return f"set -a && . {path} && set +a && "
+        return f"set -a && . {self.guest.usercreds_path} && set +a && "
 
     def ensure_built(self, git_sha: str, *, timeout: float) -> bool:
         """`cd ~/helix/api && CGO_ENABLED=0 go build -o /tmp/helix .`, skipped when /tmp/helix

@@ -23,17 +23,9 @@ class StackDriver:
         self.runner = runner
         self.guest = guest
 
-    @property
-    def helix_dir(self) -> str:
-        return self.guest.helix_dir
-
-    def _cd(self) -> str:
-        d = self.guest.helix_dir
-        return f"cd {d}" if d.startswith("~") else f"cd {shlex.quote(d)}"
-
     def start(self, *, timeout: float) -> str:
         """`COMPOSE_PROFILES=code-macos ./stack start`; the script does no health check itself."""
-        cmd = f"{self._cd()} && COMPOSE_PROFILES={shlex.quote(self.guest.compose_profiles)} ./stack start"
+        cmd = f"{self.guest.cd_helix} && COMPOSE_PROFILES={shlex.quote(self.guest.compose_profiles)} ./stack start"
         try:
             result = self.runner.run(cmd, timeout=timeout, phase=PHASE)
         except CommandError as exc:
@@ -51,7 +43,7 @@ class StackDriver:
 
     def compose_ps(self, *, timeout: float = 30) -> str:
         res = self.runner.run(
-            f"{self._cd()} && docker compose -f {shlex.quote(self.guest.compose_file)} ps",
+            f"{self.guest.cd_helix} && docker compose -f {shlex.quote(self.guest.compose_file)} ps",
             timeout=timeout,
             phase=PHASE,
             check=False,
@@ -59,9 +51,7 @@ class StackDriver:
         return res.stdout + res.stderr
 
     def read_usercreds(self, *, timeout: float = 20) -> str:
-        path = self.guest.usercreds
-        if not path.startswith(("/", "~")):
-            path = f"{self.guest.helix_dir}/{path}"
+        path = self.guest.usercreds_path
         res = self.runner.run(f"cat {path}", timeout=timeout, phase="session", check=False, log_command=f"cat {path}")
         if not res.ok:
             raise StackError(

@@ -61,6 +61,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="soak: allowed fps drop, last third vs first third (default 0.15)")
     g.addoption("--soak-ttff-margin", dest="e2e_soak_ttff_margin", type=float, default=0.50,
                 help="soak: allowed time-to-first-frame rise (default 0.50)")
+    g.addoption("--rerun-infra", dest="e2e_rerun_infra", type=int, default=0, metavar="N",
+                help="rerun a test up to N times, but only when its verdict is transient infrastructure "
+                "(layer host/utm/ssh: an OSStatus, SSH refused while booting); product failures are never retried")
     g.addoption("--sim-fault", dest="e2e_sim_faults", action="append", default=[],
                 help="inject a simulator fault (repeatable; also HELIX_E2E_SIM_FAULT=a,b)")
     g.addoption("--sim-fps", dest="e2e_sim_fps", type=float, default=None, help="simulator frame rate")

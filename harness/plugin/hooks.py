@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import html
 import os
 import shutil
 import sys
@@ -11,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from ..checks import Finding, from_error
 from ..redact import install_logging_filter, redact
 from ..report.extras import KINDS, build_extras
 from ..report.metrics import build_metrics, junit_properties, provenance, write_json
 from ..report.summary import append_history, read_history, render_summary, trend_html
+from ..triage import TRANSIENT_CAUSES, TRANSIENT_LAYERS, Verdict, triage
 from .fixtures import RUN_DIR_KEY, STRATEGY_KEY, reports_latest, run_dir, timeline, worker_id
 
 MARKERS = {
@@ -26,6 +30,16 @@ MARKERS = {
 _OUTCOMES = pytest.StashKey[dict]()
 _CONFIG: dict = {}  # the current pytest config, for hooks that are not handed one
 _PROGRESS = pytest.StashKey[object]()
+#: nodeid → the Finding of that streaming test's latest attempt (what it asserted on, or why it could not run).
+_FINDINGS = pytest.StashKey[dict]()
+#: The run's verdict (computed once, at session finish).
+_VERDICT = pytest.StashKey[object]()
+#: --rerun-infra: every rerun that happened (test, attempt, the transient verdict that allowed it).
+_RERUNS = pytest.StashKey[list]()
+#: On each streaming test item: the Finding of its latest attempt.
+FINDING_KEY = pytest.StashKey[Finding]()
+RERUN_POLICY = ("only transient infrastructure failures are rerun (layer host, utm or ssh; cause "
+                + " or ".join(sorted(TRANSIENT_CAUSES)) + "); product failures are never retried")
 
 
 def _wants_reports(config: pytest.Config) -> bool:
@@ -38,6 +52,8 @@ def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
     config.stash[_OUTCOMES] = {}
+    config.stash[_FINDINGS] = {}
+    config.stash[_RERUNS] = []
     _CONFIG["config"] = config
     install_logging_filter()
     # `pytest -m streaming` writes an HTML report and JUnit by default (pytest-html reads this later).
@@ -83,6 +99,16 @@ def _uses_strategy(item: pytest.Item) -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    reruns = config.getoption("e2e_rerun_infra") or 0
+    if reruns < 0:
+        raise pytest.UsageError(f"--rerun-infra takes a count >= 0, got {reruns}")
+    if reruns and not config.pluginmanager.hasplugin("rerunfailures"):
+        raise pytest.UsageError("--rerun-infra needs the pytest-rerunfailures plugin (pip install pytest-rerunfailures)")
+    if reruns:
+        for item in items:
+            if _uses_strategy(item) and item.get_closest_marker("flaky") is None:
+                # pytest-rerunfailures does the rerun; the condition lets transient infrastructure through only.
+                item.add_marker(pytest.mark.flaky(reruns=reruns, condition=functools.partial(_rerun_wanted, item)))
     # Soak runs are long: only when asked for with `-m soak`.
     if "soak" not in (config.getoption("markexpr", "") or ""):
         soak = [i for i in items if i.get_closest_marker("soak")]
@@ -102,8 +128,47 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_runtest_setup(item: pytest.Item) -> None:
     strat = item.config.stash.get(STRATEGY_KEY, None)
     if strat is not None and strat.broken is not None and _uses_strategy(item):
+        verdict = triage([], strat)
+        if getattr(item, "execution_count", 1) > 1 and verdict is not None and verdict.transient:
+            # A --rerun-infra rerun after transient infrastructure: start again from a powered-off VM.
+            strat.reset(f"{item.nodeid}: {verdict.layer}/{verdict.cause}")
+            return
         phase, exc = strat.broken
         pytest.skip(f"target broken in the {phase} phase: {redact(str(exc))}")
+
+
+def _check_name(item: pytest.Item) -> str:
+    name = getattr(item, "originalname", None) or item.name
+    return name[len("test_"):] if name.startswith("test_") else name
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The original failure behind a StrategyBroken (the phase that broke)."""
+    from ..strategy import StrategyBroken
+
+    return exc.__cause__ if isinstance(exc, StrategyBroken) and exc.__cause__ is not None else exc
+
+
+def _finding_of(item: pytest.Item, report: pytest.TestReport, call, strat) -> Finding | None:
+    """The Finding a streaming test produced (its check recorded it on the strategy), or why it could not run."""
+    name = _check_name(item)
+    if report.when == "setup":
+        return from_error(name, _unwrap(call.excinfo.value)) if report.failed and call.excinfo else None
+    recorded = strat.findings.get(name)
+    if recorded is None and strat.stream is not None:
+        recorded = strat.stream.findings.get(name)
+    if recorded is not None and recorded.ok == report.passed:
+        return recorded
+    if report.failed and call.excinfo is not None:
+        return from_error(name, _unwrap(call.excinfo.value))
+    return None
+
+
+def _rerun_wanted(item: pytest.Item, error: BaseException | None = None) -> bool:
+    """pytest-rerunfailures' condition: rerun a transient infrastructure failure only, never a product one."""
+    finding = item.stash.get(FINDING_KEY, None)
+    return bool(finding is not None and not finding.ok and finding.layer in TRANSIENT_LAYERS
+                and finding.cause in TRANSIENT_CAUSES)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -121,6 +186,15 @@ def pytest_runtest_makereport(item: pytest.Item, call):
         report.longrepr = (path, lineno, redact(str(reason)))
     report.sections = [(title, redact(content)) for title, content in report.sections]
     strat = item.config.stash.get(STRATEGY_KEY, None)
+    if strat is not None and item.get_closest_marker("streaming") and report.when in ("setup", "call"):
+        if report.when == "setup":  # a new attempt
+            if FINDING_KEY in item.stash:
+                del item.stash[FINDING_KEY]
+            item.config.stash[_FINDINGS].pop(item.nodeid, None)
+        finding = _finding_of(item, report, call, strat)
+        if finding is not None:
+            item.stash[FINDING_KEY] = finding
+            item.config.stash[_FINDINGS][item.nodeid] = finding
     if report.when == "call" and strat is not None and item.get_closest_marker("streaming"):
         for key, value in junit_properties(strat).items():
             report.user_properties.append((key, value))
@@ -144,6 +218,13 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         return
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
         config.stash[_OUTCOMES][report.nodeid] = report.outcome
+    if report.outcome == "rerun":  # pytest-rerunfailures, allowed by _rerun_wanted
+        finding = config.stash[_FINDINGS].get(report.nodeid)
+        config.stash[_RERUNS].append({
+            "test": report.nodeid, "attempt": getattr(report, "rerun", 0) + 1,
+            "verdict": f"{finding.layer}/{finding.cause}" if finding else "",
+            "reason": redact(finding.message) if finding else "",
+        })
 
 
 def _slug(nodeid: str) -> str:
@@ -156,11 +237,48 @@ def _slug(nodeid: str) -> str:
     return slug
 
 
+def _verdict(config: pytest.Config) -> Verdict | None:
+    """The run's verdict, from the streaming tests' findings and the strategy (computed once)."""
+    if _VERDICT not in config.stash:
+        strat = config.stash.get(STRATEGY_KEY, None)
+        config.stash[_VERDICT] = triage(list(config.stash[_FINDINGS].values()), strat) if strat is not None else None
+    return config.stash[_VERDICT]
+
+
+def _rerun_summary(config: pytest.Config) -> dict | None:
+    allowed = config.getoption("e2e_rerun_infra") or 0
+    if not allowed:
+        return None
+    return {"allowed": allowed, "policy": RERUN_POLICY, "reruns": list(config.stash[_RERUNS])}
+
+
+def _h(value: object) -> str:
+    return html.escape(redact(str(value)))
+
+
+def verdict_html(verdict: Verdict | None, reruns: dict | None = None) -> str:
+    """The verdict block at the top of the HTML report."""
+    if verdict is None:
+        block = "<p class='e2e-verdict e2e-verdict-ok'><b>All checks passed</b>: nothing to triage.</p>"
+    else:
+        transient = " (transient infrastructure)" if verdict.transient else ""
+        explains = f"<p>Explains: {_h(', '.join(verdict.explains))}</p>" if verdict.explains else ""
+        block = (f"<p class='e2e-verdict'><b>Root cause: layer <code>{_h(verdict.layer)}</code>, cause "
+                 f"<code>{_h(verdict.cause)}</code></b>{transient}: {_h(verdict.message)}</p>"
+                 f"<p><b>Hint:</b> {_h(verdict.hint)}</p>"
+                 f"<pre class='e2e-evidence'>{_h(chr(10).join(verdict.evidence))}</pre>{explains}")
+    if reruns is not None:
+        done = "; ".join(f"{r['test']} (attempt {r['attempt']}: {r['verdict']})" for r in reruns["reruns"]) or "none"
+        block += f"<p><b>--rerun-infra {reruns['allowed']}</b>: {_h(reruns['policy'])}. Reruns: {_h(done)}</p>"
+    return f"<h2>Verdict</h2>{block}"
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_html_results_summary(prefix, summary, postfix, session) -> None:
     config = session.config
     strat = config.stash.get(STRATEGY_KEY, None)
     if strat is not None:
+        prefix.append(verdict_html(_verdict(config), _rerun_summary(config)))
         rows = "".join(f"<tr><th style='text-align:left'>{k}</th><td>{redact(str(v))}</td></tr>"
                        for k, v in provenance(strat).items())
         prefix.append(f"<h2>Provenance</h2><table class='e2e-provenance'>{rows}</table>")
@@ -184,7 +302,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if xml is not None:
         for key, value in provenance(strat).items():
             xml.add_global_property(key, redact(str(value)))
-    metrics = build_metrics(strat, outcomes=config.stash[_OUTCOMES])
+    metrics = build_metrics(strat, outcomes=config.stash[_OUTCOMES], triage=_verdict(config),
+                            reruns=_rerun_summary(config))
     write_json(latest / "metrics.json", metrics)
     (latest / "summary.md").write_text(render_summary(metrics))
     if not worker_id(config):
@@ -222,6 +341,23 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
         tr.write_line(line)
     if strat.broken is not None:
         tr.write_line(redact(f"target broken in the {strat.broken[0]} phase: {strat.broken[1]}"), red=True)
+    tr.section("helix-e2e verdict")
+    verdict = _verdict(config)
+    if verdict is None:
+        tr.write_line("all checks passed: nothing to triage", green=True)
+    else:
+        transient = " (transient infrastructure)" if verdict.transient else ""
+        tr.write_line(redact(f"root cause: {verdict.layer}/{verdict.cause}{transient}: {verdict.message}"), red=True)
+        for line in verdict.evidence[:6]:
+            tr.write_line(redact(f"  evidence: {line}"))
+        tr.write_line(redact(f"  hint: {verdict.hint}"))
+        if verdict.explains:
+            tr.write_line(f"  explains: {', '.join(verdict.explains)}")
+    reruns = _rerun_summary(config)
+    if reruns is not None:
+        tr.write_line(f"--rerun-infra {reruns['allowed']}: {reruns['policy']}")
+        for r in reruns["reruns"]:
+            tr.write_line(redact(f"  reran {r['test']} (attempt {r['attempt']}): {r['verdict']}"), yellow=True)
     for err in strat.teardown_errors:
         tr.write_line(redact(f"teardown: {err}"), yellow=True)
     latest = config.stash.get(RUN_DIR_KEY, None)

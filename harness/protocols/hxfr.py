@@ -16,6 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field, fields
 from typing import ClassVar, Union
 
+from ._fields import check_int, signed, unsigned
 from .errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
@@ -71,24 +72,15 @@ DEFAULT_MAX_PAYLOAD = MAX_PIXEL_DATA + 44
 
 
 def _check_int(owner: object, name: str, lo: int, hi: int) -> None:
-    value = getattr(owner, name)
-    if isinstance(value, bool):
-        object.__setattr__(owner, name, int(value))
-        value = int(value)
-    if not isinstance(value, int):
-        raise LocalProtocolError(f"{type(owner).__name__}.{name} must be an int, got {type(value).__name__}")
-    if not lo <= value <= hi:
-        raise LocalProtocolError(f"{type(owner).__name__}.{name}={value} is outside [{lo}, {hi}]")
+    check_int(owner, name, lo, hi, allow_bool=True)  # single-byte flags accept True/False
 
 
 def _u(owner: object, bits: int, *names: str) -> None:
-    for name in names:
-        _check_int(owner, name, 0, (1 << bits) - 1)
+    unsigned(owner, bits, *names, allow_bool=True)
 
 
 def _i(owner: object, bits: int, *names: str) -> None:
-    for name in names:
-        _check_int(owner, name, -(1 << (bits - 1)), (1 << (bits - 1)) - 1)
+    signed(owner, bits, *names, allow_bool=True)
 
 
 def _as_bytes(owner: object, name: str) -> None:

@@ -16,6 +16,7 @@ import struct
 from dataclasses import dataclass, field, fields
 from typing import Any, Union
 
+from ._fields import check_int as _check_int, signed as _i, unsigned as _u
 from .errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
@@ -81,24 +82,6 @@ def codec_name(codec: int) -> str:
 
 
 # ---------------------------------------------------------------- validation helpers
-
-
-def _check_int(owner: object, name: str, lo: int, hi: int) -> None:
-    value = getattr(owner, name)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise LocalProtocolError(f"{type(owner).__name__}.{name} must be an int, got {type(value).__name__}")
-    if not lo <= value <= hi:
-        raise LocalProtocolError(f"{type(owner).__name__}.{name}={value} is outside [{lo}, {hi}]")
-
-
-def _u(owner: object, bits: int, *names: str) -> None:
-    for name in names:
-        _check_int(owner, name, 0, (1 << bits) - 1)
-
-
-def _i(owner: object, bits: int, *names: str) -> None:
-    for name in names:
-        _check_int(owner, name, -(1 << (bits - 1)), (1 << (bits - 1)) - 1)
 
 
 def _as_bytes(owner: object, name: str) -> None:

@@ -12,7 +12,10 @@ from .. import __version__
 from ..redact import redact
 
 
-def build_metrics(strategy, *, outcomes: dict[str, str] | None = None) -> dict[str, Any]:
+def build_metrics(strategy, *, outcomes: dict[str, str] | None = None, triage: Any = None,
+                  reruns: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``triage``: the run's :class:`harness.triage.Verdict` (``None``: every check passed);
+    ``reruns``: what ``--rerun-infra`` allowed and reran."""
     t = strategy.target
     m: dict[str, Any] = {
         "schema": "helix-e2e/metrics/1",
@@ -27,7 +30,10 @@ def build_metrics(strategy, *, outcomes: dict[str, str] | None = None) -> dict[s
         "broken": {"phase": strategy.broken[0], "error": str(strategy.broken[1])} if strategy.broken else None,
         "tests": outcomes or {},
         "teardown_errors": strategy.teardown_errors,
+        "triage": triage.as_dict() if triage is not None else None,
     }
+    if reruns is not None:
+        m["rerun_infra"] = reruns
     run = strategy.stream
     if run is not None and run.capture is not None:
         cap = run.capture

@@ -45,6 +45,7 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 
 from ..errors import HarnessError
+from .guest.docker_cli import human_duration  # docker's go-units HumanDuration, one copy
 from .config import SimConfig
 
 log = logging.getLogger("harness.sim.docker_engine")
@@ -108,28 +109,6 @@ def _truthy(value: str | None, default: bool = False) -> bool:
     if value is None:
         return default
     return value.lower() not in ("", "0", "false", "no")
-
-
-def _human_age(seconds: float) -> str:
-    """docker's `units.HumanDuration` for `Up 3 seconds` / `Exited (0) 2 minutes ago`."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    m = s // 60
-    if m == 1:
-        return "About a minute"
-    if m < 60:
-        return f"{m} minutes"
-    h = round(s / 3600)
-    if h == 1:
-        return "About an hour"
-    if h < 48:
-        return f"{h} hours"
-    return f"{h // 24} days"
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,9 +301,9 @@ class SimContainer:
         now = time.time()
         with self._lock:
             if self.running:
-                status = f"Up {_human_age(now - self.started_ns / 1e9)}"
+                status = f"Up {human_duration(now - self.started_ns / 1e9)}"
             elif self.status == "exited":
-                status = f"Exited ({self.exit_code}) {_human_age(now - self.finished_ns / 1e9)} ago"
+                status = f"Exited ({self.exit_code}) {human_duration(now - self.finished_ns / 1e9)} ago"
             else:
                 status = self.status.capitalize()
             return {

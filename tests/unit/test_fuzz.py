@@ -347,11 +347,18 @@ toml_scalars = st.one_of(st.integers(-(2**70), 2**70), st.floats(), st.booleans(
                                                                                     max_size=2))
 SECTIONS = ["vm", "ssh", "guest", "frame_export", "host", "timeouts", "stream", "sim"]
 KEYS = {name: [f.name for f in cfg_mod.fields(cls)] for name, cls in cfg_mod._SECTIONS.items()}
-config_dicts = st.dictionaries(
-    st.one_of(st.sampled_from(SECTIONS + ["name", "kind"]), st.text(max_size=6)),
-    st.one_of(toml_scalars, st.sampled_from(SECTIONS[:-1]).flatmap(
-        lambda s: st.dictionaries(st.one_of(st.sampled_from(KEYS[s]), st.text(max_size=5)), toml_scalars, max_size=4))),
-    max_size=5,
+
+
+def _section(name: str):
+    keys = st.one_of(st.sampled_from(KEYS[name]), st.text(max_size=5)) if name in KEYS else st.text(max_size=5)
+    return st.one_of(st.dictionaries(keys, toml_scalars, max_size=4), toml_scalars)
+
+
+config_dicts = st.builds(
+    lambda known, other: {**other, **known},
+    st.fixed_dictionaries({}, optional={name: _section(name) for name in SECTIONS} | {
+        "name": toml_scalars, "kind": st.one_of(st.just("utm"), toml_scalars)}),
+    st.dictionaries(st.text(max_size=6), toml_scalars, max_size=1),
 )
 
 
