@@ -7,8 +7,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TARGET ?=
 PYTEST_ARGS ?=
+SOAK_RUNS ?= 20
+FUZZ_EXAMPLES ?= 100000
 
-.PHONY: e2e test setup sshd bench soak-clean clean
+.PHONY: e2e test setup sshd docker bench fuzz soak-clean clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,7 +18,7 @@ $(STAMP): pyproject.toml
 	@$(PY) -m pip install -q -e '.[test]'
 	@touch $(STAMP)
 
-setup: $(STAMP) sshd
+setup: $(STAMP) sshd docker
 
 # The simulator's guest runs a real OpenSSH sshd. Install it when missing and we can (Debian, root).
 sshd:
@@ -25,6 +27,16 @@ sshd:
 	  echo "installing openssh-server (the simulator's guest runs a real sshd)"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server) >/dev/null; \
 	else echo "error: OpenSSH's sshd is required by the simulator: install openssh-server (Debian/Ubuntu) or use macOS's /usr/sbin/sshd" >&2; exit 1; fi
+
+# tests/test_real_docker.py proves the docker-py code against a real engine (a private dockerd).
+# Install docker.io and a static busybox when missing and we can (Debian, root); else it skips.
+docker:
+	@if command -v dockerd >/dev/null 2>&1 && { ! command -v dpkg >/dev/null 2>&1 || dpkg -s busybox-static >/dev/null 2>&1; }; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing docker.io and busybox-static (tests/test_real_docker.py runs a private dockerd)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    docker.io busybox-static) >/dev/null 2>&1 || echo "note: docker.io not installed; tests/test_real_docker.py will skip"; \
+	fi
 
 e2e: setup
 	$(PY) -m pytest -m streaming tests/streaming $(if $(TARGET),--target $(TARGET)) \
@@ -37,9 +49,13 @@ test: setup
 bench: setup
 	$(PY) -m bench
 
-# No false alarms: 20 consecutive clean simulator runs with short streams must all pass.
+# Bad input at depth: FUZZ_EXAMPLES (100k) inputs per parser; `make test` runs a few thousand in all.
+fuzz: setup
+	HELIX_E2E_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -p no:cacheprovider tests/unit/test_fuzz.py $(PYTEST_ARGS)
+
+# No false alarms: SOAK_RUNS (20) consecutive clean simulator runs with short streams must all pass.
 soak-clean: setup
-	@for i in $$(seq 1 20); do echo "== clean run $$i/20"; \
+	@for i in $$(seq 1 $(SOAK_RUNS)); do echo "== clean run $$i/$(SOAK_RUNS)"; \
 	  $(PY) -m pytest -q -p no:cacheprovider -m streaming tests/streaming --stream-duration 4 $(PYTEST_ARGS) || exit 1; done
 
 clean:

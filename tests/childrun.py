@@ -125,14 +125,16 @@ class ChildPytest:
             me = psutil.Process(self.proc.pid)
         except psutil.Error:
             return
+        rounds = 0
         while not self._stop.is_set():
-            self._snapshot(me)
+            self._snapshot(me, ports=rounds % 10 == 0)  # listeners live long: look every 0.5 s
             self._find_sims()
             if self.proc.poll() is not None:
                 return
+            rounds += 1
             self._stop.wait(0.05)
 
-    def _snapshot(self, me: psutil.Process) -> None:
+    def _snapshot(self, me: psutil.Process, *, ports: bool) -> None:
         try:
             procs = me.children(recursive=True)
         except psutil.Error:
@@ -141,12 +143,21 @@ class ChildPytest:
             try:
                 key = (p.pid, p.create_time())
                 if key not in self.seen:
-                    self.seen[key] = Seen(p.pid, key[1], " ".join(p.cmdline()))
-                for conn in _net_connections(p):
-                    if conn.status == psutil.CONN_LISTEN and conn.laddr:
-                        self.ports.add(conn.laddr.port)
+                    seen = Seen(p.pid, key[1], " ".join(p.cmdline()))
+                    with self._lock:
+                        self.seen[key] = seen
+                if ports:
+                    for conn in _net_connections(p):
+                        if conn.status == psutil.CONN_LISTEN and conn.laddr:
+                            self.ports.add(conn.laddr.port)
             except psutil.Error:
                 continue
+
+    def saw(self, needle: str) -> Seen | None:
+        """The first process seen so far whose command line contains ``needle``."""
+        with self._lock:
+            seen = list(self.seen.values())
+        return next((s for s in seen if needle in s.cmdline), None)
 
     def _find_sims(self) -> None:
         for target in self.tmp.glob("helix-e2e-sim-*/sim/target.toml"):

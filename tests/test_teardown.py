@@ -114,8 +114,7 @@ def test_after_sigint_mid_stream(tmp_path: Path) -> None:
 def test_after_sigint_while_the_simulator_starts(tmp_path: Path) -> None:
     # Before the fixture has registered its finalizer: launch_sim itself must stop what it started.
     with ChildPytest(tmp_path, []) as run:
-        run.wait_until(lambda: any("harness.sim up" in s.cmdline for s in run.seen.values()), timeout=20,
-                       what="the simulator process")
+        run.wait_until(lambda: run.saw("harness.sim up"), timeout=20, what="the simulator process")
         run.send_sigint()
         leftovers = _interrupted(run)
     assert_clean(run, leftovers, sim_was_up=False)
@@ -125,7 +124,7 @@ def test_after_sigint_while_a_guest_command_runs(tmp_path: Path) -> None:
     # `helix spectask start --wait` runs in the guest when the SSH connection goes away: the
     # simulated VM must stop (and reap) the command that outlived its session.
     with ChildPytest(tmp_path, []) as run:
-        run.wait_until(lambda: any("spectask start" in s.cmdline for s in run.seen.values()), timeout=CASE_TIMEOUT,
+        run.wait_until(lambda: run.saw("spectask start"), timeout=CASE_TIMEOUT,
                        what="`helix spectask start` in the guest")
         run.send_sigint()
         leftovers = _interrupted(run)
@@ -152,6 +151,7 @@ def test_the_simulator_never_outlives_a_killed_pytest(tmp_path: Path) -> None:
         run.wait_for_output("⏳ stack:", timeout=CASE_TIMEOUT)
         run.proc.send_signal(signal.SIGKILL)
         run.wait(CASE_TIMEOUT)
-        sim = next(s for s in run.seen.values() if "harness.sim up" in s.cmdline)
+        sim = run.saw("harness.sim up")
+        assert sim is not None
         run.wait_until(lambda: not any(line.startswith(("process", "port")) for line in run.leaks()),
                        timeout=20, what=f"the simulator (pid {sim.pid}) to stop by itself")

@@ -12,7 +12,6 @@ import json
 import logging
 import shlex
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 import docker
 from docker.transport.sshconn import SSHHTTPAdapter
@@ -84,6 +83,50 @@ def _docker_client_over(ssh_client) -> docker.DockerClient:
     return client
 
 
+# -- docker-py calls on any DockerClient (over SSH here; tests/test_real_docker.py runs them against a
+#    real engine on a unix socket) -------------------------------------------------------------------
+
+
+def engine_ping(client: docker.DockerClient) -> bool:
+    try:
+        return bool(client.ping())
+    except docker.errors.DockerException as exc:
+        raise DockerDriverError(f"the guest's Docker engine does not answer over SSH: {exc}", phase="stack") from None
+
+
+def find_service_container(client: docker.DockerClient, service: str) -> str:
+    """The name of the (first) container of a compose service, by its compose label."""
+    try:
+        found = client.containers.list(all=True, filters={"label": f"com.docker.compose.service={service}"})
+    except docker.errors.DockerException as exc:
+        raise DockerDriverError(f"listing containers failed: {exc}", phase="stack") from None
+    if not found:
+        raise DockerDriverError(f"no container for compose service {service!r}", phase="stack",
+                                hint="is COMPOSE_PROFILES=code-macos set for ./stack start?")
+    return found[0].name
+
+
+def container_state(client: docker.DockerClient, name: str) -> ContainerState:
+    try:
+        data = client.api.inspect_container(name)
+    except docker.errors.NotFound:
+        raise DockerDriverError(f"container {name} does not exist") from None
+    except docker.errors.DockerException as exc:
+        raise DockerDriverError(f"inspecting {name} failed: {exc}") from None
+    return ContainerState.from_inspect(data)
+
+
+def container_logs(client: docker.DockerClient, name: str, since: float | None = None) -> str:
+    """stdout+stderr of a container; ``since`` (Unix seconds) keeps its sub-second part: docker-py
+    sends a float as is, while a datetime would be cut to whole seconds (up to 1 s of older lines)."""
+    try:
+        data = client.api.logs(name, stdout=True, stderr=True, since=float(since) if since else None,
+                               timestamps=False)
+    except docker.errors.DockerException as exc:
+        raise DockerDriverError(f"reading logs of {name} failed: {exc}") from None
+    return data.decode("utf-8", "replace")
+
+
 class DockerDriver:
     def __init__(self, ssh_client, runner: CommandRunner, guest: GuestConfig) -> None:
         self.guest = guest
@@ -98,37 +141,16 @@ class DockerDriver:
 
     # -- the guest's own engine (sandbox container) ----------------------------------
     def ping(self) -> bool:
-        try:
-            return bool(self.client.ping())
-        except docker.errors.DockerException as exc:
-            raise DockerDriverError(f"the guest's Docker engine does not answer over SSH: {exc}", phase="stack") from None
+        return engine_ping(self.client)
 
     def find_service_container(self, service: str) -> str:
-        try:
-            found = self.client.containers.list(all=True, filters={"label": f"com.docker.compose.service={service}"})
-        except docker.errors.DockerException as exc:
-            raise DockerDriverError(f"listing containers failed: {exc}", phase="stack") from None
-        if not found:
-            raise DockerDriverError(f"no container for compose service {service!r}", phase="stack",
-                                    hint="is COMPOSE_PROFILES=code-macos set for ./stack start?")
-        return found[0].name
+        return find_service_container(self.client, service)
 
     def state(self, name: str) -> ContainerState:
-        try:
-            data = self.client.api.inspect_container(name)
-        except docker.errors.NotFound:
-            raise DockerDriverError(f"container {name} does not exist") from None
-        except docker.errors.DockerException as exc:
-            raise DockerDriverError(f"inspecting {name} failed: {exc}") from None
-        return ContainerState.from_inspect(data)
+        return container_state(self.client, name)
 
     def logs(self, name: str, since: float | None = None) -> str:
-        try:
-            since_dt = datetime.fromtimestamp(since, tz=timezone.utc) if since else None
-            data = self.client.api.logs(name, stdout=True, stderr=True, since=since_dt, timestamps=False)
-        except docker.errors.DockerException as exc:
-            raise DockerDriverError(f"reading logs of {name} failed: {exc}") from None
-        return data.decode("utf-8", "replace")
+        return container_logs(self.client, name, since)
 
     # -- the desktop container, inside the sandbox -----------------------------------
     def _in_sandbox(self, docker_args: str, *, timeout: float, check: bool = True):
