@@ -269,6 +269,20 @@ def no_crash(s) -> Finding:
     return _fail(name, "after streaming: " + text, layer, cause, findings)
 
 
+def crash_reports(s) -> Finding | None:
+    """A failed ``no_crash_after_streaming`` when QEMU left new crash reports, else ``None``.
+
+    Only the reports: when a phase broke, utmctl status, SSH and containers are expected to be down."""
+    if s.host is None or s.host_snapshot is None:
+        return None
+    crashes = s.host.new_crash_reports(s.host_snapshot)
+    if not crashes:
+        return None
+    summaries = [c.summary() for c in crashes]
+    return _fail("no_crash_after_streaming", f"QEMU crashed: new crash report(s) {summaries}", "vm", "vm_crashed",
+                 [f"new crash report {x}" for x in summaries])
+
+
 @_recorded
 def cli_agrees(run, target) -> Finding:
     name = "cli_stream_agrees_with_capture"
@@ -484,6 +498,11 @@ def all_stream_checks(s, target) -> list[Finding]:
     ]
     for name, needs, run in steps:
         try:
+            if name == "no_crash_after_streaming" and s.broken is not None:
+                crashed = crash_reports(s)  # a crash explains why a phase broke: look even so
+                if crashed is not None:
+                    out.append(crashed)
+                    continue
             s.ensure(needs)
             out.append(run())
         except Exception as exc:  # noqa: BLE001 - a check that cannot run is a failed finding

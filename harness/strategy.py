@@ -451,8 +451,8 @@ class Strategy:
                 try:
                     self.ssh.get(run.cli.h264_remote, local, phase="stream")
                     run.cli_h264 = str(local)
-                except HarnessError as exc:
-                    run.cli_error = f"fetching the CLI's .h264 failed: {exc}"
+                except Exception as exc:  # noqa: BLE001 - paramiko raises EOFError on a dead link; the crash checks say why
+                    run.cli_error = f"fetching the CLI's .h264 failed: {type(exc).__name__}: {exc}"
                 try:
                     self.ssh.run(f"rm -f {shlex.quote(run.cli.h264_remote)}", timeout=min(20.0, max(1.0, deadline.remaining)),
                                  phase="stream", check=False)

@@ -29,6 +29,10 @@ import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 MARKER_ENV = "HELIX_E2E_CHILD_RUN"
+#: The progress line of the last teardown phase (utmctl stop), after SSH and tunnels are closed.
+VM_STOP_LINE = "⏳ boot_down:"
+#: The bound for one child run (start to exit).
+CASE_TIMEOUT = 40.0
 SIM_TEMP_PREFIXES = ("helix-e2e-sim-", "helix-sim-", "hxdk-")
 
 
@@ -78,6 +82,9 @@ class ChildPytest:
         self.ports: set[int] = set()
         self.sims: dict[Path, SimRoot] = {}
         self.leftovers: list[str] = []  # leaks() right after the child exited
+        #: The child's tunnels and connections to the sim once teardown reached the VM's power-off
+        #: (SSH, tunnels and API clients are closed by then); None if it never got there.
+        self.open_at_vm_stop: list[str] | None = None
         self.started_at = 0.0
         self.duration_s = 0.0
         self._lock = threading.Lock()
@@ -129,6 +136,8 @@ class ChildPytest:
         while not self._stop.is_set():
             self._snapshot(me, ports=rounds % 10 == 0)  # listeners live long: look every 0.5 s
             self._find_sims()
+            if self.open_at_vm_stop is None and VM_STOP_LINE in self.text:
+                self.open_at_vm_stop = self._own_connections(me)
             if self.proc.poll() is not None:
                 return
             rounds += 1
@@ -152,6 +161,20 @@ class ChildPytest:
                             self.ports.add(conn.laddr.port)
             except psutil.Error:
                 continue
+
+    def _own_connections(self, me: psutil.Process) -> list[str]:
+        """The child's own tunnels (listening sockets) and connections to the simulator's ports."""
+        sim_ports = {port for sim in self.sims.values() for port in sim.ports.values()}
+        out = []
+        try:
+            for conn in _net_connections(me):
+                if conn.status == psutil.CONN_LISTEN:
+                    out.append(f"listening on {conn.laddr.ip}:{conn.laddr.port}")
+                elif conn.raddr and conn.raddr.port in sim_ports:
+                    out.append(f"{conn.status} connection to port {conn.raddr.port}")
+        except psutil.Error:
+            pass
+        return out
 
     def saw(self, needle: str) -> Seen | None:
         """The first process seen so far whose command line contains ``needle``."""
@@ -322,3 +345,15 @@ class ChildPytest:
 
     def dated_dirs(self) -> list[Path]:
         return sorted(p for p in self.reports.glob("2*") if p.is_dir())
+
+
+def finished_run(case_dir: Path, extra_args: list[str]) -> ChildPytest:
+    """Run the streaming suite to its end; record what survived it right at exit."""
+    run = ChildPytest(case_dir, extra_args)
+    try:
+        run.start()
+        run.wait(CASE_TIMEOUT)
+        run.leftovers = run.leaks()
+    finally:
+        run.close()
+    return run

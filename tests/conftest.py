@@ -8,22 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from childrun import ChildPytest
-
-#: The brief's bound for one child run (start to exit).
-CASE_TIMEOUT = 40.0
-
-
-def finished_run(case_dir, extra_args) -> ChildPytest:
-    """Run the streaming suite to its end; record what survived it right at exit."""
-    run = ChildPytest(case_dir, extra_args)
-    try:
-        run.start()
-        run.wait(CASE_TIMEOUT)
-        run.leftovers = run.leaks()
-    finally:
-        run.close()
-    return run
+from childrun import ChildPytest, finished_run
 
 
 @pytest.fixture(scope="session")

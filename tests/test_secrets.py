@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from childrun import ChildPytest
-from conftest import CASE_TIMEOUT
+from childrun import CASE_TIMEOUT, ChildPytest
 from harness.protocols.recording import KIND_TEXT, RecordingReader
 
 pytestmark = pytest.mark.timeout(2 * CASE_TIMEOUT + 30)
@@ -27,7 +26,13 @@ TEXT_SUFFIXES = {".html", ".xml", ".json", ".jsonl", ".md", ".txt", ".log", ".sv
 
 
 def findings(run: ChildPytest) -> list[str]:
-    keys = [k.encode() for k in run.api_keys]
+    return grep_artifacts(run.reports, bytes(run.output), run.api_keys)
+
+
+def grep_artifacts(reports: Path, output: bytes, api_keys: list[str]) -> list[str]:
+    """Where the API keys or any hl- token occur: every file under ``reports``, the recordings'
+    text messages, and the terminal output."""
+    keys = [k.encode() for k in api_keys]
     assert keys and all(k.startswith(b"hl-") for k in keys), "the simulator's API key was never seen"
     out = []
 
@@ -38,17 +43,17 @@ def findings(run: ChildPytest) -> list[str]:
         if text:
             out.extend(f"{where}: token {m.group()[:6].decode()}…" for m in HL_TOKEN.finditer(data))
 
-    files = [p for p in run.reports.rglob("*") if p.is_file()]
+    files = [p for p in reports.rglob("*") if p.is_file()]
     assert files, "the run wrote no artifacts"
     for path in files:
-        grep(str(path.relative_to(run.reports)), path.read_bytes(), text=path.suffix in TEXT_SUFFIXES)
-    for rec in run.reports.rglob("*.hxwsrec"):
+        grep(str(path.relative_to(reports)), path.read_bytes(), text=path.suffix in TEXT_SUFFIXES)
+    for rec in reports.rglob("*.hxwsrec"):
         with rec.open("rb") as fh:
             texts = [r.data for r in RecordingReader(fh) if r.kind == KIND_TEXT]
         assert texts, f"{rec} has no text message to check"
         for i, data in enumerate(texts):
             grep(f"{rec.name} text message {i}", data, text=True)
-    grep("terminal output", bytes(run.output), text=True)
+    grep("terminal output", output, text=True)
     return out
 
 
@@ -84,16 +89,14 @@ def test_finder_finds_a_planted_key(tmp_path: Path, passing_run: ChildPytest) ->
     """The grep itself works: a key planted in a copy of the artifacts is found."""
     import shutil
 
-    fake = ChildPytest.__new__(ChildPytest)
-    fake.reports = tmp_path / "reports"
-    shutil.copytree(passing_run.reports, fake.reports)
-    fake.output = bytearray(b"")
-    fake.sims = passing_run.sims
+    reports = tmp_path / "reports"
+    shutil.copytree(passing_run.reports, reports)
     key = passing_run.api_keys[0]
-    with (fake.reports / "latest" / "metrics.json").open("a") as fh:
+    with (reports / "latest" / "metrics.json").open("a") as fh:
         fh.write(key)
-    got = findings(fake)
+    got = grep_artifacts(reports, b"", passing_run.api_keys)
     assert any("metrics.json: the API key" in f for f in got) and any("token hl-" in f for f in got)
+    assert "terminal output: the API key" in grep_artifacts(reports, key.encode(), passing_run.api_keys)
 
 
 LEAKY_TESTS = '''

@@ -20,8 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from childrun import REPO, ChildPytest
-from conftest import CASE_TIMEOUT, finished_run
+from childrun import CASE_TIMEOUT, REPO, ChildPytest, finished_run
 
 pytestmark = pytest.mark.timeout(CASE_TIMEOUT + 30)
 
@@ -34,6 +33,8 @@ def assert_clean(run: ChildPytest, leftovers: list[str] | None = None, *, sim_wa
     if sim_was_up:
         assert run.sims and all(s.ports for s in run.sims.values()), "the watcher never saw the simulator's root"
     assert not leftovers, "left behind:\n" + "\n".join(leftovers) + "\n--- child output:\n" + run.tail()
+    if run.open_at_vm_stop is not None:  # teardown itself closed them, before the process exited
+        assert run.open_at_vm_stop == [], f"still open when the VM was being stopped: {run.open_at_vm_stop}"
     assert run.duration_s <= CASE_TIMEOUT, f"the case took {run.duration_s:.0f}s"
 
 
@@ -64,6 +65,7 @@ def derived_target(path: Path, **tables: dict) -> Path:
 def test_after_a_passing_run(passing_run: ChildPytest) -> None:
     assert passing_run.returncode == 0, passing_run.tail()
     assert TEARDOWN_DONE in passing_run.text
+    assert passing_run.open_at_vm_stop == []  # not only gone with the process: teardown closed them
     assert_clean(passing_run)
 
 
