@@ -85,6 +85,7 @@ class ChildPytest:
         #: The child's tunnels and connections to the sim once teardown reached the VM's power-off
         #: (SSH, tunnels and API clients are closed by then); None if it never got there.
         self.open_at_vm_stop: list[str] | None = None
+        self._own_baseline: set[str] | None = None  # e.g. a pytest plugin's own server socket
         self.started_at = 0.0
         self.duration_s = 0.0
         self._lock = threading.Lock()
@@ -136,8 +137,10 @@ class ChildPytest:
         while not self._stop.is_set():
             self._snapshot(me, ports=rounds % 10 == 0)  # listeners live long: look every 0.5 s
             self._find_sims()
+            if self._own_baseline is None and "⏳" in self.text:  # plugins are configured; no tunnel yet
+                self._own_baseline = set(self._own_connections(me))
             if self.open_at_vm_stop is None and VM_STOP_LINE in self.text:
-                self.open_at_vm_stop = self._own_connections(me)
+                self.open_at_vm_stop = [c for c in self._own_connections(me) if c not in (self._own_baseline or ())]
             if self.proc.poll() is not None:
                 return
             rounds += 1
@@ -163,7 +166,7 @@ class ChildPytest:
                 continue
 
     def _own_connections(self, me: psutil.Process) -> list[str]:
-        """The child's own tunnels (listening sockets) and connections to the simulator's ports."""
+        """The child's own listening sockets (tunnels) and connections to the simulator's ports."""
         sim_ports = {port for sim in self.sims.values() for port in sim.ports.values()}
         out = []
         try:

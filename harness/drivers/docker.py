@@ -134,6 +134,11 @@ class DockerDriver:
         self.client = _docker_client_over(ssh_client)
 
     def close(self) -> None:
+        """Close docker-py's channels (each a `docker system dial-stdio` in the guest), not our SSH
+        connection: docker-py's SSH adapter would close the client it was handed along with them."""
+        for adapter in self.client.api.adapters.values():
+            if isinstance(adapter, SSHHTTPAdapter):
+                adapter.ssh_client = None
         try:
             self.client.api.close()
         except Exception:  # noqa: BLE001 - closing twice is fine
