@@ -22,7 +22,9 @@ from typing import Any, Iterable, Mapping
 
 from .checks import Finding, all_stream_checks, from_doctor
 from .config import TargetConfig, load_target
+from .doctor import run_doctor
 from .errors import ConfigError
+from .plugin.simtarget import launch_sim  # provisioning only (no pytest): a simulator as an owned child
 from .progress import Timeline
 from .sim.config import parse_faults
 from .strategy import Status, Strategy
@@ -120,9 +122,6 @@ def run_once(
     A simulator run uses :data:`SIM_TIMEOUTS`. ``sessions`` > 1 streams that many sessions one after the
     other on the same VM boot (a VM that slows down as it runs only shows from the second one).
     """
-    from .doctor import run_doctor
-    from .plugin.simtarget import launch_sim
-
     names = tuple(sorted(parse_faults(faults)))
     if sessions < 1:
         raise ConfigError(f"sessions must be >= 1, got {sessions}")
@@ -152,8 +151,7 @@ def run_once(
             tmp = tempfile.TemporaryDirectory(prefix="helix-e2e-run-")
             artifacts_dir = tmp.name
         strat = Strategy(target=cfg, timeline=timeline, artifacts_dir=Path(artifacts_dir))
-        return _drive(strat, cfg, names, sessions=sessions, preflight=preflight, run_doctor=run_doctor,
-                      sim_start=sim_start)
+        return _drive(strat, cfg, names, sessions=sessions, preflight=preflight, sim_start=sim_start)
     finally:
         if sim is not None:
             sim.stop()
@@ -162,7 +160,7 @@ def run_once(
 
 
 def _drive(strat: Strategy, cfg: TargetConfig, names: tuple[str, ...], *, sessions: int, preflight: bool,
-           run_doctor, sim_start: float) -> RunResult:
+           sim_start: float) -> RunResult:
     t0 = time.monotonic()
     findings: list[Finding] = []
     doctor_failed: list[dict[str, str]] = []

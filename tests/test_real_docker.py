@@ -28,8 +28,10 @@ from pathlib import Path
 import psutil
 import pytest
 
+from harness.config import GuestConfig
 from harness.drivers.docker import (
-    ContainerState, DockerDriverError, container_logs, container_state, engine_ping, find_service_container,
+    ContainerState, DockerDriver, DockerDriverError, container_logs, container_state, engine_ping,
+    find_service_container,
 )
 from harness.logscan import scan_text
 
@@ -287,3 +289,22 @@ def _rfc3339_to_unix(stamp: str) -> float:
     date, frac = stamp.rstrip("Z").split(".")
     whole = datetime.strptime(date, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
     return whole + float("0." + frac)
+
+
+def test_closing_the_driver_keeps_the_ssh_connection() -> None:
+    """docker-py's SSH adapter closes the client it was handed; the driver's close() must only close
+    its own channels: the SSH connection belongs to SshDriver (teardown closes it one phase later)."""
+
+    class Ssh:
+        closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+        def get_transport(self):
+            return None
+
+    ssh = Ssh()
+    driver = DockerDriver(ssh, runner=None, guest=GuestConfig())
+    driver.close()
+    assert not ssh.closed
