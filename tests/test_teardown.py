@@ -157,3 +157,24 @@ def test_the_simulator_never_outlives_a_killed_pytest(tmp_path: Path) -> None:
         assert sim is not None
         run.wait_until(lambda: not any(line.startswith(("process", "port")) for line in run.leaks()),
                        timeout=20, what=f"the simulator (pid {sim.pid}) to stop by itself")
+
+
+def test_a_tunnel_closes_its_socket_when_the_ssh_transport_is_dead() -> None:
+    # The VM crashed: closing the channel raises EOFError (paramiko sends a close message). The pump
+    # thread must still close the local socket, and the forward's close() must still finish.
+    import socket
+    import threading
+
+    from harness.drivers.ssh import LocalForward
+
+    class DeadChannel:
+        def close(self) -> None:
+            raise EOFError()
+
+    local, peer = socket.socketpair()
+    fwd = LocalForward.__new__(LocalForward)  # no transport needed for the pump's cleanup
+    fwd._closing, fwd._lock, fwd._conns, fwd._chans = threading.Event(), threading.Lock(), {local}, set()
+    fwd._closing.set()
+    fwd._pump(local, DeadChannel())
+    assert local.fileno() == -1 and not fwd._conns
+    peer.close()

@@ -45,6 +45,14 @@ class _TrustOnFirstUse(paramiko.MissingHostKeyPolicy):
         log.warning("trust-on-first-use: recorded host key %s %s for %s", key.get_name(), key.fingerprint, hostname)
 
 
+def _close_quietly(chan: paramiko.Channel) -> None:
+    """Closing a channel sends a message: on a dead transport (the VM went away) that raises EOFError."""
+    try:
+        chan.close()
+    except (OSError, EOFError, paramiko.SSHException):
+        pass
+
+
 class LocalForward:
     """127.0.0.1:<local_port> → (remote_host, remote_port) through the SSH transport."""
 
@@ -107,7 +115,7 @@ class LocalForward:
             with self._lock:
                 self._conns.discard(conn)
                 self._chans.discard(chan)
-            chan.close()
+            _close_quietly(chan)
             conn.close()
 
     def close(self) -> None:
@@ -120,7 +128,7 @@ class LocalForward:
             for c in list(self._conns):
                 c.close()
             for ch in list(self._chans):
-                ch.close()
+                _close_quietly(ch)
         self._accept_thread.join(timeout=2)
         for t in self._threads:
             t.join(timeout=2)
