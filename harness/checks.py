@@ -10,7 +10,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .errors import CommandError, HarnessError, PhaseTimeout
+from .errors import CommandError, HarnessError
 from .protocols import h264
 
 #: Layers a failure can be blamed on (issue contract, outermost first).

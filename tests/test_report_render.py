@@ -203,7 +203,6 @@ def test_phase_timeline_table(rendered) -> None:
 
 def test_screenshot_is_not_blank(rendered) -> None:
     import av
-    import numpy as np
 
     _, _, shot = rendered
     assert shot.is_file() and shot.stat().st_size > 10_000

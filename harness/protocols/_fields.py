@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 from .errors import LocalProtocolError
 
 
@@ -27,3 +29,18 @@ def unsigned(owner: object, bits: int, *names: str, allow_bool: bool = False) ->
 def signed(owner: object, bits: int, *names: str, allow_bool: bool = False) -> None:
     for name in names:
         check_int(owner, name, -(1 << (bits - 1)), (1 << (bits - 1)) - 1, allow_bool=allow_bool)
+
+
+def short_repr(self: object) -> str:
+    """Dataclass repr with long bytes shown as their size."""
+    parts = []
+    for f in fields(self):  # type: ignore[arg-type]
+        name, value = f.name, getattr(self, f.name)
+        if isinstance(value, bytes) and len(value) > 32:
+            text = f"<{len(value)} bytes>"
+        elif isinstance(value, tuple) and any(isinstance(v, bytes) and len(v) > 32 for v in value):
+            text = "(" + "".join(f"<{len(v)} bytes>, " for v in value) + ")"
+        else:
+            text = repr(value)
+        parts.append(f"{name}={text}")
+    return f"{type(self).__name__}({', '.join(parts)})"

@@ -13,10 +13,11 @@ from __future__ import annotations
 import enum
 import struct
 from collections import deque
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import ClassVar, Union
 
 from ._fields import check_int, signed, unsigned
+from ._fields import short_repr as _short_repr
 from .errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
@@ -122,21 +123,6 @@ def _frame(msg_type: int, flags: int, session_id: int, payload: bytes) -> bytes:
     if len(payload) > 0xFFFFFFFF:
         raise LocalProtocolError(f"payload of {len(payload)} bytes does not fit payload_size (u32)")
     return HEADER.pack(MAGIC, msg_type, flags, session_id, len(payload)) + payload
-
-
-def _short_repr(self: object) -> str:
-    """Dataclass repr with long bytes shown as their size."""
-    parts = []
-    for f in fields(self):  # type: ignore[arg-type]
-        name, value = f.name, getattr(self, f.name)
-        if isinstance(value, bytes) and len(value) > 32:
-            text = f"<{len(value)} bytes>"
-        elif isinstance(value, tuple) and any(isinstance(v, bytes) and len(v) > 32 for v in value):
-            text = "(" + "".join(f"<{len(v)} bytes>, " for v in value) + ")"
-        else:
-            text = repr(value)
-        parts.append(f"{name}={text}")
-    return f"{type(self).__name__}({', '.join(parts)})"
 
 
 # ---------------------------------------------------------------- messages

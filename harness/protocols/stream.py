@@ -13,10 +13,10 @@ from __future__ import annotations
 import enum
 import json
 import struct
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Union
 
-from ._fields import check_int as _check_int, signed as _i, unsigned as _u
+from ._fields import check_int as _check_int, short_repr as _short_repr, signed as _i, unsigned as _u
 from .errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
@@ -117,21 +117,6 @@ def _need(data: bytes, size: int, what: str, *, exact: bool = True) -> None:
     if len(data) < size or (exact and len(data) != size):
         want = f"{size}" if exact else f"at least {size}"
         raise RemoteProtocolError(f"{what}: expected {want} bytes, got {len(data)}", data=data[:64])
-
-
-def _short_repr(self: object) -> str:
-    """Dataclass repr with long bytes shown as their size."""
-    parts = []
-    for f in fields(self):  # type: ignore[arg-type]
-        name, value = f.name, getattr(self, f.name)
-        if isinstance(value, bytes) and len(value) > 32:
-            text = f"<{len(value)} bytes>"
-        elif isinstance(value, tuple) and any(isinstance(v, bytes) and len(v) > 32 for v in value):
-            text = "(" + "".join(f"<{len(v)} bytes>, " for v in value) + ")"
-        else:
-            text = repr(value)
-        parts.append(f"{name}={text}")
-    return f"{type(self).__name__}({', '.join(parts)})"
 
 
 # ---------------------------------------------------------------- binary messages

@@ -84,32 +84,27 @@ def go_duration(ns: int) -> str:
     return sign + text
 
 
-def format_bytes(b: int) -> str:
-    """spectask.go formatBytes: base 1024, "%d B" or "%.1f %cB"."""
-    unit = 1024
+def _go_units(b: int, unit: int, letters: str, small: str, suffix: str) -> str:
+    """spectask.go's formatBytes/formatBits loop: divide by ``unit`` while the quotient is ≥ ``unit``."""
     if b < unit:
-        return f"{b} B"
+        return f"{b} {small}"
     div, exp = unit, 0
     n = b // unit
     while n >= unit:
         div *= unit
         exp += 1
         n //= unit
-    return f"{b / div:.1f} {'KMGTPE'[exp]}B"
+    return f"{b / div:.1f} {letters[min(exp, len(letters) - 1)]}{suffix}"
+
+
+def format_bytes(b: int) -> str:
+    """spectask.go formatBytes: base 1024, "%d B" or "%.1f %cB"."""
+    return _go_units(b, 1024, "KMGTPE", "B", "B")
 
 
 def format_bits(b: int) -> str:
     """spectask.go formatBits: base 1000, "%d bps" or "%.1f %cbps"."""
-    unit = 1000
-    if b < unit:
-        return f"{b} bps"
-    div, exp = unit, 0
-    n = b // unit
-    while n >= unit:
-        div *= unit
-        exp += 1
-        n //= unit
-    return f"{b / div:.1f} {'KMG'[min(exp, 2)]}bps"
+    return _go_units(b, 1000, "KMG", "bps", "bps")
 
 
 _CODECS = {0x01: "H.264", 0x02: "H.264 High 4:4:4", 0x10: "HEVC", 0x11: "HEVC Main10", 0x20: "AV1", 0x21: "AV1 10bit"}

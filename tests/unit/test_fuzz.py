@@ -20,7 +20,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import struct
 
 import pytest
 from hypothesis import HealthCheck, given, settings
