@@ -126,8 +126,10 @@ def provenance(strategy) -> dict[str, Any]:
     run = strategy.stream
     qemu_versions = run.host_scan.versions if run is not None and run.host_scan is not None else []
     host_os = platform.platform()
+    model = facts.get("host_model") or platform.node()
     if platform.system() == "Darwin":
         host_os = f"macOS {platform.mac_ver()[0]} ({platform.machine()})"
+        model = facts.get("host_model") or _sysctl("hw.model") or model
     return {
         "harness_version": __version__,
         "target": f"{strategy.target.name} ({'simulator' if strategy.target.is_sim else 'real VM'})",
@@ -135,8 +137,17 @@ def provenance(strategy) -> dict[str, Any]:
         "qemu_version": qemu_versions[0] if qemu_versions else "",
         "utm_version": facts.get("utm_version", ""),
         "host": host_os,
-        "host_model": facts.get("host_model", platform.node()),
+        "host_model": model,
     }
+
+
+def _sysctl(name: str) -> str:
+    import subprocess
+
+    try:
+        return subprocess.run(["sysctl", "-n", name], capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
 
 
 def junit_properties(strategy) -> dict[str, Any]:
