@@ -453,13 +453,14 @@ class Strategy:
                     run.cli_h264 = str(local)
                 except Exception as exc:  # noqa: BLE001 - paramiko raises EOFError on a dead link; the crash checks say why
                     run.cli_error = f"fetching the CLI's .h264 failed: {type(exc).__name__}: {exc}"
-                try:
-                    self.ssh.run(f"rm -f {shlex.quote(run.cli.h264_remote)}", timeout=min(20.0, max(1.0, deadline.remaining)),
-                                 phase="stream", check=False)
-                except HarnessError as exc:  # cleanup: never the verdict (the crash checks say why SSH died)
-                    log.info("could not remove the CLI's .h264 in the guest: %s", exc)
             else:
                 run.cli_error = cli_result.get("error", "the CLI stream did not finish in time")
+            # Leave nothing in the guest, whether or not the CLI finished.
+            try:
+                self.ssh.run(f"rm -f {shlex.quote(remote)}", timeout=min(20.0, max(1.0, deadline.remaining)),
+                             phase="stream", check=False)
+            except Exception as exc:  # noqa: BLE001 - cleanup is never the verdict (the crash checks say why SSH died)
+                log.info("could not remove the CLI's .h264 in the guest: %s", exc)
         try:
             run.vkcube_running_after = self.api.vkcube_running(sid)
         except HarnessError as exc:
