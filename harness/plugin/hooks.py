@@ -282,10 +282,30 @@ def pytest_html_results_summary(prefix, summary, postfix, session) -> None:
         rows = "".join(f"<tr><th style='text-align:left'>{k}</th><td>{redact(str(v))}</td></tr>"
                        for k, v in provenance(strat).items())
         prefix.append(f"<h2>Provenance</h2><table class='e2e-provenance'>{rows}</table>")
+    if strat is None and _is_xdist_controller(config):
+        prefix.append(_merged_verdicts_html(reports_latest(config) / "metrics.json"))
     if strat is not None or _is_xdist_controller(config):
         trend = trend_html(read_history(reports_latest(config).parent / "history.jsonl"))
         if trend:
             postfix.append(trend)
+
+
+def _merged_verdicts_html(path: Path) -> str:
+    """Under xdist: one verdict line per target, from the merged metrics.json."""
+    import html
+    import json
+
+    try:
+        targets = json.loads(path.read_text()).get("targets") or {}
+    except (OSError, ValueError):
+        return ""
+    rows = []
+    for name, m in sorted(targets.items()):
+        t = m.get("triage")
+        text = (f"{t.get('layer')} / {t.get('cause')} — {t.get('hint', '')}" if isinstance(t, dict) and t
+                else "all checks passed")
+        rows.append(f"<tr><th style='text-align:left'>{html.escape(name)}</th><td>{html.escape(redact(text))}</td></tr>")
+    return f"<h2>Verdict per target</h2><table class='e2e-verdicts'>{''.join(rows)}</table>" if rows else ""
 
 
 @pytest.hookimpl(tryfirst=True)
