@@ -56,6 +56,7 @@ from ..protocols.stream import (
     UnknownMessage,
     VideoFrame,
 )
+from ._tasks import cancel_and_wait
 from .config import SimConfig
 from .desktop import Desktop, DesktopUnavailable, Frame, StreamStartError, Subscriber
 
@@ -547,12 +548,7 @@ class _StreamClient:
         await self.supersede()
 
     async def _cleanup(self) -> None:
-        current = asyncio.current_task()
-        tasks = [t for t in self._tasks if t is not current]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         if self.sub is not None and self.session.desktop is not None:
             self.session.desktop.close_stream(self.sub)
         self.conn.close()

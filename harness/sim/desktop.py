@@ -41,6 +41,7 @@ import numpy as np
 
 from ..errors import HarnessError
 from ..protocols.stream import Init
+from ._tasks import cancel_and_wait
 from .config import SimConfig
 from .video import H264Encoder, Scene, corrupt_au
 
@@ -532,12 +533,7 @@ class Desktop:
         self._end_viewers(reason)
         if self._grace_task is not None:
             self._grace_task.cancel()
-        current = asyncio.current_task()
-        tasks = [t for t in self._tasks if t is not current]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         await self._stop_pipeline("desktop stopped")
 
     # -- processes and exec ---------------------------------------------------------------
