@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 SOAK_RUNS ?= 20
 FUZZ_EXAMPLES ?= 100000
 
-.PHONY: e2e test setup sshd docker bench fuzz soak-clean clean
+.PHONY: e2e test test-fast setup sshd docker debs bench fuzz soak-clean clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	@$(PY) -m pip install -q -e '.[test]'
 	@touch $(STAMP)
 
-setup: $(STAMP) sshd docker
+setup: $(STAMP) sshd docker debs
 
 # The simulator's guest runs a real OpenSSH sshd. Install it when missing and we can (Debian, root).
 sshd:
@@ -37,6 +37,20 @@ docker:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	    docker.io busybox-static) >/dev/null 2>&1 || echo "note: docker.io not installed; tests/test_real_docker.py will skip"; \
 	fi
+
+# Real components the tests use when present: ffmpeg (bench/ reference), Debian's chromium (the report
+# rendered in a real browser) and qemu-system-arm (a real qemu-system-aarch64 for the Helix.app provider).
+# Installed as root with apt when missing; elsewhere the tests that need one skip and say why.
+DEBS := ffmpeg:ffmpeg chromium:chromium qemu-system-aarch64:qemu-system-arm
+debs:
+	@missing=""; for pair in $(DEBS); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -z "$$missing" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing$$missing (bench reference, browser tests, real QEMU)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing) \
+	    >/dev/null 2>&1 || echo "note: could not install$$missing; the tests that need them will skip"; \
+	else echo "note:$$missing missing (not root with apt); the tests that need them will skip"; fi
 
 e2e: setup
 	$(PY) -m pytest -m streaming tests/streaming $(if $(TARGET),--target $(TARGET)) \

@@ -4,7 +4,7 @@ Every figure is measured in the same run as its reference, and printed as one ta
 measured, reference, ratio/goal, PASS/FAIL. These are measurements, not timed tests: nothing here
 runs under pytest (a smoke test may run ``--quick`` and check that the table is complete).
 
-* FPS accuracy: recordings made by the sim (``harness.sim.recordings``) with known ground truth; the
+* FPS accuracy: recordings made by the sim (``helix_sim.recordings``) with known ground truth; the
   error of the analyzer's arrival FPS against it, per case (goal: max(0.5 fps, 1 %)); the pixel
   counters read back must name the first and last live frames.
 * Decode + analysis of a 1080p recording against ``ffmpeg -f h264 -i same.h264 -f null -`` on the

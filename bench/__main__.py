@@ -19,11 +19,12 @@ from pathlib import Path
 
 from harness.analysis.recording import analyze_h264, analyze_recording
 from harness.errors import HarnessError
+from helix_sim.errors import SimError
 from harness.protocols.h264 import AnnexBAccessUnitSplitter
 from harness.protocols.recording import RecordingWriter
 from harness.protocols.stream import CODEC_H264, FLAG_KEYFRAME, VideoFrame
-from harness.sim.recordings import synthesize_recording
-from harness.sim.video import H264Encoder, Scene
+from helix_sim.recordings import synthesize_recording
+from helix_sim.video import H264Encoder, Scene
 
 WARMUP = 2.0
 FFMPEG_GOAL = 0.9
@@ -244,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         for section in SECTIONS:
             try:
                 rows += section(Path(tmp), args.quick)
-            except (HarnessError, OSError, subprocess.CalledProcessError) as exc:
+            except (HarnessError, SimError, OSError, subprocess.CalledProcessError) as exc:
                 rows.append(Row(section.__name__.replace("_", " "), "-", f"could not run: {exc}", "-", None))
     print(render(rows))
     print(f"({'quick' if args.quick else 'full'} run, {time.perf_counter() - started:.1f} s, "

@@ -169,7 +169,7 @@ class TargetConfig:
     host: HostConfig = field(default_factory=HostConfig)
     timeouts: Timeouts = field(default_factory=Timeouts)
     stream: StreamConfig = field(default_factory=StreamConfig)
-    sim: Mapping[str, Any] = field(default_factory=dict)  # only read by harness.sim
+    sim: Mapping[str, Any] = field(default_factory=dict)  # only read by helix_sim
 
     @property
     def is_sim(self) -> bool:

@@ -36,7 +36,7 @@ from typing import Any, Callable, Mapping
 
 from .config import ENV_OVERRIDES, TARGET_ENV, TargetConfig, expand, load_target
 from .errors import HarnessError
-from .macho import LC_ID_DYLIB, LC_RPATH, MachOError, read_macho
+from .protocols.macho import LC_ID_DYLIB, LC_RPATH, MachOError, read_macho
 
 __all__ = [
     "OK", "WARN", "FAIL", "STATUSES", "CHECK_NAMES", "Check", "DoctorReport", "DoctorError",
@@ -704,8 +704,8 @@ def port_listeners(port: int) -> list[tuple[int | None, str, str]]:
 def _is_qemu(name: str, cmdline: str, *, sim: bool) -> bool:
     if any(marker in name.lower() for marker in QEMU_PROCESS_MARKERS):
         return True
-    # The simulator's QEMU stand-in runs inside `python -m harness.sim up` or `helix-e2e sim up`.
-    return sim and ("harness.sim" in cmdline or "helix-e2e sim up" in cmdline)
+    # The simulator's QEMU stand-in runs inside `python -m helix_sim up` or `helix-e2e sim up`.
+    return sim and ("helix_sim" in cmdline or "helix-e2e sim up" in cmdline)
 
 
 def check_frame_export_port(

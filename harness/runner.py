@@ -24,9 +24,8 @@ from .checks import Finding, all_stream_checks, from_doctor
 from .config import TargetConfig, load_target
 from .doctor import run_doctor
 from .errors import ConfigError
-from .plugin.simtarget import launch_sim  # provisioning only (no pytest): a simulator as an owned child
+from .plugin.simtarget import launch_sim, validate_faults  # provisioning only (no pytest): a simulator as an owned child
 from .progress import Timeline
-from .sim.config import parse_faults
 from .strategy import Status, Strategy
 from .triage import Verdict, triage
 
@@ -122,7 +121,7 @@ def run_once(
     A simulator run uses :data:`SIM_TIMEOUTS`. ``sessions`` > 1 streams that many sessions one after the
     other on the same VM boot (a VM that slows down as it runs only shows from the second one).
     """
-    names = tuple(sorted(parse_faults(faults)))
+    names = tuple(sorted(validate_faults(faults)))
     if sessions < 1:
         raise ConfigError(f"sessions must be >= 1, got {sessions}")
     sim = None
@@ -141,7 +140,7 @@ def run_once(
                 settings = {**SIM_SETTINGS, **dict(target.sim)}
             else:
                 settings = {**SIM_SETTINGS, **dict(target or {})}
-            names = tuple(sorted(set(names) | parse_faults(settings.pop("faults", []))))
+            names = tuple(sorted(set(names) | validate_faults(settings.pop("faults", []))))
             sim = launch_sim(settings, list(names), timeout=sim_start_timeout)
             sim_start = time.monotonic() - t_begin
             cfg = _sim_target(sim.info, stream_duration=stream_duration, warmup=warmup,

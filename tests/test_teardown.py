@@ -5,7 +5,7 @@ starts, their listening ports and the simulator's temp root) and ends it a diffe
 passes, a test fails, a phase times out, or Ctrl-C (SIGINT) arrives mid-stream, while the
 simulator starts, while a guest command runs, or twice. Afterwards the child has exited, its
 teardown phases ran, and no process that it started (or whose command line or environment
-names its temp dirs, e.g. ``harness.sim`` or ``sshd -D -e -f <sim root>/…``) survives, nothing
+names its temp dirs, e.g. ``helix_sim`` or ``sshd -D -e -f <sim root>/…``) survives, nothing
 listens on the simulator's ports and the simulator's temp root is gone. This machine's PID 1
 does not reap orphans: the harness must own and wait() every child, which this also checks
 (a zombie counts as a leftover).
@@ -116,7 +116,7 @@ def test_after_sigint_mid_stream(tmp_path: Path) -> None:
 def test_after_sigint_while_the_simulator_starts(tmp_path: Path) -> None:
     # Before the fixture has registered its finalizer: launch_sim itself must stop what it started.
     with ChildPytest(tmp_path, []) as run:
-        run.wait_until(lambda: run.saw("harness.sim up"), timeout=20, what="the simulator process")
+        run.wait_until(lambda: run.saw("helix_sim up"), timeout=20, what="the simulator process")
         run.send_sigint()
         leftovers = _interrupted(run)
     assert_clean(run, leftovers, sim_was_up=False)
@@ -153,7 +153,7 @@ def test_the_simulator_never_outlives_a_killed_pytest(tmp_path: Path) -> None:
         run.wait_for_output("⏳ stack:", timeout=CASE_TIMEOUT)
         run.proc.send_signal(signal.SIGKILL)
         run.wait(CASE_TIMEOUT)
-        sim = run.saw("harness.sim up")
+        sim = run.saw("helix_sim up")
         assert sim is not None
         run.wait_until(lambda: not any(line.startswith(("process", "port")) for line in run.leaks()),
                        timeout=20, what=f"the simulator (pid {sim.pid}) to stop by itself")

@@ -5,7 +5,7 @@ capture or from a recording); ``recording.StreamAnalyzer`` drives both from raw 
 ``analyze_recording`` / ``analyze_h264`` analyse files. ``stamp`` is the frame-counter stamp that the
 simulator writes and the content analyzer reads.
 
-The names below are imported lazily, so ``harness.analysis.stamp`` can be used without PyAV.
+The names below are imported lazily, so ``harness.protocols.stamp`` can be used without PyAV.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ import av
 import numpy as np
 
 from ..errors import HarnessError
-from .stamp import COUNTER_MASK, STAMP_HEIGHT, read_stamp
+from ..protocols.stamp import COUNTER_MASK, STAMP_HEIGHT, read_stamp
 
 try:  # the shared SPS parser (harness.protocols.h264); the fallback below only needs NAL types
     from ..protocols import h264 as _h264

@@ -165,7 +165,7 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_sim_up(args, rest: Sequence[str]) -> int:
-    from ..sim.__main__ import main as sim_main
+    from helix_sim.__main__ import main as sim_main
 
     return sim_main(["up", *rest])
 

@@ -18,10 +18,9 @@ from ..config import TARGET_ENV, TargetConfig, load_target
 from ..errors import HarnessError
 from ..progress import Timeline
 from ..redact import install_logging_filter
-from ..sim.config import parse_faults
 from ..strategy import Status, Strategy
 from .interrupts import sigint_deferred
-from .simtarget import launch_sim
+from .simtarget import launch_sim, validate_faults
 from .vmlock import acquire_vm
 
 log = logging.getLogger(__name__)
@@ -123,7 +122,7 @@ def _sim_faults(config: pytest.Config) -> list[str]:
     env = os.environ.get("HELIX_E2E_SIM_FAULT", "")
     if env:
         names.append(env)
-    return sorted(parse_faults(names))
+    return sorted(validate_faults(names))
 
 
 @pytest.fixture(scope="session")
@@ -144,7 +143,7 @@ def target(request: pytest.FixtureRequest) -> TargetConfig:
         for key, opt in (("fps", "e2e_sim_fps"), ("qemu", "e2e_sim_qemu"), ("video_mode", "e2e_sim_video_mode")):
             if config.getoption(opt) is not None:
                 settings[key] = config.getoption(opt)
-        faults = sorted(set(faults) | set(parse_faults(settings.pop("faults", []))))
+        faults = sorted(set(faults) | set(validate_faults(settings.pop("faults", []))))
         tl = timeline(config)
         with tl.phase("sim", "the embedded simulator to start"):
             sim = launch_sim(settings, faults, timeout=60)

@@ -1,4 +1,4 @@
-"""Provision a simulator as the target: `python -m harness.sim up --json` as an owned child.
+"""Provision a simulator as the target: `python -m helix_sim up --json` as an owned child.
 
 This is only *provisioning* (like booting a lab device): the suite then drives the simulator
 through the same target config and drivers as a real Mac. Nothing else is sim-specific.
@@ -33,6 +33,18 @@ _OPTION_OF = {"fps": "--fps", "resolution": "--resolution", "video_mode": "--vid
 
 class SimLaunchError(HarnessError):
     default_phase = "sim"
+
+
+def validate_faults(spec) -> frozenset[str]:
+    """Fault names (``"a,b"`` or a list) checked against the simulator's fault table; a ConfigError names the
+    unknown ones and lists the known ones."""
+    from helix_sim.config import parse_faults
+    from helix_sim.errors import SimError
+
+    try:
+        return parse_faults(spec)
+    except SimError as exc:
+        raise ConfigError(exc.message, hint=exc.hint) from None
 
 
 @dataclass
@@ -96,7 +108,7 @@ def _drain(stream) -> None:
 
 
 def sim_argv(settings: Mapping[str, Any], faults: list[str]) -> list[str]:
-    argv = [sys.executable, "-m", "harness.sim", "up", "--json", "--stop-on-stdin-eof"]
+    argv = [sys.executable, "-m", "helix_sim", "up", "--json", "--stop-on-stdin-eof"]
     for key, value in settings.items():
         if key in ("faults", "external"):
             continue
@@ -176,7 +188,7 @@ def _read_info(proc: subprocess.Popen, stderr_path: Path, timeout: float) -> dic
         err = stderr_path.read_text(errors="replace")[-1500:] if stderr_path.exists() else ""
         raise SimLaunchError(
             f"the simulator did not start within {timeout:.0f}s (exit {proc.returncode}): {err.strip()}",
-            hint="run `python -m harness.sim up --json` by hand to see why; is OpenSSH's sshd installed?",
+            hint="run `python -m helix_sim up --json` by hand to see why; is OpenSSH's sshd installed?",
         )
     try:
         info = json.loads(line.decode("utf-8"))

@@ -1,6 +1,6 @@
 """Every known failure is injected, detected, classified and explained, and the harness never hangs.
 
-One test per fault of ``harness.sim.config.FAULTS``: a whole run (own simulator, short stream, the
+One test per fault of ``helix_sim.config.FAULTS``: a whole run (own simulator, short stream, the
 sim's faster delays) through ``harness.runner.run_once``, whose triage must blame the fault's layer
 on the first run, with the cause, the evidence that proves it and a hint; ``replay_burst`` is not a
 fault and must pass. Every phase must end within its own timeout (+ slack), so no fault hangs a run.
@@ -22,7 +22,7 @@ import pytest
 
 from harness.redact import redact
 from harness.runner import run_once
-from harness.sim.config import FAULTS
+from helix_sim.config import FAULTS
 from harness.triage import TRANSIENT_CAUSES
 
 pytestmark = pytest.mark.faults

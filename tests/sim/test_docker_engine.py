@@ -11,8 +11,8 @@ from datetime import datetime
 import docker
 import pytest
 
-from harness.sim.config import SimConfig
-from harness.sim.docker_engine import DockerEngine, EngineError
+from helix_sim.config import SimConfig
+from helix_sim.docker_engine import DockerEngine, EngineError
 
 
 class _LoopThread:

@@ -17,9 +17,9 @@ import psutil
 import pytest
 
 from harness.deadline import poll_until
-from harness.sim.config import SimConfig
-from harness.sim.guest import docker_cli
-from harness.sim.vm import GuestVM
+from helix_sim.config import SimConfig
+from helix_sim.guest import docker_cli
+from helix_sim.vm import GuestVM
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -286,7 +286,7 @@ class _Engine:
     """A DockerEngine on a background loop thread."""
 
     def __init__(self, config: SimConfig) -> None:
-        docker_engine = pytest.importorskip("harness.sim.docker_engine", reason="harness.sim.docker_engine not available")
+        docker_engine = pytest.importorskip("helix_sim.docker_engine", reason="helix_sim.docker_engine not available")
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="test-engine", daemon=True)
         self.thread.start()

@@ -33,13 +33,13 @@ from harness.protocols.stream import (
     parse_binary,
     parse_text,
 )
-from harness.sim import api as api_mod
-from harness.sim import desktop as desktop_mod
-from harness.sim.api import RUNNER_TOKEN, HelixApi, new_id
-from harness.sim.config import SimConfig
-from harness.sim.docker_engine import DockerEngine
-from harness.sim.host import UtmHost
-from harness.sim.qemu import QemuFrameExport
+from helix_sim import api as api_mod
+from helix_sim import desktop as desktop_mod
+from helix_sim.api import RUNNER_TOKEN, HelixApi, new_id
+from helix_sim.config import SimConfig
+from helix_sim.docker_engine import DockerEngine
+from helix_sim.host import UtmHost
+from helix_sim.qemu import QemuFrameExport
 
 pytestmark = pytest.mark.timeout(60)
 

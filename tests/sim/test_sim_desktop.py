@@ -1,6 +1,6 @@
 """The sim's desktops: exec allowlist and process table, the shared video pipeline, logs and faults.
 
-These drive :class:`harness.sim.desktop.Desktop` directly (no WebSocket); ``test_sim_api.py`` covers the
+These drive :class:`helix_sim.desktop.Desktop` directly (no WebSocket); ``test_sim_api.py`` covers the
 wire. Small pictures (448x256: the smallest common size that still carries the frame-counter stamp).
 Fault timings are shortened with ``SimConfig.delay_scale`` (the simulator's own knob).
 """
@@ -16,9 +16,9 @@ import pytest
 
 from harness.analysis.content import ContentAnalyzer
 from harness.protocols.stream import Init
-from harness.sim import desktop as desktop_mod
-from harness.sim.config import SimConfig
-from harness.sim.desktop import (
+from helix_sim import desktop as desktop_mod
+from helix_sim.config import SimConfig
+from helix_sim.desktop import (
     Desktop,
     DesktopUnavailable,
     StreamStartError,
@@ -26,8 +26,8 @@ from harness.sim.desktop import (
     normalize_video_mode,
     slog_line,
 )
-from harness.sim.docker_engine import DockerEngine
-from harness.sim.qemu import QemuFrameExport
+from helix_sim.docker_engine import DockerEngine
+from helix_sim.qemu import QemuFrameExport
 
 pytestmark = pytest.mark.timeout(60)
 

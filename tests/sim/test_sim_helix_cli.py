@@ -25,7 +25,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import serve
 
-from harness.sim import helix_cli as h
+from helix_sim import helix_cli as h
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -619,7 +619,7 @@ def test_stream_process_sigint_prints_final_stats_and_exits_0(stream_server, tmp
 
     server = stream_server(steady)
     env = {**os.environ, **server.env, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "harness.sim.helix_cli", "spectask", "stream", SID],
+    proc = subprocess.Popen([sys.executable, "-m", "helix_sim.helix_cli", "spectask", "stream", SID],
                             stdout=subprocess.PIPE, env=env, cwd=tmp_path)
     lines: queue.Queue[bytes] = queue.Queue()
     reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True)
@@ -651,12 +651,12 @@ def test_stream_process_sigint_prints_final_stats_and_exits_0(stream_server, tmp
 
 
 def test_cli_against_the_simulator(tmp_path, monkeypatch):
-    simulator = pytest.importorskip("harness.sim.simulator", reason="harness.sim.simulator is not importable yet")
+    simulator = pytest.importorskip("helix_sim.simulator", reason="helix_sim.simulator is not importable yet")
     import docker
     import requests
 
     from harness.deadline import poll_until
-    from harness.sim.config import SimConfig
+    from helix_sim.config import SimConfig
 
     monkeypatch.setattr(h, "WAIT_POLL_S", 0.1)
     config = SimConfig(root=tmp_path / "sim", width=448, height=256, boot_delay_s=0.05, sandbox_delay_s=0.05,

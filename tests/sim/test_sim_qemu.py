@@ -7,10 +7,10 @@ import struct
 
 import pytest
 
-from harness.errors import ConfigError
+from helix_sim.errors import SimConfigError
 from harness.protocols import hxfr
-from harness.sim.config import SimConfig
-from harness.sim.qemu import SAMPLE_KEYFRAME, QemuError, QemuFrameExport
+from helix_sim.config import SimConfig
+from helix_sim.qemu import SAMPLE_KEYFRAME, QemuError, QemuFrameExport
 
 MAGIC = 0x52465848
 
@@ -219,7 +219,7 @@ async def test_port_in_use_and_root_guard(tmp_path, make_qemu):
         await second.start()
     assert f"Failed to bind TCP socket on port {first.port}: " in first.log_path.read_text()
     await first.stop()
-    with pytest.raises(ConfigError):
+    with pytest.raises(SimConfigError):
         QemuFrameExport(config, tmp_path.parent / "elsewhere.log")
 
 

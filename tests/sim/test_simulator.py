@@ -17,12 +17,12 @@ import psutil
 import pytest
 
 from harness.deadline import poll_until
-from harness.sim.config import SimConfig
+from helix_sim.config import SimConfig
 
-pytest.importorskip("harness.sim.vm", reason="harness/sim/vm.py (GuestVM) is not there yet")
-pytest.importorskip("harness.sim.api", reason="harness/sim/api.py (HelixApi) is not there yet")
+pytest.importorskip("helix_sim.vm", reason="helix_sim/vm.py (GuestVM) is not there yet")
+pytest.importorskip("helix_sim.api", reason="helix_sim/api.py (HelixApi) is not there yet")
 
-from harness.sim.simulator import INFO_KEYS, Simulator  # noqa: E402
+from helix_sim.simulator import INFO_KEYS, Simulator  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -146,7 +146,7 @@ def test_sim_up_cli_json_and_sigterm(tmp_path):
     before = _children()
     env = dict(os.environ, PYTHONPATH=REPO)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "harness.sim", "up", "--json", "--qemu", "v7-fallback", "--fault", "stale_qemu",
+        [sys.executable, "-m", "helix_sim", "up", "--json", "--qemu", "v7-fallback", "--fault", "stale_qemu",
          "--resolution", "640x480", "--boot-delay", "0.1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
@@ -179,7 +179,7 @@ def test_sim_up_cli_json_and_sigterm(tmp_path):
 
 
 def test_sim_up_bad_arguments():
-    from harness.sim.__main__ import main
+    from helix_sim.__main__ import main
 
     assert main(["up", "--resolution", "huge"]) == 2
     assert main(["up", "--fault", "no_such_fault"]) == 2

@@ -11,10 +11,10 @@ import pytest
 
 from harness.analysis import StreamAnalyzer, analyze_h264, analyze_recording
 from harness.analysis.content import ContentAnalyzer
-from harness.analysis.stamp import read_stamp
+from harness.protocols.stamp import read_stamp
 from harness.errors import HarnessError
 from harness.protocols.recording import KIND_BINARY, KIND_TEXT, RecordingError, RecordingWriter
-from harness.sim.video import H264Encoder, Scene, corrupt_au
+from helix_sim.video import H264Encoder, Scene, corrupt_au
 
 W, H, FPS = 448, 256, 40
 INTERVAL = 1 / FPS

@@ -1,6 +1,6 @@
 """Acceptance of `helix-e2e analyze`: every figure against the ground truth of a recording made by the sim.
 
-Each recording comes from ``harness.sim.recordings.synthesize_recording`` (the sim's Scene with vkcube
+Each recording comes from ``helix_sim.recordings.synthesize_recording`` (the sim's Scene with vkcube
 running + its libx264 encoder, frames stamped with counters, real HXWSREC1 records), which returns
 what is really in it. The CLI is run in-process (``harness.cli.main``) and its JSON compared with that
 truth within the tolerances QA signed off:
@@ -20,7 +20,7 @@ import pytest
 
 from harness.cli import main
 from harness.protocols.recording import KIND_BINARY, RecordingError, RecordingReader, RecordingWriter
-from harness.sim.recordings import GroundTruth, synthesize_recording
+from helix_sim.recordings import GroundTruth, synthesize_recording
 
 FPS = 45
 SECONDS = 7.0
@@ -249,10 +249,10 @@ def test_reader_errors_name_the_offset(tmp_path, chunk) -> None:
     (dict(corrupt=10_000), "P-frames"),
 ])
 def test_synthesizer_rejects_bad_arguments(tmp_path, kwargs, words) -> None:
-    from harness.errors import HarnessError
+    from helix_sim.errors import SimError
 
     args = {"fps": 30, "duration_s": 4.0, "width": 448, "height": 256, **kwargs}
-    with pytest.raises(HarnessError) as info:
+    with pytest.raises(SimError) as info:
         synthesize_recording(tmp_path / "bad.hxwsrec", **args)
     assert info.value.phase == "sim" and words in info.value.message
 

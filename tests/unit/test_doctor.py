@@ -42,7 +42,7 @@ from harness.doctor import (
     run_doctor,
     source_version,
 )
-from harness.macho import build_fat, build_macho
+from harness.protocols.macho import build_fat, build_macho
 from harness.protocols.utmctl import NO_GUI_MESSAGE, VmEntry, format_list
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "macho"
@@ -426,7 +426,7 @@ def test_port_held_by_qemu():
         running = check_frame_export_port("127.0.0.1", port, vm_status="started", listeners=qemu)
         stale = check_frame_export_port("127.0.0.1", port, vm_status="stopped", listeners=qemu)
         sim = check_frame_export_port("127.0.0.1", port, sim=True,
-                                      listeners=lambda _p: [(7, "python3", "python -m harness.sim up --json")])
+                                      listeners=lambda _p: [(7, "python3", "python -m helix_sim up --json")])
         hidden = check_frame_export_port("127.0.0.1", port, listeners=lambda _p: [])
     assert running.status == OK and "pid 4242 (QEMULauncher)" in running.finding
     assert stale.status == FAIL and "stale QEMU" in stale.finding and "kill 4242" in stale.fix

@@ -1,4 +1,4 @@
-"""harness.macho: the builders write Mach-O that macholib reads back exactly; the committed fixtures are current."""
+"""harness.protocols.macho: the builders write Mach-O that macholib reads back exactly; the committed fixtures are current."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.macho import (
+from harness.protocols.macho import (
     DEFAULT_VERSION_STRING,
     LC_ID_DYLIB,
     LC_LOAD_DYLIB,

@@ -12,9 +12,9 @@ import pytest
 from av.video.frame import PictureType
 
 from harness.analysis.content import NAL_IDR, NAL_PPS, NAL_SPS, leading_nal_types
-from harness.analysis.stamp import STAMP_HEIGHT, STAMP_WIDTH, read_stamp
-from harness.errors import HarnessError
-from harness.sim.video import EncodedFrame, H264Encoder, Scene, corrupt_au
+from harness.protocols.stamp import STAMP_HEIGHT, STAMP_WIDTH, read_stamp
+from helix_sim.errors import SimError
+from helix_sim.video import EncodedFrame, H264Encoder, Scene, corrupt_au
 
 W, H = 448, 256
 
@@ -68,7 +68,7 @@ def test_black_has_no_stamp() -> None:
 
 
 def test_small_frames_render_without_stamp(caplog) -> None:
-    with caplog.at_level(logging.WARNING, logger="harness.sim.video"):
+    with caplog.at_level(logging.WARNING, logger="helix_sim.video"):
         scene = Scene(320, 192)
     assert not scene.stamped and "too small" in caplog.text
     frame = scene.render(3, 0.1, vkcube=True)
@@ -77,7 +77,7 @@ def test_small_frames_render_without_stamp(caplog) -> None:
 
 @pytest.mark.parametrize("size", [(63, 64), (64, 63), (101, 64), (64.0, 64)])
 def test_bad_sizes(size) -> None:
-    with pytest.raises(HarnessError):
+    with pytest.raises(SimError):
         Scene(*size)
 
 
@@ -135,13 +135,13 @@ def test_encoder_output_decodes_in_order_with_no_b_frames() -> None:
 
 def test_encoder_errors_and_close() -> None:
     encoder = H264Encoder(W, H, 40)
-    with pytest.raises(HarnessError):
+    with pytest.raises(SimError):
         encoder.encode(np.zeros((H, W), np.uint8), 0)
     encoder.close()
     encoder.close()  # idempotent
-    with pytest.raises(HarnessError):
+    with pytest.raises(SimError):
         encoder.encode(np.zeros((H * 3 // 2, W), np.uint8), 0)
-    with pytest.raises(HarnessError):
+    with pytest.raises(SimError):
         H264Encoder(W, H, 0)
 
 

@@ -6,7 +6,7 @@ import av
 import numpy as np
 import pytest
 
-from harness.analysis.stamp import (
+from harness.protocols.stamp import (
     BLOCK,
     COUNTER_MASK,
     LEVEL_ONE,
@@ -77,7 +77,7 @@ def test_too_small() -> None:
 
 
 def test_survives_libx264_at_2mbps_720p() -> None:
-    from harness.sim.video import H264Encoder, Scene
+    from helix_sim.video import H264Encoder, Scene
 
     width, height, fps = 1280, 720, 30
     scene = Scene(width, height)

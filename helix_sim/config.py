@@ -6,7 +6,7 @@ import secrets
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..errors import ConfigError
+from .errors import SimConfigError
 
 QEMU_BEHAVIOURS = ("feb5-reject", "v7-fallback", "v10-ignore")
 VIDEO_MODES = ("scanout", "shm")
@@ -64,14 +64,14 @@ FAULTS: dict[str, Fault] = {row[0]: Fault(*row) for row in _FAULT_ROWS}
 
 
 def parse_faults(spec: str | list[str] | tuple[str, ...] | frozenset[str] | None) -> frozenset[str]:
-    """`"a,b"` or a list of names → validated frozenset. Unknown names raise ConfigError."""
+    """`"a,b"` or a list of names → validated frozenset. Unknown names raise SimConfigError."""
     if not spec:
         return frozenset()
     items = spec.split(",") if isinstance(spec, str) else list(spec)
     names = frozenset(n.strip() for item in items for n in str(item).split(",") if n.strip())
     unknown = sorted(names - FAULTS.keys())
     if unknown:
-        raise ConfigError(
+        raise SimConfigError(
             f"unknown sim fault(s): {', '.join(unknown)}",
             hint=f"known faults: {', '.join(FAULTS)}",
         )
@@ -116,21 +116,21 @@ class SimConfig:
         object.__setattr__(self, "root", Path(self.root))
         object.__setattr__(self, "faults", parse_faults(self.faults))
         if self.qemu_behaviour not in QEMU_BEHAVIOURS:
-            raise ConfigError(
+            raise SimConfigError(
                 f"unknown sim QEMU behaviour {self.qemu_behaviour!r}", hint=f"use one of {', '.join(QEMU_BEHAVIOURS)}"
             )
         if self.video_mode not in VIDEO_MODES:
-            raise ConfigError(f"unknown sim video mode {self.video_mode!r}", hint=f"use one of {', '.join(VIDEO_MODES)}")
+            raise SimConfigError(f"unknown sim video mode {self.video_mode!r}", hint=f"use one of {', '.join(VIDEO_MODES)}")
         if not (1 <= self.fps <= 240):
-            raise ConfigError(f"sim fps must be within 1..240, got {self.fps}")
+            raise SimConfigError(f"sim fps must be within 1..240, got {self.fps}")
         if self.width % 16 or self.height % 16 or not (64 <= self.width <= 4096) or not (64 <= self.height <= 2304):
-            raise ConfigError(f"sim resolution must be multiples of 16 within 64..4096x2304, got {self.width}x{self.height}")
+            raise SimConfigError(f"sim resolution must be multiples of 16 within 64..4096x2304, got {self.width}x{self.height}")
         if self.gop < 1:
-            raise ConfigError(f"sim gop must be >= 1, got {self.gop}")
+            raise SimConfigError(f"sim gop must be >= 1, got {self.gop}")
         if not (0.01 <= self.delay_scale <= 10):
-            raise ConfigError(f"sim delay_scale must be within 0.01..10, got {self.delay_scale}")
+            raise SimConfigError(f"sim delay_scale must be within 0.01..10, got {self.delay_scale}")
         if self.osstatus_failures < 0:
-            raise ConfigError(f"sim osstatus_failures must be >= 0, got {self.osstatus_failures}")
+            raise SimConfigError(f"sim osstatus_failures must be >= 0, got {self.osstatus_failures}")
 
     @property
     def effective_qemu_behaviour(self) -> str:
@@ -163,7 +163,7 @@ class SimConfig:
 
     def has(self, fault: str) -> bool:
         if fault not in FAULTS:
-            raise ConfigError(f"unknown sim fault {fault!r}")
+            raise SimConfigError(f"unknown sim fault {fault!r}")
         return fault in self.faults
 
     def with_(self, **changes) -> "SimConfig":

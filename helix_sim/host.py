@@ -1,6 +1,6 @@
 """The sim's Mac host: "UTM.app" with its one VM, the crash-report dir and the utmctl control server.
 
-Real utmctl drives UTM.app over Apple Events; here the utmctl emulator (:mod:`harness.sim.utmctl`)
+Real utmctl drives UTM.app over Apple Events; here the utmctl emulator (:mod:`helix_sim.utmctl`)
 posts JSON to a loopback control server (aiohttp on 127.0.0.1, address in ``host/control.json``).
 The server holds the VM registry and its utmctl status, and decides the utmctl faults, so an
 emulator process needs nothing but the control file.
@@ -39,13 +39,13 @@ from typing import Any, Awaitable, Callable, Protocol
 
 from aiohttp import web
 
-from ..errors import HarnessError, PhaseTimeout
-from ..macho import build_macho
+from .errors import SimError, SimTimeout
+from harness.protocols.macho import build_macho
 from .config import SimConfig
 from .docker_engine import DockerEngine
 from .qemu import QemuError, QemuFrameExport
 
-log = logging.getLogger("harness.sim.host")
+log = logging.getLogger("helix_sim.host")
 
 UTM_VERSION = "4.6.4"
 UTM_BUILD = "104"
@@ -80,14 +80,14 @@ NOT_SUPPORTED = "Operation not supported by the backend."
 NO_GUEST_AGENT = "The QEMU guest agent is not running or not installed on the guest."
 
 
-class HostError(HarnessError):
+class HostError(SimError):
     """A VM operation "UTM.app" refuses (the emulator turns it into utmctl's output)."""
 
     default_phase = "vm"
 
 
 class Guest(Protocol):
-    """What the host needs of :class:`harness.sim.vm.GuestVM` (boot/shutdown may be sync or async)."""
+    """What the host needs of :class:`helix_sim.vm.GuestVM` (boot/shutdown may be sync or async)."""
 
     def boot(self) -> Any: ...
 
@@ -286,7 +286,7 @@ class UtmHost:
         end = loop.time() + timeout
         while self.status != wanted:
             if loop.time() >= end:
-                raise PhaseTimeout(
+                raise SimTimeout(
                     f"VM status stayed {self.status!r}, wanted {wanted!r} within {timeout:.1f}s", phase="vm"
                 )
             await asyncio.sleep(0.02)

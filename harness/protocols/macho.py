@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .errors import HarnessError
+from ..errors import HarnessError
 
 __all__ = [
     "MachOError", "LoadCommand", "MachOSlice", "read_macho", "build_macho", "build_fat",

@@ -16,7 +16,7 @@ simulator's Helix API over real HTTP (requests) and a real WebSocket (``websocke
 
 Frames are parsed the way the Go CLI parses them (offsets, no validation), not with the strict
 ``protocols.stream`` core: a short or odd message must be counted exactly as the CLI counts it.
-The built "binary" is a launcher written by the guest's ``go`` shim (``harness/sim/guest``);
+The built "binary" is a launcher written by the guest's ``go`` shim (``helix_sim/guest``);
 ``HELIX_CLI_ARGV0`` carries its path into the usage text, as ``os.Args[0]`` does in Go.
 """
 

@@ -2,7 +2,7 @@
 
 ``Scene.render`` draws yuv420p frames: a moving, rotating "cube" on a dark background while vkcube
 runs, a static desktop otherwise, and plain black on request. Every non-black frame carries the
-frame counter stamp (``harness.analysis.stamp``), so the harness can read back which frame it got.
+frame counter stamp (``harness.protocols.stamp``), so the harness can read back which frame it got.
 
 ``H264Encoder`` is libx264 through PyAV's ``CodecContext``, set up like Helix's encoders: no B-frames,
 zero latency, a fixed GOP and SPS+PPS before every IDR. ``corrupt_au`` damages an access unit for
@@ -21,10 +21,10 @@ import av
 import numpy as np
 from av.video.frame import PictureType
 
-from ..analysis.stamp import STAMP_HEIGHT, fits, stamp
-from ..errors import HarnessError
+from harness.protocols.stamp import STAMP_HEIGHT, fits, stamp
+from .errors import SimError
 
-log = logging.getLogger("harness.sim.video")
+log = logging.getLogger("helix_sim.video")
 
 _BLACK_Y = 16
 _NEUTRAL = 128
@@ -33,7 +33,7 @@ _CUBE_BG_Y = 40
 
 def _check_size(width: int, height: int) -> None:
     if not (isinstance(width, int) and isinstance(height, int)) or width < 64 or height < 64 or width % 2 or height % 2:
-        raise HarnessError(f"video size must be even and at least 64x64, got {width}x{height}", phase="sim")
+        raise SimError(f"video size must be even and at least 64x64, got {width}x{height}", phase="sim")
 
 
 class Scene:
@@ -210,7 +210,7 @@ class H264Encoder:
     ) -> None:
         _check_size(width, height)
         if not (fps > 0 and gop >= 1 and bitrate_kbps > 0 and threads >= 1):
-            raise HarnessError(
+            raise SimError(
                 f"bad encoder settings: fps={fps} gop={gop} bitrate_kbps={bitrate_kbps} threads={threads}", phase="sim"
             )
         self.width, self.height, self.fps, self.gop = width, height, fps, gop
@@ -241,7 +241,7 @@ class H264Encoder:
         try:
             ctx.open()
         except av.FFmpegError as exc:
-            raise HarnessError(
+            raise SimError(
                 f"could not open libx264: {exc}", phase="sim", hint="PyAV must be built with libx264"
             ) from exc
         self._ctx: av.CodecContext | None = ctx
@@ -250,9 +250,9 @@ class H264Encoder:
         """Encode one yuv420p frame (shape (h*3//2, w), uint8). Returns the access units now ready."""
         ctx = self._ctx
         if ctx is None:
-            raise HarnessError("H264Encoder.encode() after close()", phase="sim")
+            raise SimError("H264Encoder.encode() after close()", phase="sim")
         if yuv.shape != (self.height * 3 // 2, self.width) or yuv.dtype != np.uint8:
-            raise HarnessError(
+            raise SimError(
                 f"expected a ({self.height * 3 // 2}, {self.width}) uint8 yuv420p frame, got {yuv.shape} {yuv.dtype}",
                 phase="sim",
             )
@@ -264,7 +264,7 @@ class H264Encoder:
         try:
             packets = ctx.encode(frame)
         except av.FFmpegError as exc:
-            raise HarnessError(f"libx264 failed: {exc}", phase="sim") from exc
+            raise SimError(f"libx264 failed: {exc}", phase="sim") from exc
         return [EncodedFrame(bytes(p), bool(p.is_keyframe)) for p in packets]
 
     def close(self) -> None:

@@ -26,12 +26,12 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ConfigError, HarnessError
-from ..protocols import hxfr
-from ..protocols.errors import RemoteProtocolError
+from .errors import SimConfigError, SimError
+from harness.protocols import hxfr
+from harness.protocols.errors import RemoteProtocolError
 from .config import SimConfig
 
-log = logging.getLogger("harness.sim.qemu")
+log = logging.getLogger("helix_sim.qemu")
 
 SEPARATOR = "=" * 40
 #: The BUILD line each behaviour's binary prints (v7 and v10 as in qemu-utm; Feb 5 is the sim's own).
@@ -52,7 +52,7 @@ SAMPLE_KEYFRAME = bytes.fromhex(
 )
 
 
-class QemuError(HarnessError):
+class QemuError(SimError):
     """The simulated QEMU could not do what was asked (e.g. bind its port)."""
 
     default_phase = "frame_export"
@@ -76,7 +76,7 @@ class QemuFrameExport:
         self.log_path = Path(log_path)
         root = Path(config.root).resolve()
         if not self.log_path.resolve().is_relative_to(root):
-            raise ConfigError(
+            raise SimConfigError(
                 f"helix-debug.log path {self.log_path} is outside the sim root {root}",
                 hint="the simulator writes only inside its root",
             )

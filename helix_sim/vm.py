@@ -41,15 +41,15 @@ from urllib.parse import urlsplit
 
 import psutil
 
-from ..deadline import poll_until
-from ..errors import CommandError, ConfigError, HarnessError, PhaseTimeout
+from ._wait import poll_until
+from .errors import SimCommandError, SimConfigError, SimError, SimTimeout
 from .config import SimConfig
 
-log = logging.getLogger("harness.sim.vm")
+log = logging.getLogger("helix_sim.vm")
 
 GUEST_DIR = Path(__file__).resolve().with_name("guest")
 #: The checkout holding the ``harness`` package, for PYTHONPATH in the guest.
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 _SFTP_SERVERS = (
     "/usr/lib/openssh/sftp-server",
     "/usr/libexec/openssh/sftp-server",
@@ -94,7 +94,7 @@ def become_subreaper() -> bool:
 
     A guest command whose SSH connection closed mid-command (the client was interrupted) leaves
     sshd's tree; without this it is re-parented to PID 1, which may not reap it. Only for a
-    process that runs nothing but the simulator (``python -m harness.sim up``).
+    process that runs nothing but the simulator (``python -m helix_sim up``).
     """
     global _subreaper
     if sys.platform.startswith("linux") and not _subreaper:
@@ -122,7 +122,7 @@ def _reap_adopted() -> None:
             pass
 
 
-class GuestError(HarnessError):
+class GuestError(SimError):
     """The simulated guest could not be prepared, booted or stopped."""
 
     default_phase = "ssh"
@@ -156,7 +156,7 @@ def _find_sftp_server() -> str:
     for path in _SFTP_SERVERS:
         if os.access(path, os.X_OK):
             return path
-    raise ConfigError(
+    raise SimConfigError(
         "no OpenSSH sftp-server found", hint=f"install openssh-sftp-server (looked at {', '.join(_SFTP_SERVERS)})"
     )
 
@@ -164,7 +164,7 @@ def _find_sftp_server() -> str:
 def _find_sshd() -> str:
     path = shutil.which("sshd", path="/usr/sbin:/usr/local/sbin:/sbin:/usr/bin:/usr/local/bin")
     if not path:
-        raise ConfigError("OpenSSH sshd not found", hint="install openssh-server (the sim runs a real sshd)")
+        raise SimConfigError("OpenSSH sshd not found", hint="install openssh-server (the sim runs a real sshd)")
     return os.path.abspath(path)  # sshd re-execs itself and insists on an absolute path
 
 
@@ -187,9 +187,9 @@ def _run(cmd: list[str], *, what: str, cwd: Path | None = None, env: dict[str, s
     try:
         res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise CommandError(f"{what} failed: {exc}", command=cmd, phase="ssh") from exc
+        raise SimCommandError(f"{what} failed: {exc}", command=cmd, phase="ssh") from exc
     if res.returncode != 0:
-        raise CommandError(
+        raise SimCommandError(
             f"{what} failed (exit {res.returncode}): {(res.stderr or res.stdout).strip()[-500:]}",
             command=cmd,
             exit_status=res.returncode,
@@ -242,7 +242,7 @@ def _stop_procs(procs: list[psutil.Process]) -> None:
         try:
             poll_until(lambda: all(_gone(p) for p in alive), timeout=STOP_GRACE, what="sshd sessions to exit",
                        phase="ssh", interval=0.005, max_interval=0.05)
-        except PhaseTimeout:
+        except SimTimeout:
             log.warning("%d sshd session process(es) ignored %s", sum(not _gone(p) for p in alive), method)
 
 
@@ -356,7 +356,7 @@ class GuestVM:
     def prepare(self) -> None:
         """Create (or refresh) keys, sshd config and guest files under ``root``. Idempotent."""
         if re.search(r"[\s\"'\\]", str(self.root)):
-            raise ConfigError(f"the sim VM root must not contain spaces or quotes: {self.root}")
+            raise SimConfigError(f"the sim VM root must not contain spaces or quotes: {self.root}")
         for d in (self.root, self.ssh_dir, self.client_dir, self.home, self.helix_dir, self.bin_dir,
                   self.root / "dev" / "dri"):
             d.mkdir(parents=True, exist_ok=True)

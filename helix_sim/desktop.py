@@ -8,7 +8,7 @@ What runs inside a Helix desktop container (``ubuntu-external-…``), as far as 
   ``vkcube`` started in the background is seen by ``pkill -0 -f vkcube`` and ended by ``pkill -f vkcube``.
 - **the video pipeline** (``shared_video_source.go``): one per desktop, built when the first viewer
   subscribes, shared by every viewer, stopped ``video_grace_s`` after the last one leaves. A worker
-  thread renders (:class:`~harness.sim.video.Scene`) and encodes (:class:`~harness.sim.video.H264Encoder`)
+  thread renders (:class:`~helix_sim.video.Scene`) and encodes (:class:`~helix_sim.video.H264Encoder`)
   on a drift-free monotonic schedule: ``fps`` frames/s while vkcube (or another GL demo) animates the
   screen, one keepalive frame every 500 ms on a static screen (pipewiresrc ``keepalive-time=500``).
   Frames are fanned out on the event loop into bounded per-viewer queues; a viewer that joins a
@@ -18,7 +18,7 @@ What runs inside a Helix desktop container (``ubuntu-external-…``), as far as 
   first :data:`LOG_EVERY_FRAME_UNTIL` frames and then every :data:`LOG_SAMPLE_EVERY` th, so a long
   stream does not flood the (already bounded) engine log.
 
-Faults implemented here (``SimConfig.faults``, see ``harness.sim.config.FAULTS``): ``exec_forbidden``,
+Faults implemented here (``SimConfig.faults``, see ``helix_sim.config.FAULTS``): ``exec_forbidden``,
 ``vkcube_dies``, ``stream_error``, ``frames_stop``, ``low_fps`` (via ``effective_fps``), ``frozen``,
 ``black``, ``corrupt_h264``, ``replay_burst``, ``resource_ids_zero``, ``container_oom``,
 ``slow_after_running`` (the API passes the slowed ``fps``) and the trigger of ``vm_crash_stream``.
@@ -39,13 +39,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import HarnessError
-from ..protocols.stream import Init
+from .errors import SimError
+from harness.protocols.stream import Init
 from ._tasks import cancel_and_wait
 from .config import SimConfig
 from .video import H264Encoder, Scene, corrupt_au
 
-log = logging.getLogger("harness.sim.desktop")
+log = logging.getLogger("helix_sim.desktop")
 
 #: desktop-bridge's exec allowlist (api/pkg/desktop/exec.go).
 ALLOWED_COMMANDS = frozenset({
@@ -109,7 +109,7 @@ _FAKE_FILES = {
 _SOCKETS = {"/run/user/1000/wayland-0", "/run/user/1000/pipewire-0", "/tmp/.X11-unix/X0", "/run/user/1000/bus"}
 
 
-class DesktopError(HarnessError):
+class DesktopError(SimError):
     """Something the simulated desktop refuses or cannot do."""
 
     default_phase = "desktop"

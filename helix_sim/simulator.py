@@ -2,20 +2,20 @@
 
 ``Simulator(config)`` composes the parts (docs/design.md "Simulator internals"):
 
-- :class:`~harness.sim.docker_engine.DockerEngine` on ``<root>/docker.sock``;
-- :class:`~harness.sim.qemu.QemuFrameExport`, bound when the VM boots;
-- :class:`~harness.sim.vm.GuestVM` (sshd) under ``<root>/vm``;
-- :class:`~harness.sim.api.HelixApi`, started when the engine starts the compose service ``api``
+- :class:`~helix_sim.docker_engine.DockerEngine` on ``<root>/docker.sock``;
+- :class:`~helix_sim.qemu.QemuFrameExport`, bound when the VM boots;
+- :class:`~helix_sim.vm.GuestVM` (sshd) under ``<root>/vm``;
+- :class:`~helix_sim.api.HelixApi`, started when the engine starts the compose service ``api``
   and stopped when it stops; a ``sandbox-macos`` start makes the sandbox report online after
   ``sandbox_delay_s``;
-- :class:`~harness.sim.host.UtmHost` ("UTM.app") with its control server, the utmctl launcher
+- :class:`~helix_sim.host.UtmHost` ("UTM.app") with its control server, the utmctl launcher
   (``host/bin/utmctl``, and the same script at ``host/UTM.app/Contents/MacOS/utmctl``) and the fake
   QEMU framework binary under ``host/UTM.app/Contents/Frameworks/``;
 - ``<root>/target.toml``, a target config pointing the harness at all of this.
 
 The VM starts ``stopped``; the harness boots it with utmctl. ``start()``/``stop()`` (or ``with``)
 run the loop on a background thread; ``run_forever()`` runs it in the foreground until
-SIGTERM/SIGINT (``python -m harness.sim up``). ``stop()`` stops everything it started.
+SIGTERM/SIGINT (``python -m helix_sim up``). ``stop()`` stops everything it started.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import threading
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Coroutine, TypeVar
 
-from ..errors import HarnessError, PhaseTimeout
+from .errors import SimError, SimTimeout
 from .api import HelixApi
 from .config import SimConfig
 from .docker_engine import DockerEngine, SimContainer
@@ -40,7 +40,7 @@ from .qemu import QemuFrameExport
 from .utmctl import write_launcher
 from .vm import GuestVM
 
-log = logging.getLogger("harness.sim.simulator")
+log = logging.getLogger("helix_sim.simulator")
 
 T = TypeVar("T")
 
@@ -51,7 +51,7 @@ INFO_KEYS = (
 )
 
 
-class SimulatorError(HarnessError):
+class SimulatorError(SimError):
     default_phase = "sim"
 
 
@@ -127,7 +127,7 @@ class Simulator:
             ready.result(timeout)
         except concurrent.futures.TimeoutError:
             self.stop()
-            raise PhaseTimeout(f"the simulator did not start within {timeout:.0f}s", phase="sim") from None
+            raise SimTimeout(f"the simulator did not start within {timeout:.0f}s", phase="sim") from None
         except BaseException:
             self._thread.join(timeout)
             self._thread = None
@@ -147,7 +147,7 @@ class Simulator:
                 pass
         thread.join(timeout)
         if thread.is_alive():
-            raise PhaseTimeout(f"the simulator did not stop within {timeout:.0f}s", phase="sim")
+            raise SimTimeout(f"the simulator did not stop within {timeout:.0f}s", phase="sim")
         self._thread = None
 
     def __enter__(self) -> "Simulator":

@@ -14,7 +14,7 @@ Shapes, status codes and texts follow ``shared/reference/helix-stream.md`` ยง0โ€
   ``?client_id=`` dedup (old socket closed 4000 "superseded").
 
 Faults implemented here: ``api_5xx``, ``no_container``, ``ws_503``, ``superseded``; the desktop layer's
-faults live in :mod:`harness.sim.desktop`. All wire formats come from :mod:`harness.protocols.stream`.
+faults live in :mod:`helix_sim.desktop`. All wire formats come from :mod:`harness.protocols.stream`.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import WSMsgType, web
 
-from ..errors import HarnessError
-from ..protocols.errors import LocalProtocolError, RemoteProtocolError
-from ..protocols.stream import (
+from .errors import SimError
+from harness.protocols.errors import LocalProtocolError, RemoteProtocolError
+from harness.protocols.stream import (
     CODEC_H264,
     FLAG_KEYFRAME,
     FLAG_REPLAY,
@@ -60,7 +60,7 @@ from ._tasks import cancel_and_wait
 from .config import SimConfig
 from .desktop import Desktop, DesktopUnavailable, Frame, StreamStartError, Subscriber
 
-log = logging.getLogger("harness.sim.api")
+log = logging.getLogger("helix_sim.api")
 
 RUNNER_TOKEN = "oh-hallo-insecure-token"
 HELIX_VERSION = "2.6.3"
@@ -84,7 +84,7 @@ STATUS_READY = "Desktop is running"
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 
 
-class ApiError(HarnessError):
+class ApiError(SimError):
     """The simulated API could not start or do what was asked."""
 
     default_phase = "api"
@@ -725,7 +725,7 @@ class HelixApi:
             raise
         except DesktopUnavailable as exc:
             return _text(503, f"Sandbox not connected: {exc.message}")
-        except HarnessError as exc:
+        except SimError as exc:
             log.warning("%s %s failed: %s", request.method, request.path, exc)
             return _text(500, exc.message)
 
@@ -980,7 +980,7 @@ class HelixApi:
         await desktop.shutdown("session stopped")
         try:
             self.engine.remove(container.id)
-        except HarnessError as exc:
+        except SimError as exc:
             log.debug("removing %s: %s", container.name, exc)
         sess.container = None
         sess.desktop = None

@@ -1,8 +1,8 @@
 """The sim's ``utmctl``: UTM's CLI (``utmctl/UTMCtl.swift``), talking to the sim's "UTM.app".
 
-Run as ``python -m harness.sim.utmctl`` through the launcher the simulator writes at
+Run as ``python -m helix_sim.utmctl`` through the launcher the simulator writes at
 ``<root>/host/bin/utmctl`` (:func:`write_launcher`), which sets ``HELIX_SIM_CONTROL`` to the
-control file of the :class:`harness.sim.host.UtmHost` control server. Real utmctl sends Apple
+control file of the :class:`helix_sim.host.UtmHost` control server. Real utmctl sends Apple
 Events to UTM.app; this one posts JSON to that server, which also decides the faults.
 
 Output and exit codes follow the real tool:
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..protocols import utmctl as fmt
+from harness.protocols import utmctl as fmt
 
 CONTROL_ENV = "HELIX_SIM_CONTROL"
 EXIT_FAILURE = 1
@@ -326,12 +326,12 @@ def write_launcher(path: str | os.PathLike[str], *, control_file: str | os.PathL
     script = "\n".join(
         [
             "#!/bin/sh",
-            "# utmctl of the helix-e2e simulator: talks to the sim's UTM.app (see harness/sim/utmctl.py).",
+            "# utmctl of the helix-e2e simulator: talks to the sim's UTM.app (see helix_sim/utmctl.py).",
             f"{CONTROL_ENV}={shlex.quote(str(Path(control_file).resolve()))}",
             f"export {CONTROL_ENV}",
             f'PYTHONPATH={shlex.quote(str(repo))}${{PYTHONPATH:+:$PYTHONPATH}}',
             "export PYTHONPATH",
-            f'exec {shlex.quote(python)} -m harness.sim.utmctl "$@"',
+            f'exec {shlex.quote(python)} -m helix_sim.utmctl "$@"',
             "",
         ]
     )

@@ -44,11 +44,11 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from ..errors import HarnessError
+from .errors import SimError
 from .guest.docker_cli import human_duration  # docker's go-units HumanDuration, one copy
 from .config import SimConfig
 
-log = logging.getLogger("harness.sim.docker_engine")
+log = logging.getLogger("helix_sim.docker_engine")
 
 API_VERSION = "1.47"
 MIN_API_VERSION = "1.24"
@@ -66,7 +66,7 @@ _ZERO_TIME = "0001-01-01T00:00:00Z"
 ServiceCallback = Callable[["SimContainer"], Awaitable[None]]
 
 
-class EngineError(HarnessError):
+class EngineError(SimError):
     """A Docker Engine request failed. ``status`` is the HTTP status dockerd would answer."""
 
     default_phase = "stack"

@@ -1,4 +1,4 @@
-"""``python -m harness.sim up [--json] …``: run a simulator in the foreground until SIGTERM/SIGINT.
+"""``python -m helix_sim up [--json] …``: run a simulator in the foreground until SIGTERM/SIGINT.
 
 With ``--json`` it prints exactly one JSON line (``Simulator.info()``) once everything listens;
 without, a short human summary (never the API key). Exit codes: 0 after a clean stop, 1 when the
@@ -19,10 +19,10 @@ import threading
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
-from ..errors import HarnessError
+from .errors import SimError
 from .config import FAULTS, QEMU_BEHAVIOURS, VIDEO_MODES, SimConfig, parse_faults
 
-PROG = "python -m harness.sim"
+PROG = "python -m helix_sim"
 
 
 class _ArgumentError(Exception):
@@ -126,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         try:
             config = _config(args, root)
-        except HarnessError as exc:
+        except SimError as exc:
             print(f"{PROG}: error: {exc}", file=sys.stderr)
             return 2
         logging.basicConfig(
@@ -150,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             Simulator(config).run_forever(on_ready=ready)
-        except HarnessError as exc:
+        except SimError as exc:
             print(f"{PROG}: error: {exc}", file=sys.stderr)
             return 1
         return 0
