@@ -37,8 +37,8 @@ from .drivers.stack import StackDriver
 from .drivers.utm import UtmDriver
 from .deadline import Deadline, poll_until
 from .errors import CheckFailed, HarnessError, PhaseTimeout
-from .logscan import ScanResult, scan_text
-from .progress import Timeline
+from .analysis.logscan import ScanResult, scan_text
+from .timeline import Timeline
 from .protocols import stream as sp
 from .usercreds import Usercreds, parse_usercreds
 
@@ -103,7 +103,7 @@ class StreamRun:
     vkcube_running_after: bool = False
     vkcube_error: str = ""  # launching vkcube failed (exec refused or errored)
     vkcube_after_error: str = ""  # checking vkcube after the stream failed (the desktop was unreachable)
-    #: The latest :class:`harness.checks.Finding` of each run-based check, by check name.
+    #: The latest :class:`harness.verdict.checks.Finding` of each run-based check, by check name.
     findings: dict[str, Any] = field(default_factory=dict)
 
 
@@ -142,7 +142,7 @@ class Strategy:
     preflight_failure: str = ""
     #: Every streaming run of this strategy, oldest first (``stream`` is the last one).
     streams: list[StreamRun] = field(default_factory=list)
-    #: The latest :class:`harness.checks.Finding` of each check run against this strategy, by check name.
+    #: The latest :class:`harness.verdict.checks.Finding` of each check run against this strategy, by check name.
     findings: dict[str, Any] = field(default_factory=dict)
     #: Infra failures this strategy recovered from with :meth:`reset` (``--rerun-infra``), oldest first.
     resets: list[str] = field(default_factory=list)

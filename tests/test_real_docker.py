@@ -33,7 +33,7 @@ from harness.drivers.docker import (
     ContainerState, DockerDriver, DockerDriverError, container_logs, container_state, engine_ping,
     find_service_container,
 )
-from harness.logscan import scan_text
+from harness.analysis.logscan import scan_text
 
 docker = pytest.importorskip("docker")
 

@@ -55,7 +55,7 @@ def cmd_probe(args) -> int:
 
 def cmd_scan_logs(args) -> int:
     from ..drivers.host import parse_ips
-    from ..logscan import ScanResult, scan_file
+    from ..analysis.logscan import ScanResult, scan_file
 
     result = ScanResult()
     crashes = []

@@ -16,11 +16,11 @@ import pytest
 
 from ..config import TARGET_ENV, TargetConfig, load_target
 from ..errors import HarnessError
-from ..progress import Timeline
+from ..timeline import Timeline
 from ..redact import install_logging_filter
 from ..strategy import Status, Strategy
 from .interrupts import sigint_deferred
-from .simtarget import launch_sim, validate_faults
+from ..runs.provision import launch_sim, validate_faults
 from .vmlock import acquire_vm
 
 log = logging.getLogger(__name__)

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from ..checks import Finding, from_error
+from ..verdict.checks import Finding, from_error
 from ..redact import install_logging_filter, redact
 from ..report.extras import KINDS, build_extras
 from ..report.metrics import build_metrics, junit_properties, provenance, write_json
 from ..report.summary import append_history, read_history, render_summary, trend_html
-from ..triage import TRANSIENT_CAUSES, TRANSIENT_LAYERS, Verdict, triage
+from ..verdict.triage import TRANSIENT_CAUSES, TRANSIENT_LAYERS, Verdict, triage
 from .fixtures import RUN_DIR_KEY, STRATEGY_KEY, reports_latest, run_dir, timeline, worker_id
 
 MARKERS = {

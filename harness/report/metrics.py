@@ -14,7 +14,7 @@ from ..redact import redact
 
 def build_metrics(strategy, *, outcomes: dict[str, str] | None = None, triage: Any = None,
                   reruns: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``triage``: the run's :class:`harness.triage.Verdict` (``None``: every check passed);
+    """``triage``: the run's :class:`harness.verdict.triage.Verdict` (``None``: every check passed);
     ``reruns``: what ``--rerun-infra`` allowed and reran."""
     t = strategy.target
     m: dict[str, Any] = {

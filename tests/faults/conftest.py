@@ -1,6 +1,6 @@
 """The fault runs of a test module, started together on a small thread pool.
 
-Each run is a whole boot-to-stream flow against its own simulator (``harness.runner.run_once``),
+Each run is a whole boot-to-stream flow against its own simulator (``harness.runs.runner.run_once``),
 mostly waiting on a child process, so two run side by side on a 2-core host. The fixture starts
 the runs the session selected (``-k`` works), longest first, and each test waits for its own.
 """

@@ -1,7 +1,7 @@
 """Every known failure is injected, detected, classified and explained, and the harness never hangs.
 
 One test per fault of ``helix_sim.config.FAULTS``: a whole run (own simulator, short stream, the
-sim's faster delays) through ``harness.runner.run_once``, whose triage must blame the fault's layer
+sim's faster delays) through ``harness.runs.runner.run_once``, whose triage must blame the fault's layer
 on the first run, with the cause, the evidence that proves it and a hint; ``replay_burst`` is not a
 fault and must pass. Every phase must end within its own timeout (+ slack), so no fault hangs a run.
 Two more tests drive the pytest plugin itself (``--sim-fault`` / ``HELIX_E2E_SIM_FAULT``, the verdict
@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from harness.redact import redact
-from harness.runner import run_once
+from harness.runs.runner import run_once
 from helix_sim.config import FAULTS
-from harness.triage import TRANSIENT_CAUSES
+from harness.verdict.triage import TRANSIENT_CAUSES
 
 pytestmark = pytest.mark.faults
 

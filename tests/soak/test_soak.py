@@ -7,7 +7,7 @@ import json
 import pytest
 
 from harness.report.metrics import write_json
-from harness.soak import FIGURES, SoakMargins, chart_svg, run_soak
+from harness.runs.soak import FIGURES, SoakMargins, chart_svg, run_soak
 
 pytestmark = pytest.mark.soak
 

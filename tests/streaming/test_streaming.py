@@ -2,14 +2,14 @@
 
 Runs against the target config (the embedded simulator by default; a real UTM VM with
 ``--target``). Each test asserts one line of the manual checklist; the logic of each check
-lives in ``harness.checks`` (shared with triage and soak), and its message says why it failed.
+lives in ``harness.verdict.checks`` (shared with triage and soak), and its message says why it failed.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from harness import checks
+from harness.verdict import checks
 
 pytestmark = pytest.mark.streaming
 

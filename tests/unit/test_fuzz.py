@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness import config as cfg_mod
-from harness import logscan
+from harness.analysis import logscan
 from harness.errors import ConfigError, HarnessError
 from harness.protocols import cli_output, hxfr, stream, utmctl
 from harness.protocols import recording as rec

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from harness.logscan import PATTERNS, SEVERITIES, scan_file, scan_text
+from harness.analysis.logscan import PATTERNS, SEVERITIES, scan_file, scan_text
 
 LOGS = Path(__file__).resolve().parents[2] / "fixtures" / "logs"
 

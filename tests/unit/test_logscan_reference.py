@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from harness.cli import main
-from harness.logscan import scan_file
+from harness.analysis.logscan import scan_file
 
 SAMPLES = Path(__file__).resolve().parents[2] / "fixtures" / "logs" / "reference-formats.log"
 

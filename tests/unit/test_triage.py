@@ -6,15 +6,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import checks
-from harness.checks import Finding, classify_error, from_doctor, from_error
+from harness.verdict import checks
+from harness.verdict.checks import Finding, classify_error, from_doctor, from_error
 from harness.drivers.capture import CaptureError
 from harness.drivers.ssh import HostKeyError
 from harness.drivers.stack import StackError
 from harness.drivers.utm import UtmError, UtmNoGuiError
 from harness.errors import CommandError, HarnessError, PhaseTimeout
 from harness.strategy import StrategyBroken
-from harness.triage import HINTS, Verdict, strategy_findings, triage
+from harness.verdict.triage import HINTS, Verdict, strategy_findings, triage
 
 
 def ok(check: str) -> Finding:

@@ -17,9 +17,9 @@ from typing import Any
 
 import psutil
 
-from .errors import HarnessError
-from .logscan import scan_text
-from .strategy import Status, Strategy
+from ..errors import HarnessError
+from ..analysis.logscan import scan_text
+from ..strategy import Status, Strategy
 
 log = logging.getLogger(__name__)
 

@@ -34,9 +34,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .config import ENV_OVERRIDES, TARGET_ENV, TargetConfig, expand, load_target
-from .errors import HarnessError
-from .protocols.macho import LC_ID_DYLIB, LC_RPATH, MachOError, read_macho
+from ..config import ENV_OVERRIDES, TARGET_ENV, TargetConfig, expand, load_target
+from ..errors import HarnessError
+from ..protocols.macho import LC_ID_DYLIB, LC_RPATH, MachOError, read_macho
 
 __all__ = [
     "OK", "WARN", "FAIL", "STATUSES", "CHECK_NAMES", "Check", "DoctorReport", "DoctorError",
@@ -558,7 +558,7 @@ def check_utmctl(
     command_timeout: float = 15.0,
 ) -> Check:
     """utmctl is there and executable, reaches UTM.app (GUI login), and lists the configured VM."""
-    from .drivers.utm import UtmDriver, UtmNoGuiError
+    from ..drivers.utm import UtmDriver, UtmNoGuiError
 
     name = "utmctl"
     if _sim_unprovisioned(target):
@@ -833,7 +833,7 @@ def check_known_hosts(target: TargetConfig) -> Check:
 def check_usercreds(usercreds: str | os.PathLike[str] | None) -> Check:
     """A local copy of ``.env.usercreds`` has the four keys (values are never shown). The real file lives
     in the guest; without ``--usercreds`` it is checked there at session start."""
-    from .usercreds import KNOWN, UsercredsError, parse_usercreds
+    from ..usercreds import KNOWN, UsercredsError, parse_usercreds
 
     name = "usercreds"
     if usercreds is None:

@@ -2,7 +2,7 @@
 
 :func:`run_once` is what the fault tests (and soak-style tools) call: it provisions a simulator
 with the given faults when the target is one, drives it through the same :class:`Strategy`,
-drivers and :func:`harness.checks.all_stream_checks` as the pytest suite, triages the findings,
+drivers and :func:`harness.verdict.checks.all_stream_checks` as the pytest suite, triages the findings,
 and stops everything it started, whatever happened. Nothing is printed; progress goes to logging.
 
 Every phase is bounded by its own ``[timeouts]`` entry (one scale factor, see
@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .checks import Finding, all_stream_checks, from_doctor
-from .config import TargetConfig, load_target
-from .doctor import run_doctor
-from .errors import ConfigError
-from .plugin.simtarget import launch_sim, validate_faults  # provisioning only (no pytest): a simulator as an owned child
-from .progress import Timeline
-from .strategy import Status, Strategy
-from .triage import Verdict, triage
+from ..verdict.checks import Finding, all_stream_checks, from_doctor
+from ..config import TargetConfig, load_target
+from ..doctor import run_doctor
+from ..errors import ConfigError
+from .provision import launch_sim, validate_faults
+from ..timeline import Timeline
+from ..strategy import Status, Strategy
+from ..verdict.triage import Verdict, triage
 
 log = logging.getLogger(__name__)
 

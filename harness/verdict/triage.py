@@ -1,12 +1,12 @@
 """One verdict per run: which layer broke, why, the lines that prove it, and what to do.
 
-:func:`triage` reads the run's :class:`~harness.checks.Finding` list (what the checks, or the tests,
+:func:`triage` reads the run's :class:`~harness.verdict.checks.Finding` list (what the checks, or the tests,
 produced) and the strategy (its broken phase and its preflight), and picks the *root cause*:
 
 1. a failed preflight (the doctor) — nothing after it ran;
 2. a catastrophe that explains everything after it: QEMU could not start or crashed, the VM stopped,
    the desktop container was OOM-killed or restarted, SSH died;
-3. any other failure, outermost layer first (``host`` … ``client``, :data:`harness.checks.LAYERS`):
+3. any other failure, outermost layer first (``host`` … ``client``, :data:`harness.verdict.checks.LAYERS`):
    a broken ``ssh`` phase explains the ``stream`` checks that could not run;
 4. symptoms last (a static screen, an undecodable or missing stream, the CLI disagreeing): they are
    the verdict only when nothing else failed.

@@ -10,8 +10,8 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .errors import CommandError, HarnessError
-from .protocols import h264
+from ..errors import CommandError, HarnessError
+from ..protocols import h264
 
 #: Layers a failure can be blamed on (issue contract, outermost first).
 LAYERS = ("host", "utm", "vm", "ssh", "stack", "api", "session", "desktop", "encoder", "frame_export", "stream",
@@ -68,7 +68,7 @@ def vm_boot(s) -> Finding:
     if status != "started":
         return _fail(name, f"utmctl status is `{status}` after boot, not `started`", "vm", "vm_not_started",
                      [f"utmctl status: {status}"])
-    from .doctor import check_runtime_version
+    from ..doctor import check_runtime_version
 
     binary_version = s.facts.get("qemu_binary_version")
     appended = s.host.new_log_bytes(s.host_snapshot) if s.host_snapshot else b""
@@ -350,11 +350,11 @@ _TRANSIENT_HINT = ("transient infrastructure failure: rerun (pytest --rerun-infr
 
 def classify_error(exc: BaseException, default_layer: str = "client") -> tuple[str, str, list[str], str]:
     """``(layer, cause, evidence, hint)`` of the error that broke a phase: typed errors first, then the phase."""
-    from .drivers.capture import CaptureError
-    from .drivers.helix_cli import HelixCliError
-    from .drivers.ssh import HostKeyError
-    from .drivers.stack import StackError
-    from .drivers.utm import UtmError, UtmNoGuiError
+    from ..drivers.capture import CaptureError
+    from ..drivers.helix_cli import HelixCliError
+    from ..drivers.ssh import HostKeyError
+    from ..drivers.stack import StackError
+    from ..drivers.utm import UtmError, UtmNoGuiError
 
     phase = getattr(exc, "phase", None) or ""
     text = str(exc)
@@ -481,7 +481,7 @@ _PHASE_LAYER = {
 
 def all_stream_checks(s, target) -> list[Finding]:
     """Run every check of the suite in its order; a check that cannot run is a failed finding."""
-    from .strategy import Status, StrategyBroken
+    from ..strategy import Status, StrategyBroken
 
     out: list[Finding] = []
     steps = [

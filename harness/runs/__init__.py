@@ -1,0 +1,1 @@
+"""Programmatic runs outside pytest: provisioning a simulator, one whole run, soak."""
