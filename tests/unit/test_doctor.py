@@ -42,6 +42,7 @@ from harness.doctor import (
     run_doctor,
     source_version,
 )
+from harness.doctor import host as doctor_host
 from harness.protocols.macho import build_fat, build_macho
 from harness.protocols.utmctl import NO_GUI_MESSAGE, VmEntry, format_list
 
@@ -527,11 +528,11 @@ def test_disk_thresholds(tmp_path, monkeypatch):
         return lambda _path: shutil._ntuple_diskusage(100 * doctor.GIB, 100 * doctor.GIB - free, free)
 
     target = tmp_path / "reports" / "latest"  # need not exist yet
-    monkeypatch.setattr(doctor.shutil, "disk_usage", usage(1 * doctor.GIB))
+    monkeypatch.setattr(doctor_host.shutil, "disk_usage", usage(1 * doctor.GIB))
     assert check_disk(target).status == FAIL
-    monkeypatch.setattr(doctor.shutil, "disk_usage", usage(3 * doctor.GIB))
+    monkeypatch.setattr(doctor_host.shutil, "disk_usage", usage(3 * doctor.GIB))
     assert check_disk(target).status == WARN
-    monkeypatch.setattr(doctor.shutil, "disk_usage", usage(50 * doctor.GIB))
+    monkeypatch.setattr(doctor_host.shutil, "disk_usage", usage(50 * doctor.GIB))
     ok = check_disk(target)
     assert ok.status == OK and "50.0 GiB free" in ok.finding
 
@@ -588,9 +589,9 @@ def healthy_target(tmp_path, monkeypatch) -> Path:
     """A target whose every host-side check passes on Linux: fake utmctl, key, known_hosts, free port."""
     for name in (*ENV_OVERRIDES, TARGET_ENV):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(doctor, "MEMORY_FAIL_BYTES", 0)
-    monkeypatch.setattr(doctor, "DISK_FAIL_BYTES", 0)
-    monkeypatch.setattr(doctor, "_sysctl_hv_support", lambda: "1")  # a Mac CI runner may lack hvf
+    monkeypatch.setattr(doctor_host, "MEMORY_FAIL_BYTES", 0)
+    monkeypatch.setattr(doctor_host, "DISK_FAIL_BYTES", 0)
+    monkeypatch.setattr(doctor_host, "_sysctl_hv_support", lambda: "1")  # a Mac CI runner may lack hvf
     utmctl = _fake_utmctl(tmp_path, stdout=LISTING)
     key = _key(tmp_path, 0o600)
     kh = tmp_path / "known_hosts"
