@@ -55,9 +55,6 @@ def check_ssh_key(target: TargetConfig) -> Check:
 
 def check_known_hosts(target: TargetConfig) -> Check:
     """known_hosts has a key for ``[host]:port`` (``host`` on port 22), as the SSH driver (paramiko) looks it up."""
-    import paramiko
-    from paramiko.hostkeys import InvalidHostKey
-
     name = "known_hosts"
     if sim_unprovisioned(target):
         return skipped_for_sim(name, "its own known_hosts")
@@ -73,6 +70,9 @@ def check_known_hosts(target: TargetConfig) -> Check:
             return Check(name, WARN, f"{path} does not exist; trust_on_first_use will create it on first connect",
                          add)
         return Check(name, FAIL, f"{path} does not exist, so the guest's host key ({entry}) is unknown", add)
+    import paramiko  # only now: loading the file is the one step that needs it (paramiko takes ~0.3 s to import)
+    from paramiko.hostkeys import InvalidHostKey
+
     keys = paramiko.HostKeys()
     try:
         keys.load(str(path))
@@ -94,11 +94,11 @@ def check_known_hosts(target: TargetConfig) -> Check:
 def check_usercreds(usercreds: str | os.PathLike[str] | None) -> Check:
     """A local copy of ``.env.usercreds`` has the four keys (values are never shown). The real file lives
     in the guest; without ``--usercreds`` it is checked there at session start."""
-    from ..usercreds import KNOWN, UsercredsError, parse_usercreds
-
     name = "usercreds"
     if usercreds is None:
         return Check(name, OK, "checked in the guest at session start (pass --usercreds FILE to check a local copy)")
+    from ..usercreds import KNOWN, UsercredsError, parse_usercreds
+
     path = Path(expand(str(usercreds)))
     try:
         text = path.read_text("utf-8")

@@ -62,8 +62,6 @@ def check_utmctl(
     command_timeout: float = 15.0,
 ) -> Check:
     """utmctl is there and executable, reaches UTM.app (GUI login), and lists the configured VM."""
-    from ..drivers.utm import UtmDriver, UtmNoGuiError
-
     name = "utmctl"
     if sim_unprovisioned(target):
         return skipped_for_sim(name, "its utmctl emulator")
@@ -78,6 +76,8 @@ def check_utmctl(
                      "install UTM (https://mac.getutm.app) or set [vm] utmctl in the target config")
     if not path.is_file() or not os.access(path, os.X_OK):
         return Check(name, FAIL, f"{path} is not an executable file", f"chmod +x {shlex.quote(str(path))} or fix [vm] utmctl")
+    from ..drivers.utm import UtmDriver, UtmNoGuiError
+
     ssh = system == "Darwin" and _over_ssh(environ)
     ssh_note = " (this shell is an SSH session: SSH_CONNECTION/SSH_TTY are set)" if ssh else ""
     # The driver wants a VM id; `list` needs none, so a placeholder lets the doctor list VMs without one.

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import TargetConfig, expand
-from ..protocols.macho import LC_ID_DYLIB, LC_RPATH, MachOError, read_macho
 from .report import FAIL, OK, WARN, Check, DoctorError, host_system
 
 __all__ = [
@@ -107,6 +106,8 @@ def check_dylib_paths(binary: str | os.PathLike[str], *, explicit: bool = True, 
     missing = _binary_state(binary, explicit=explicit, system=system)
     if missing is not None:
         return replace(missing, name=name)
+    from ..protocols.macho import LC_ID_DYLIB, LC_RPATH, MachOError, read_macho
+
     try:
         slices = read_macho(binary)
     except MachOError as exc:
