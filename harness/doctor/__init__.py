@@ -12,7 +12,8 @@ Where a change goes:
   ``qemu_runtime_version``, run after VM start);
 - :mod:`.host`: the Mac: ``utmctl`` (GUI login), ``hvf``, ``frame_export_port``, ``disk``, ``memory``;
 - :mod:`.credentials`: ``ssh_key``, ``known_hosts``, ``usercreds``;
-- this module: which checks run, in which order (:data:`CHECK_NAMES`), and the target to check.
+- this module: which checks run, in which order (:data:`CHECK_NAMES`, :func:`run_doctor`), and the
+  target to check (:func:`target_for_doctor`).
 
 Importing the doctor is cheap: a check imports what it needs (psutil, paramiko, the UTM driver, the
 Mach-O reader) only when it gets that far, so ``helix-e2e doctor`` starts fast. Tunables such as the
@@ -56,7 +57,6 @@ from .qemu import (
     source_version,
 )
 from .report import (
-    CHECK_NAMES,
     FAIL,
     OK,
     STATUSES,
@@ -87,6 +87,12 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: Every check run_doctor runs, in order (check_runtime_version runs later, after VM start).
+CHECK_NAMES = (
+    "dylib_paths", "qemu_version", "qemu_fresh", "utmctl", "hvf", "frame_export_port",
+    "ssh_key", "known_hosts", "usercreds", "disk", "memory",
+)
 
 
 # -- target --------------------------------------------------------------------------------------------

@@ -19,17 +19,12 @@ if TYPE_CHECKING:
     from ..config import TargetConfig
 
 __all__ = [
-    "OK", "WARN", "FAIL", "STATUSES", "CHECK_NAMES", "Check", "DoctorReport", "DoctorError",
+    "OK", "WARN", "FAIL", "STATUSES", "Check", "DoctorReport", "DoctorError",
     "host_system", "sim_unprovisioned", "skipped_for_sim",
 ]
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 STATUSES = (OK, WARN, FAIL)
-#: Every check run_doctor runs, in order (check_runtime_version runs later, after VM start).
-CHECK_NAMES = (
-    "dylib_paths", "qemu_version", "qemu_fresh", "utmctl", "hvf", "frame_export_port",
-    "ssh_key", "known_hosts", "usercreds", "disk", "memory",
-)
 
 
 class DoctorError(HarnessError):
