@@ -41,14 +41,15 @@ def poll_until(
     interval: float = 0.2,
     max_interval: float = 2.0,
     hint: str | None = None,
+    cause: str | None = None,
     on_wait: Callable[[float], None] | None = None,
 ) -> T:
     """Call ``check`` until it returns something other than ``None``/``False``.
 
     The pause between attempts grows from ``interval`` to ``max_interval`` and never
     overshoots the deadline. ``check`` may raise; the last exception is chained to the
-    :class:`PhaseTimeout` raised when time runs out. ``on_wait(elapsed)`` is called
-    between attempts (progress display).
+    :class:`PhaseTimeout` raised when time runs out, which carries ``cause`` (what triage
+    blames when this wait fails). ``on_wait(elapsed)`` is called between attempts (progress display).
     """
     deadline = Deadline(timeout)
     last_exc: BaseException | None = None
@@ -64,7 +65,7 @@ def poll_until(
         if deadline.expired:
             detail = f": last error: {last_exc}" if last_exc else ""
             raise PhaseTimeout(
-                f"timed out after {timeout:.1f}s waiting for {what}{detail}", phase=phase, hint=hint
+                f"timed out after {timeout:.1f}s waiting for {what}{detail}", phase=phase, hint=hint, cause=cause
             ) from last_exc
         if on_wait is not None:
             on_wait(deadline.elapsed)

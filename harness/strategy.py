@@ -2,45 +2,37 @@
 
 ``off → vm_up → ssh_ready → stack_up → session_ready → streaming``
 
+- The strategy is handed its drivers (:class:`harness.drivers.wiring.Drivers`) and does no I/O of
+  its own: each transition calls a few driver methods and writes its layer's part of the run record
+  (:class:`harness.record.RunRecord`), which checks and reports read.
 - ``transition(s)`` is idempotent: already there → nothing to do. Going up reaches the state
-  below first, then does exactly one layer's work through the drivers; going down undoes one
-  layer at a time (teardown reuses it). ``status`` is set only after the work succeeded.
+  below first, then does exactly one layer's work; going down undoes one layer at a time
+  (teardown reuses it). ``status`` is set only after the work succeeded.
 - ``ensure(s)`` goes up to ``s`` but never down (fixtures use it).
 - ``force(s)`` records a state without side effects (the developer loop: reuse what is up).
 - The first failure breaks the strategy for good: later calls raise ``StrategyBroken`` naming the
   original phase and cause, and the plugin skips tests that need the strategy.
-The strategy does no I/O itself: every effect goes through a driver.
+- Evidence that is not part of a transition (the resource_id=0 probe, the post-stream crash
+  evidence) is collected once, on request, through the drivers, into the record.
 """
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
-import shlex
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from .config import TargetConfig
-from .drivers.capture import CaptureResult, capture_stream
-from .drivers.docker import ContainerState, DockerDriver
-from .drivers.frame_export import ProbeResult, probe_resource_id_zero
-from .drivers.helix_api import HelixApi
-from .drivers.helix_cli import CliStream, HelixCliDriver
-from .drivers.host import HostArtifacts, HostSnapshot
-from .drivers.ssh import SshDriver
-from .drivers.stack import StackDriver
-from .drivers.utm import UtmDriver
-from .deadline import Deadline, poll_until
-from .errors import CheckFailed, HarnessError, PhaseTimeout
-from .analysis.logscan import ScanResult, scan_text
-from .timeline import Timeline
+from .deadline import Deadline
+from .drivers.wiring import Drivers
+from .errors import CheckFailed, HarnessError
 from .protocols import stream as sp
-from .usercreds import Usercreds, parse_usercreds
+from .record import (BootRecord, ContainerProblem, CrashEvidence, ProbeRecord, RunRecord, SessionRecord, StackRecord,
+                     StreamRecord)
+from .timeline import Timeline
 
 log = logging.getLogger(__name__)
 
@@ -86,66 +78,16 @@ class StrategyBroken(StrategyError):
 
 
 @dataclass
-class StreamRun:
-    """Everything the `streaming` transition measured."""
-
-    session_id: str
-    capture: CaptureResult
-    session_start_s: float = 0.0  # how long `spectask start --wait` and the container took
-    cli: CliStream | None = None
-    cli_error: str = ""
-    cli_h264: str = ""
-    desktop_logs: str = ""
-    desktop_scan: ScanResult | None = None
-    host_log: str = ""
-    host_scan: ScanResult | None = None
-    vkcube_running_before: bool = False
-    vkcube_running_after: bool = False
-    vkcube_error: str = ""  # launching vkcube failed (exec refused or errored)
-    vkcube_after_error: str = ""  # checking vkcube after the stream failed (the desktop was unreachable)
-    #: The latest :class:`harness.verdict.checks.Finding` of each run-based check, by check name.
-    findings: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
 class Strategy:
     target: TargetConfig
+    drivers: Drivers | None = None  # built from the target when not handed one
     timeline: Timeline = field(default_factory=Timeline)
     artifacts_dir: Path = field(default_factory=lambda: Path("reports/latest/artifacts"))
     keep_vm: bool = False
     status: Status = Status.unknown
     broken: tuple[str, BaseException] | None = None
     forced: Status | None = None
-    facts: dict[str, Any] = field(default_factory=dict)
-
-    # drivers and what we learned
-    utm: UtmDriver | None = None
-    host: HostArtifacts | None = None
-    ssh: SshDriver | None = None
-    stack: StackDriver | None = None
-    cli: HelixCliDriver | None = None
-    docker: DockerDriver | None = None
-    api: HelixApi | None = None
-    creds: Usercreds | None = None
-    host_snapshot: HostSnapshot | None = None
-    session_id: str = ""
-    desktop_container: str = ""
-    sandbox_container: str = ""
-    desktop_baseline: ContainerState | None = None
-    sandbox_baseline: ContainerState | None = None
-    session_started: float = 0.0
-    stream: StreamRun | None = None
-    probe: ProbeResult | None = None
-    probe_log: str = ""
-    teardown_errors: list[str] = field(default_factory=list)
-    own_session: bool = False
-    preflight_failure: str = ""
-    #: Every streaming run of this strategy, oldest first (``stream`` is the last one).
-    streams: list[StreamRun] = field(default_factory=list)
-    #: The latest :class:`harness.verdict.checks.Finding` of each check run against this strategy, by check name.
-    findings: dict[str, Any] = field(default_factory=dict)
-    #: Infra failures this strategy recovered from with :meth:`reset` (``--rerun-infra``), oldest first.
-    resets: list[str] = field(default_factory=list)
+    record: RunRecord = field(default_factory=RunRecord)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     def __repr__(self) -> str:  # short: tracebacks print fixtures' reprs
@@ -153,12 +95,9 @@ class Strategy:
         return f"Strategy(target={self.target.name!r}, status={self.status.name}{broken})"
 
     def __post_init__(self) -> None:
-        t = self.target
-        self.host = HostArtifacts(t.host)
-        self.utm = UtmDriver(t.vm, command_timeout=t.timeouts["command"]) if t.vm.id else None
-        self.ssh = SshDriver(t.ssh)
-        self.stack = StackDriver(self.ssh, t.guest)
-        self.cli = HelixCliDriver(self.ssh, t.guest)
+        if self.drivers is None:
+            self.drivers = Drivers.for_target(self.target)
+        self.record.target_name = self.target.name
 
     # -- public API ------------------------------------------------------------------
     def transition(self, status: Status | str) -> None:
@@ -198,10 +137,10 @@ class Strategy:
         with self._lock:
             self.forced = wanted
             if session_id:
-                self.session_id = session_id
-            if wanted.value >= Status.session_ready.value and not self.session_id:
+                self.record.session = SessionRecord(session_id=session_id)
+            if wanted.value >= Status.session_ready.value and not self.record.session_id:
                 raise StrategyError("forcing session_ready/streaming needs a session id", hint="pass --session ses_…")
-            self._attach(wanted)
+            self._attach(wanted, timeout=self.target.timeouts["session"])
             self.status = wanted
 
     def teardown(self) -> list[str]:
@@ -218,16 +157,16 @@ class Strategy:
                 try:
                     self._step(below, up=False)
                 except Exception as exc:  # noqa: BLE001 - record and keep going down
-                    self.teardown_errors.append(f"{PHASE_OF.get(below, below.name)}: {exc}")
+                    self.record.teardown_errors.append(f"{PHASE_OF.get(below, below.name)}: {exc}")
                     self.status = below
-            self._close_connections()
-        return self.teardown_errors
+            self.drivers.deactivate("ssh")
+        return self.record.teardown_errors
 
     def reset(self, reason: str) -> None:
         """Forget a failure and start again from the bottom (``--rerun-infra`` after a transient infra
         failure): tear down whatever is up, power the VM off, clear ``broken``. Never for product failures."""
         with self._lock:
-            self.resets.append(reason)
+            self.record.resets.append(reason)
             forced, self.forced = self.forced, None
             keep, self.keep_vm = self.keep_vm, False
             try:
@@ -237,8 +176,8 @@ class Strategy:
                 self.forced = forced
             self.broken = None
             self.status = Status.unknown
-            self.stream = None
-            self.findings.clear()
+            self.record.streams.clear()
+            self.record.findings.clear()
 
     def phase_timeout(self, phase: str) -> float:
         """The longest a phase may take (its scaled ``[timeouts]``); a run with a fault ends within it (+ slack).
@@ -255,6 +194,58 @@ class Strategy:
         if phase.endswith("_down"):
             return t["teardown"]
         return t[phase]
+
+    # -- evidence collected on request -------------------------------------------------
+    def describe_host(self) -> dict:
+        """The host's description for provenance (OS, model), read once."""
+        if not self.record.provenance:
+            self.record.provenance = {**self.drivers.host.describe(),
+                                      "vm_provider": self.drivers.vm.name if self.drivers.vm else ""}
+        return self.record.provenance
+
+    def probe_frame_export(self) -> ProbeRecord:
+        """Send QEMU's frame export a FRAME_REQUEST with resource_id=0 and keep what QEMU logged meanwhile."""
+        d = self.drivers
+        before = d.host.snapshot()
+        result = d.frame_export.probe_resource_id_zero()
+        self.record.probe = ProbeRecord(result=result, log=d.host.new_log_bytes(before).decode("utf-8", "replace"))
+        return self.record.probe
+
+    def collect_crash_evidence(self, *, complete: bool = True) -> CrashEvidence:
+        """Everything that says the VM, QEMU or a container crashed since boot. Each probe is independent:
+        a dead VM makes the later ones fail, which must not hide the first. ``complete=False`` (a broken
+        target) reads only the crash reports: utmctl, SSH and containers are expected to be down then."""
+        d, rec = self.drivers, self.record
+        ev = CrashEvidence(complete=complete)
+        if rec.host_snapshot is not None:
+            ev.crash_reports = d.host.new_crash_reports(rec.host_snapshot)
+        if complete:
+            if d.vm is not None:
+                try:
+                    ev.vm_status = d.vm.status()
+                    ev.vm_running = d.vm.is_running(ev.vm_status)
+                except HarnessError as exc:
+                    ev.vm_status_error = str(exc)
+            ev.ssh_alive = d.ssh.ping()
+            if d.docker is not None:
+                stack, session = rec.stack, rec.session
+                for name, base, read in (
+                    (stack.sandbox_container if stack else "", stack.sandbox_baseline if stack else None,
+                     d.docker.state),
+                    (session.container if session else "", session.desktop_baseline if session else None,
+                     d.docker.desktop_state),
+                ):
+                    if not name:
+                        continue
+                    try:
+                        ev.containers += [ContainerProblem(name, kind, text)
+                                          for kind, text in read(name).problem_kinds(base)]
+                    except Exception as exc:  # noqa: BLE001 - docker-py over a dead SSH link raises requests errors
+                        ev.containers.append(ContainerProblem(name, "unreadable",
+                                                              f"cannot read container {name}: {type(exc).__name__}: "
+                                                              f"{exc}"))
+        rec.crash = ev
+        return ev
 
     # -- internals -------------------------------------------------------------------
     def _check_broken(self) -> None:
@@ -281,297 +272,149 @@ class Strategy:
         self.status = status
 
     # up ----------------------------------------------------------------------------
-    def _require_utm(self) -> UtmDriver:
-        if self.utm is None:
-            raise StrategyError("no VM id configured", phase="boot", hint="set [vm] id in the target config")
-        return self.utm
-
     def _up_off(self, h) -> None:
-        utm = self._require_utm()
-        status = utm.status()
-        self.facts.setdefault("vm_status_at_start", status)
+        vm = self.drivers.require_vm()
+        status = vm.status()
+        if self.record.boot is None:
+            self.record.boot = BootRecord(status_at_start=status)
         if status != "stopped":
             h.update(f"VM is {status}: stopping it for a fresh boot")
-            utm.stop("force")
-            utm.wait_status("stopped", timeout=self._timeout("boot"), phase="power_off", on_wait=h.update)
+            vm.power_off(timeout=self._timeout("boot"), phase="power_off", on_wait=h.update)
 
     def _up_vm_up(self, h) -> None:
-        utm = self._require_utm()
-        self.host_snapshot = self.host.snapshot()
+        d = self.drivers
+        vm = d.require_vm()
+        boot = self.record.boot or BootRecord()
+        self.record.boot = boot
+        boot.host_snapshot = d.host.snapshot()
         try:
-            self.facts["utm_version"] = utm.version()
+            boot.vm_version = vm.version()
         except HarnessError as exc:
-            log.info("utmctl version unavailable: %s", exc)
-        h.update("utmctl start")
-        utm.start()
-        seen_running = False
-        deadline = Deadline(self._timeout("boot"))
-        pause = 0.2
-        while True:
-            status = utm.status()
-            if status == "started":
-                break
-            if status in ("starting", "resuming"):
-                seen_running = True
-            elif status == "stopped" and (seen_running or deadline.elapsed > 5):
-                crashes = self.host.new_crash_reports(self.host_snapshot)
-                evidence = f"; crash report: {crashes[0].summary()}" if crashes else ""
-                raise HarnessError(
-                    f"the VM went to `stopped` during boot{evidence}",
-                    phase="boot",
-                    hint="QEMU crashed at start: read the .ips report and QEMU's log "
-                    "(sysroot dylib paths or a stale QEMU build are the usual causes)",
-                )
-            if deadline.expired:
-                raise PhaseTimeout(f"VM status still `{status}` after {deadline.timeout:.0f}s", phase="boot")
-            h.update(f"utmctl status: {status}")
-            time.sleep(min(pause, deadline.remaining))
-            pause = min(pause * 1.5, 2.0)
-        crashes = self.host.new_crash_reports(self.host_snapshot)
-        if crashes:
-            raise HarnessError(f"new crash report during boot: {crashes[0].summary()}", phase="boot")
+            log.info("%s version unavailable: %s", vm.name, exc)
+        vm.power_on(timeout=self._timeout("boot"), on_wait=h.update)
+        boot.status_after = vm.status()
+        boot.running_after = vm.is_running(boot.status_after)
+        boot.crash_reports = d.host.new_crash_reports(boot.host_snapshot)
+        boot.host_log = d.host.new_log_bytes(boot.host_snapshot)
 
     def _up_ssh_ready(self, h) -> None:
-        self.ssh.connect(self._timeout("ssh"), on_wait=lambda d: h.update(f"waiting for sshd ({d})"))
-        if not self.ssh.ping():
+        self.drivers.activate("ssh", on_wait=lambda d: h.update(f"waiting for sshd ({d})"))
+        if not self.drivers.ssh.ping():
             raise HarnessError("SSH connected but `echo ready` failed", phase="ssh")
 
     def _up_stack_up(self, h) -> None:
         deadline = Deadline(self.phase_timeout("stack"))
         h.update("./stack start")
-        self.facts["stack_output_tail"] = self.stack.start(timeout=deadline.remaining)[-2000:]
-        self._attach(Status.stack_up, h)
+        output = self.drivers.stack.start(timeout=deadline.remaining)
+        self._attach(Status.stack_up, timeout=deadline.remaining)
+        stack = self.record.stack
+        stack.output_tail = output[-2000:]
+        d = self.drivers
         h.update("GET /api/v1/status")
-        seen: list[int] = []
-
-        def api_up() -> bool:
-            code = self.api.status_code()
-            if not seen or seen[-1] != code:
-                seen.append(code)
-            return code < 500
-
-        try:
-            poll_until(api_up, timeout=deadline.remaining, what="the Helix API (GET /api/v1/status < 500)",
-                       phase="api", on_wait=lambda e: h.update(f"API not up yet ({e:.0f}s)"))
-        except PhaseTimeout as exc:
-            if not seen:
-                raise
-            answers = " → ".join(str(c) for c in seen)
-            raise PhaseTimeout(
-                f"GET /api/v1/status kept answering {seen[-1]} for {deadline.elapsed:.0f}s (answers: {answers})",
-                phase="api", hint="the API container runs but answers 5xx: read `docker compose logs api` in the guest",
-            ) from exc
+        d.api.wait_up(timeout=deadline.remaining, on_wait=h.update)
         h.update("GET /api/v1/sandboxes")
-        sandbox = poll_until(lambda: self.api.ready_sandbox(self.api.sandboxes()), timeout=deadline.remaining,
-                             what="a sandbox reporting desktop_versions", phase="stack",
-                             on_wait=lambda e: h.update(f"no online sandbox yet ({e:.0f}s)"),
-                             hint="COMPOSE_PROFILES=code-macos must be set so the sandbox-macos service runs")
-        self.facts["sandbox"] = {k: sandbox.get(k) for k in ("id", "status", "desktop_versions", "gpu_vendor",
-                                                              "helix_version")}
-        self.sandbox_container = self.docker.find_service_container(self.target.guest.sandbox_service)
-        self.sandbox_baseline = self.docker.state(self.sandbox_container)
+        sandbox = d.api.wait_sandbox(timeout=deadline.remaining, on_wait=h.update)
+        stack.sandbox = {k: sandbox.get(k) for k in ("id", "status", "desktop_versions", "gpu_vendor", "helix_version")}
+        stack.sandbox_container = d.docker.find_service_container(self.target.guest.sandbox_service)
+        stack.sandbox_baseline = d.docker.state(stack.sandbox_container)
 
     def _up_session_ready(self, h) -> None:
+        d = self.drivers
         deadline = Deadline(self.phase_timeout("session"))
         h.update("building the helix CLI")
-        sha = self.facts.get("helix_git_sha", "")
-        self.facts["cli_built"] = self.cli.ensure_built(sha, timeout=min(self._timeout("build"), deadline.remaining))
+        built = d.cli.ensure_built(self.record.stack.helix_git_sha if self.record.stack else "",
+                                   timeout=min(self._timeout("build"), deadline.remaining))
         name = f"helix-e2e-{uuid.uuid4().hex[:8]}"
         h.update("helix spectask start --wait")
-        self.session_started = time.time()
-        started = time.monotonic()
-        self.session_id = self.cli.start_session(self.creds.project, name,
-                                                 timeout=min(self._timeout("session"), deadline.remaining))
-        self.own_session = True
-        self._attach(Status.session_ready, h, deadline=deadline)
-        self.facts["session_start_s"] = round(time.monotonic() - started, 3)
+        since_start = Deadline(0)  # only its `elapsed`: spectask start plus the container lookup
+        started = d.cli.start_session(d.creds.project, name, timeout=min(self._timeout("session"), deadline.remaining))
+        self.record.session = SessionRecord(session_id=started.session_id, own=True, name=name, cli_built=built,
+                                            started_wall=started.started_wall)
+        self._attach(Status.session_ready, timeout=deadline.remaining)
+        self.record.session.start_s = round(since_start.elapsed, 3)
 
     def _up_streaming(self, h) -> None:
+        d, cfg = self.drivers, self.target.stream
         deadline = Deadline(self.phase_timeout("stream"))
-        sid = self.session_id
-        cfg = self.target.stream
-        run = StreamRun(session_id=sid, capture=None, session_start_s=self.facts.get("session_start_s", 0.0))  # type: ignore[arg-type]
+        session = self.record.session
+        sid = session.session_id
+        run = StreamRecord(session_id=sid, session_start_s=session.start_s, session_started_wall=session.started_wall)
         h.update("starting vkcube")
         try:
-            self.api.start_vkcube(sid)
+            d.api.start_vkcube(sid)
         except HarnessError as exc:
             run.vkcube_error = str(exc)
-        else:
-            try:
-                run.vkcube_running_before = bool(
-                    poll_until(lambda: self.api.vkcube_running(sid), timeout=min(3.0, self._timeout("first_frame") / 2),
-                               what="vkcube (pkill -0 -f vkcube)", phase="desktop")
-                )
-            except PhaseTimeout:
-                run.vkcube_running_before = False  # launched, then gone: the vkcube check says so
+        else:  # launched, then gone: the vkcube check says so
+            run.vkcube_running_before = d.api.wait_vkcube(sid, timeout=min(3.0, self._timeout("first_frame") / 2))
         duration = cfg.duration
         h.update(f"capturing {duration:.0f}s of stream")
         init = sp.Init(session_id=sid, width=cfg.width, height=cfg.height, fps=cfg.fps, bitrate=cfg.bitrate,
                        video_mode=cfg.video_mode or None)
-        cli_thread = None
-        cli_result: dict[str, Any] = {}
+
+        def capture() -> None:
+            run.capture = d.capture.capture(
+                d.api.stream_url(sid), d.api.auth_headers, init, duration=duration, out_dir=self.artifacts_dir,
+                name="stream", on_progress=lambda s: h.update(f"streaming {s:.0f}/{duration:.0f}s"))
+
         if cfg.cli_cross_check:
-            remote = f"/tmp/helix-e2e-{sid}.h264"
-
-            def run_cli() -> None:
-                try:
-                    cli_result["stream"] = self.cli.stream(
-                        sid, duration=max(1, int(round(duration))), output=remote,
-                        timeout=duration + self._timeout("stream_extra"),
-                    )
-                except Exception as exc:  # noqa: BLE001 - reported by the cross-check test
-                    cli_result["error"] = str(exc)
-
-            cli_thread = threading.Thread(target=run_cli, name="helix-cli-stream", daemon=True)
-        t_start = time.monotonic()
-
-        def progress(_t_ns: int) -> None:
-            h.update(f"streaming {time.monotonic() - t_start:.0f}/{duration:.0f}s")
-
-        headers = self.api.auth_headers
-        out_dir = self.artifacts_dir
-        capture_coro = capture_stream(
-            self.api.stream_url(sid), headers, init, duration=duration, out_dir=out_dir, name="stream",
-            connect_timeout=self._timeout("first_frame"), first_frame_timeout=self._timeout("first_frame"),
-            warmup_s=cfg.warmup, on_progress=progress,
-        )
-        if cli_thread is not None:
             # The native client joins first, as the live-pipeline client; the CLI joins shortly after.
-            cli_thread.start()
+            with d.cli.background_stream(sid, duration=duration, timeout=duration + self._timeout("stream_extra"),
+                                         local=self.artifacts_dir / "cli-stream.h264", transfer=d.ssh,
+                                         deadline=deadline) as cli:
+                capture()
+            run.cli, run.cli_error, run.cli_h264, run.cli_h264_head = cli.result, cli.error, cli.h264_local, cli.h264_head
+        else:
+            capture()
         try:
-            run.capture = asyncio.run(capture_coro)
-        finally:
-            if cli_thread is not None:
-                # Own the CLI thread: its SSH command is bounded by its own timeout, and so is this wait.
-                cli_thread.join(timeout=max(1.0, deadline.remaining))
-        if cli_thread is not None:
-            if "stream" in cli_result:
-                run.cli = cli_result["stream"]
-                local = out_dir / "cli-stream.h264"
-                try:
-                    self.ssh.get(run.cli.h264_remote, local, phase="stream")
-                    run.cli_h264 = str(local)
-                except Exception as exc:  # noqa: BLE001 - paramiko raises EOFError on a dead link; the crash checks say why
-                    run.cli_error = f"fetching the CLI's .h264 failed: {type(exc).__name__}: {exc}"
-            else:
-                run.cli_error = cli_result.get("error", "the CLI stream did not finish in time")
-            # Leave nothing in the guest, whether or not the CLI finished.
-            try:
-                self.ssh.run(f"rm -f {shlex.quote(remote)}", timeout=min(20.0, max(1.0, deadline.remaining)),
-                             phase="stream", check=False)
-            except Exception as exc:  # noqa: BLE001 - cleanup is never the verdict (the crash checks say why SSH died)
-                log.info("could not remove the CLI's .h264 in the guest: %s", exc)
-        try:
-            run.vkcube_running_after = self.api.vkcube_running(sid)
+            run.vkcube_running_after = d.api.vkcube_running(sid)
         except HarnessError as exc:
             run.vkcube_after_error = str(exc)
         h.update("collecting container and host logs")
         try:
-            run.desktop_logs = self.docker.desktop_logs(self.desktop_container, since=self.session_started - 1)
+            run.desktop_logs = d.docker.desktop_logs(session.container, since=session.started_wall - 1)
         except HarnessError as exc:
             run.desktop_logs = f"<could not read desktop logs: {exc}>"
-        run.desktop_scan = scan_text(run.desktop_logs)
-        host_bytes = self.host.new_log_bytes(self.host_snapshot) if self.host_snapshot else b""
-        run.host_log = host_bytes.decode("utf-8", "replace")
-        run.host_scan = scan_text(host_bytes)
-        self.stream = run
-        self.streams.append(run)
+        snapshot = self.record.host_snapshot
+        run.host_log = d.host.new_log_bytes(snapshot).decode("utf-8", "replace") if snapshot else ""
+        self.record.streams.append(run)
 
     # down --------------------------------------------------------------------------
     def _down_session_ready(self, h) -> None:
-        if self.api and self.session_id:
-            self.api.stop_vkcube(self.session_id)
+        if self.drivers.api and self.record.session_id:
+            self.drivers.api.stop_vkcube(self.record.session_id)
 
     def _down_stack_up(self, h) -> None:
-        if self.api and self.session_id and self.own_session:
-            self.api.stop_session(self.session_id)
-        self.session_id = ""
-        self.own_session = False
-        self.desktop_container = ""
-        self.desktop_baseline = None
+        session = self.record.session
+        if self.drivers.api and session is not None and session.own and session.active:
+            self.drivers.api.stop_session(session.session_id)
+        if session is not None:
+            session.active = False
 
     def _down_ssh_ready(self, h) -> None:
-        self._close_connections(keep_ssh=True)
+        self.drivers.deactivate("stack")
 
     def _down_vm_up(self, h) -> None:
-        self.ssh.close()
+        self.drivers.deactivate("ssh")
 
     def _down_off(self, h) -> None:
-        utm = self._require_utm()
-        utm.stop("force")
-        utm.wait_status("stopped", timeout=self._timeout("teardown"), phase="teardown", on_wait=h.update)
+        self.drivers.require_vm().power_off(timeout=self._timeout("teardown"), phase="teardown", on_wait=h.update)
 
     # connections -------------------------------------------------------------------
-    def _attach(self, status: Status, h=None, *, deadline: Deadline | None = None) -> None:
+    def _attach(self, status: Status, *, timeout: float) -> None:
         """Open what a state needs (used by transitions and by force())."""
+        d = self.drivers
         if status.value >= Status.ssh_ready.value:
-            self.ssh.connect(self._timeout("ssh"))
-        if status.value >= Status.stack_up.value and self.api is None:
-            creds_text = self.stack.read_usercreds()
-            self.creds = parse_usercreds(creds_text)
-            fwd = self.ssh.forward(self.target.guest.api_port)
-            self.api = HelixApi(fwd.url, self.creds.api_key)
-            self.docker = DockerDriver(self.ssh.client, self.ssh, self.target.guest)
-            self.facts["helix_git_sha"] = self.stack.git_sha()
-        if status.value >= Status.session_ready.value and self.session_id and not self.desktop_container:
-            wait = deadline.remaining if deadline is not None else self._timeout("session")
-            poll_until(lambda: self.api.container_of(self.api.session(self.session_id))[0], timeout=wait,
-                       what="the session's dev_container_id", phase="session",
-                       hint="the sandbox never started the session's desktop container: read the sandbox's logs")
-            cid, cname = self.api.container_of(self.api.session(self.session_id))
-            self.desktop_container = cname or cid
-            self.desktop_baseline = self.docker.desktop_state(self.desktop_container)
-
-    def _close_connections(self, keep_ssh: bool = False) -> None:
-        if self.docker is not None:
-            self.docker.close()
-            self.docker = None
-        if self.api is not None:
-            self.api.close()
-            self.api = None
-        if self.ssh is not None:
-            for fwd in self.ssh.forwards:
-                fwd.close()
-            self.ssh.forwards.clear()
-            if not keep_ssh:
-                self.ssh.close()
-
-    # checks used by tests --------------------------------------------------------------
-    def run_probe(self) -> ProbeResult:
-        before = self.host.snapshot()
-        fe = self.target.frame_export
-        self.probe = probe_resource_id_zero(fe.host, fe.port, timeout=self._timeout("probe"))
-        self.probe_log = self.host.new_log_bytes(before).decode("utf-8", "replace")
-        return self.probe
-
-    def crash_findings(self) -> list[str]:
-        """Everything that says the VM, QEMU or a container crashed since boot (crash reports first).
-
-        Each probe is independent: a dead VM makes the later ones fail, which must not hide the first."""
-        out: list[str] = []
-        if self.host_snapshot is not None:
-            out += [f"new crash report {c.summary()}" for c in self.host.new_crash_reports(self.host_snapshot)]
-        if self.utm is not None:
-            try:
-                status = self.utm.status()
-                if status != "started":
-                    out.append(f"utmctl status is `{status}`, not `started`")
-            except HarnessError as exc:
-                out.append(f"utmctl status failed: {exc}")
-        if not self.ssh.ping():
-            out.append("SSH no longer answers `echo ready`")
-        if self.docker is not None:
-            for name, base, read in (
-                (self.sandbox_container, self.sandbox_baseline, self.docker.state),
-                (self.desktop_container, self.desktop_baseline, self.docker.desktop_state),
-            ):
-                if not name:
-                    continue
-                try:
-                    out += read(name).problems(base)
-                except Exception as exc:  # noqa: BLE001 - docker-py over a dead SSH link raises requests errors
-                    out.append(f"cannot read container {name}: {type(exc).__name__}: {exc}")
-        return out
+            d.activate("ssh")
+        if status.value >= Status.stack_up.value and "stack" not in d.active:
+            d.activate("stack")
+            if self.record.stack is None:
+                self.record.stack = StackRecord()
+            self.record.stack.helix_git_sha = d.stack.git_sha()
+        session = self.record.session
+        if status.value >= Status.session_ready.value and session is not None and not session.container:
+            cid, cname = d.api.wait_container(session.session_id, timeout=timeout)
+            session.container = cname or cid
+            session.desktop_baseline = d.docker.desktop_state(session.container)
 
 
 _WHAT = {

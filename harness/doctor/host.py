@@ -89,7 +89,7 @@ def check_utmctl(
         return Check(name, FAIL,
                      "utmctl cannot reach UTM.app: it does not work from SSH sessions or before a GUI login "
                      f"(Apple Events fail with OSStatus -1743 errAEEventNotPermitted / -600 procNotFound){ssh_note}",
-                     _FIX_NO_GUI)
+                     _FIX_NO_GUI, data={"cause": "utmctl_no_gui"})
     except HarnessError as exc:
         return Check(name, FAIL, f"`utmctl list` failed: {exc.message}{ssh_note}",
                      exc.hint or "open UTM.app once in the GUI session and retry")

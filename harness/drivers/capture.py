@@ -1,31 +1,29 @@
 """Native capture of the Helix video stream (asyncio + websockets).
 
 Connects to ``/api/v1/external-agents/{ses}/ws/stream`` with Bearer auth, sends the text init,
-and records every message as it arrives: to a HXWSREC1 recording, to the Annex-B `.h264`, and
-into the analyzers, all streaming (O(1) memory). Arrival times are taken in the receive loop;
-decoding runs in a worker thread so it cannot delay them. Message bytes are interpreted by the
-sans-I/O core in ``protocols.stream``.
+and hands every message, as it arrives, to the capture's sinks (``analysis.sinks``: the HXWSREC1
+recording, the Annex-B `.h264`, the analyzers), all streaming (O(1) memory). Arrival times are taken
+in the receive loop. Message bytes are interpreted by the sans-I/O core in ``protocols.stream``.
+:class:`CaptureDriver` runs a capture to completion on its own event loop, so callers stay synchronous.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import queue
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from ..analysis.content import ContentAnalyzer
-from ..analysis.timing import TimingAnalyzer
+from ..analysis.sinks import CaptureSinks
 from ..errors import HarnessError
 from ..protocols import stream as sp
 from ..protocols.errors import RemoteProtocolError
-from ..protocols.recording import KIND_BINARY, KIND_TEXT, RecordingWriter
+from ..protocols.recording import KIND_BINARY, KIND_TEXT
 from ..redact import redact
 
 log = logging.getLogger(__name__)
@@ -69,39 +67,6 @@ class CaptureResult:
         return d
 
 
-class _ContentWorker:
-    """Feeds AUs to a ContentAnalyzer on its own thread through a bounded queue."""
-
-    def __init__(self, analyzer: ContentAnalyzer, maxsize: int = 256) -> None:
-        self.analyzer = analyzer
-        self.queue: queue.Queue = queue.Queue(maxsize=maxsize)
-        self.skipped = 0
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="content-analysis", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while True:
-            item = self.queue.get()
-            if item is None:
-                return
-            au, t_s, replay = item
-            try:
-                self.analyzer.feed(au, t_s, replay=replay)
-            except Exception as exc:  # noqa: BLE001 - reported in the result, never kills capture
-                self.error = exc
-
-    def put(self, au: bytes, t_s: float, replay: bool) -> None:
-        try:
-            self.queue.put_nowait((au, t_s, replay))
-        except queue.Full:
-            self.skipped += 1
-
-    def close(self, timeout: float) -> None:
-        self.queue.put(None)
-        self.thread.join(timeout=timeout)
-
-
 async def capture_stream(
     url: str,
     headers: dict[str, str],
@@ -117,19 +82,14 @@ async def capture_stream(
     thumbnails: bool = True,
     on_progress=None,
 ) -> CaptureResult:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rec_path = out_dir / f"{name}.hxwsrec"
-    h264_path = out_dir / f"{name}.h264"
-    result = CaptureResult(url=url, recording=str(rec_path), h264=str(h264_path))
-    timing = TimingAnalyzer(warmup_s=warmup_s)
-    content = _ContentWorker(ContentAnalyzer(thumbnails=thumbnails)) if decode else None
+    sinks = CaptureSinks(out_dir, name, warmup_s=warmup_s, decode=decode, thumbnails=thumbnails)
+    result = CaptureResult(url=url, recording=str(sinks.recording_path), h264=str(sinks.h264_path))
     conn = sp.StreamConnection(sp.Role.CLIENT)
     t0 = time.monotonic()
     first_frame_ns: int | None = None
     last_frame_ns: int | None = None
     try:
-        with open(rec_path, "wb") as rec_fh, open(h264_path, "wb") as h264_fh:
-            writer = RecordingWriter(rec_fh)
+        with sinks:
             try:
                 ws = await asyncio.wait_for(
                     websockets.connect(
@@ -148,6 +108,7 @@ async def capture_stream(
                 body = redact((resp.body or b"").decode("utf-8", "replace").strip())[:300]
                 raise CaptureError(
                     f"WebSocket upgrade refused: HTTP {resp.status_code} {resp.reason_phrase}: {body}",
+                    cause="ws_upgrade_refused",
                     hint="`Sandbox not connected` means the API has no RevDial tunnel to the sandbox/desktop"
                     if "Sandbox not connected" in body
                     else None,
@@ -184,13 +145,8 @@ async def capture_stream(
                         break
                     t_ns = time.monotonic_ns()
                     result.messages += 1
-                    if isinstance(msg, str):
-                        data = msg.encode("utf-8")
-                        writer.write(t_ns, KIND_TEXT, data)
-                        kind_in, raw = KIND_TEXT, data
-                    else:
-                        writer.write(t_ns, KIND_BINARY, msg)
-                        kind_in, raw = KIND_BINARY, msg
+                    kind_in, raw = (KIND_TEXT, msg.encode("utf-8")) if isinstance(msg, str) else (KIND_BINARY, msg)
+                    sinks.message(t_ns, kind_in, raw)
                     result.bytes += len(raw)
                     try:
                         event = conn.receive(kind_in, raw)
@@ -207,17 +163,13 @@ async def capture_stream(
                                 result.first_frame_s = round(time.monotonic() - t_init, 3)
                                 result.first_frame_wall = time.time()
                             last_frame_ns = t_ns
-                        h264_fh.write(event.data)
-                        timing.add(t_ns, replay=event.is_replay, keyframe=event.is_keyframe, pts_us=event.pts_us,
-                                   size=len(event.data))
-                        if content is not None:
-                            base = first_frame_ns if first_frame_ns is not None else t_ns
-                            content.put(event.data, (t_ns - base) / 1e9, event.is_replay)
+                        sinks.video(t_ns, event.data, replay=event.is_replay, keyframe=event.is_keyframe,
+                                    pts_us=event.pts_us)
                         if on_progress and first_frame_ns is not None:
-                            on_progress(t_ns)
+                            on_progress(time.monotonic() - t_init)
                     elif isinstance(event, sp.StreamError):
                         result.stream_errors.append(event.message)
-                        timing.add_stream_error(event.message)
+                        sinks.stream_error(event.message)
                     elif isinstance(event, sp.StreamInit):
                         result.stream_init = {"codec": event.codec, "width": event.width, "height": event.height,
                                               "fps": event.fps}
@@ -228,25 +180,31 @@ async def capture_stream(
                         await asyncio.wait_for(ws.close(code=1000), timeout=3)
                     except (asyncio.TimeoutError, ConnectionClosed, OSError):
                         pass
-            writer.close()
     finally:
         stop = time.monotonic_ns()
         result.duration_s = round(time.monotonic() - t0, 3)
         if last_frame_ns is not None:
             result.trailing_gap_s = round((stop - last_frame_ns) / 1e9, 3)
-        result.timing = timing.result()
-        if content is not None:
-            content.close(timeout=30)
-            result.content = content.analyzer.result()
-            result.content_skipped = content.skipped
-            if content.error is not None:
-                result.content["analysis_error"] = f"{type(content.error).__name__}: {content.error}"
-            if thumbnails:
-                try:
-                    for label, jpeg in content.analyzer.thumbnails().items():
-                        path = out_dir / f"{name}-{label}.jpg"
-                        path.write_bytes(jpeg)
-                        result.thumbnails[label] = str(path)
-                except (HarnessError, OSError) as exc:  # artifacts never change a verdict
-                    log.warning("thumbnails unavailable: %s", exc)
+        done = sinks.finish()
+        result.timing = done["timing"]
+        result.content = done["content"]
+        result.content_skipped = done["content_skipped"]
+        result.thumbnails = done["thumbnails"]
     return result
+
+
+class CaptureDriver:
+    """Captures a session's stream to files and results; the event loop is its own business."""
+
+    def __init__(self, *, connect_timeout: float, first_frame_timeout: float, warmup_s: float) -> None:
+        self.connect_timeout = connect_timeout
+        self.first_frame_timeout = first_frame_timeout
+        self.warmup_s = warmup_s
+
+    def capture(self, url: str, headers: dict[str, str], init: "sp.Init", *, duration: float, out_dir: Path,
+                name: str = "stream", on_progress: Callable[[float], None] | None = None) -> CaptureResult:
+        """Capture ``duration`` seconds; ``on_progress(seconds since the init)`` after each live frame."""
+        return asyncio.run(capture_stream(
+            url, headers, init, duration=duration, out_dir=out_dir, name=name, connect_timeout=self.connect_timeout,
+            first_frame_timeout=self.first_frame_timeout, warmup_s=self.warmup_s, on_progress=on_progress,
+        ))

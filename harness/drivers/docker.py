@@ -56,18 +56,23 @@ class ContainerState:
 
     def problems(self, baseline: "ContainerState | None" = None) -> list[str]:
         """What is wrong with this container now (relative to a baseline taken earlier)."""
-        out = []
+        return [text for _, text in self.problem_kinds(baseline)]
+
+    def problem_kinds(self, baseline: "ContainerState | None" = None) -> list[tuple[str, str]]:
+        """:meth:`problems` as ``(kind, text)``: kind ``not_running``, ``oom``, ``restarting`` or ``restarted``."""
+        out: list[tuple[str, str]] = []
         if not self.running:
-            out.append(f"{self.name} is not running (status {self.status}, exit code {self.exit_code})")
+            out.append(("not_running", f"{self.name} is not running (status {self.status}, exit code {self.exit_code})"))
         if self.oom_killed:
-            out.append(f"{self.name} was OOM-killed")
+            out.append(("oom", f"{self.name} was OOM-killed"))
         if self.restarting:
-            out.append(f"{self.name} is restarting")
+            out.append(("restarting", f"{self.name} is restarting"))
         if baseline is not None and self.restart_count > baseline.restart_count:
-            out.append(f"{self.name} restarted {self.restart_count - baseline.restart_count} time(s) during the test")
-        if baseline is not None and baseline.started_at and self.started_at and self.started_at != baseline.started_at:
-            if not any("restarted" in p for p in out):
-                out.append(f"{self.name} was restarted (started at {self.started_at}, was {baseline.started_at})")
+            out.append(("restarted", f"{self.name} restarted {self.restart_count - baseline.restart_count} time(s) "
+                                     "during the test"))
+        elif baseline is not None and baseline.started_at and self.started_at and self.started_at != baseline.started_at:
+            out.append(("restarted", f"{self.name} was restarted (started at {self.started_at}, was "
+                                     f"{baseline.started_at})"))
         return out
 
 
@@ -101,7 +106,7 @@ def find_service_container(client: docker.DockerClient, service: str) -> str:
     except docker.errors.DockerException as exc:
         raise DockerDriverError(f"listing containers failed: {exc}", phase="stack") from None
     if not found:
-        raise DockerDriverError(f"no container for compose service {service!r}", phase="stack",
+        raise DockerDriverError(f"no container for compose service {service!r}", phase="stack", cause="no_sandbox",
                                 hint="is COMPOSE_PROFILES=code-macos set for ./stack start?")
     return found[0].name
 

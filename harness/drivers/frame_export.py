@@ -130,3 +130,15 @@ def probe_resource_id_zero(host: str, port: int, *, timeout: float = 10.0) -> Pr
             sock.close()
         except OSError:
             pass
+
+
+class FrameExportDriver:
+    """QEMU's frame-export port as the strategy uses it: one resource_id=0 probe at a time."""
+
+    def __init__(self, host: str, port: int, *, timeout: float) -> None:
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+
+    def probe_resource_id_zero(self) -> ProbeResult:
+        return probe_resource_id_zero(self.host, self.port, timeout=self.timeout)

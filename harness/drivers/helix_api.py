@@ -9,7 +9,8 @@ from urllib.parse import quote
 
 import requests
 
-from ..errors import HarnessError
+from ..deadline import Deadline, poll_until
+from ..errors import HarnessError, PhaseTimeout
 from ..redact import redact, register
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,49 @@ class HelixApi:
                 return sb
         return None
 
+    def wait_up(self, *, timeout: float, on_wait=None) -> int:
+        """Poll GET /api/v1/status until it answers below 500. A timeout after 5xx answers is ``api_5xx``
+        (the API runs but fails), after no answer at all ``api_unreachable``."""
+        deadline = Deadline(timeout)
+        seen: list[int] = []
+
+        def api_up() -> int | None:
+            code = self.status_code()
+            if not seen or seen[-1] != code:
+                seen.append(code)
+            return code if code < 500 else None
+
+        try:
+            return poll_until(api_up, timeout=timeout, what="the Helix API (GET /api/v1/status < 500)", phase="api",
+                              on_wait=(lambda e: on_wait(f"API not up yet ({e:.0f}s)")) if on_wait else None,
+                              cause="api_unreachable")
+        except PhaseTimeout as exc:
+            if not seen:
+                raise
+            answers = " → ".join(str(c) for c in seen)
+            raise PhaseTimeout(
+                f"GET /api/v1/status kept answering {seen[-1]} for {deadline.elapsed:.0f}s (answers: {answers})",
+                phase="api", cause="api_5xx" if seen[-1] >= 500 else "api_unreachable",
+                hint="the API container runs but answers 5xx: read `docker compose logs api` in the guest",
+            ) from exc
+
+    def wait_sandbox(self, *, timeout: float, on_wait=None) -> dict[str, Any]:
+        """Poll GET /api/v1/sandboxes until one is online with desktop_versions (``no_sandbox`` otherwise)."""
+        return poll_until(lambda: self.ready_sandbox(self.sandboxes()), timeout=timeout,
+                          what="a sandbox reporting desktop_versions", phase="stack", cause="no_sandbox",
+                          on_wait=(lambda e: on_wait(f"no online sandbox yet ({e:.0f}s)")) if on_wait else None,
+                          hint="COMPOSE_PROFILES=code-macos must be set so the sandbox-macos service runs")
+
+    def wait_container(self, session_id: str, *, timeout: float) -> tuple[str, str]:
+        """Poll the session until it names its desktop container: (id, name). ``no_container`` otherwise."""
+        def lookup() -> tuple[str, str] | None:
+            cid, cname = self.container_of(self.session(session_id))
+            return (cid, cname) if cid else None
+
+        return poll_until(lookup, timeout=timeout, what="the session's dev_container_id", phase="session",
+                          cause="no_container",
+                          hint="the sandbox never started the session's desktop container: read the sandbox's logs")
+
     # -- sessions --------------------------------------------------------------------
     def session(self, session_id: str) -> dict[str, Any]:
         return self._json("GET", f"/api/v1/sessions/{session_id}?skipInteractions=1", phase="session")
@@ -168,6 +212,14 @@ class HelixApi:
     def vkcube_running(self, session_id: str) -> bool:
         """`pkill -0 -f vkcube`: exit 0 when a vkcube process exists."""
         return self.exec(session_id, ["pkill", "-0", "-f", "vkcube"]).exit_code == 0
+
+    def wait_vkcube(self, session_id: str, *, timeout: float) -> bool:
+        """Whether vkcube shows up within ``timeout`` after launching it (False: launched, then gone)."""
+        try:
+            return bool(poll_until(lambda: self.vkcube_running(session_id), timeout=timeout,
+                                   what="vkcube (pkill -0 -f vkcube)", phase="desktop"))
+        except PhaseTimeout:
+            return False
 
     def stop_vkcube(self, session_id: str) -> None:
         self.exec(session_id, ["pkill", "-f", "vkcube"], phase="teardown")  # exit code ignored, as Helix does

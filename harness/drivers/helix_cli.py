@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import logging
 import shlex
+import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
 
 from ..config import GuestConfig
-from ..errors import CommandError, HarnessError
+from ..deadline import Deadline
+from ..errors import CommandError, CommandTimeout, HarnessError
 from ..protocols import cli_output
 from ..protocols.errors import RemoteProtocolError
-from .base import CommandRunner
+from .base import CommandRunner, FileTransfer
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +35,24 @@ class CliStream:
     output: str
     exit_status: int
     h264_remote: str
+
+
+@dataclass(frozen=True)
+class StartedSession:
+    session_id: str
+    started_wall: float  # time.time() when the command was sent
+    elapsed_s: float
+
+
+@dataclass
+class BackgroundStream:
+    """A `spectask stream` running beside the native capture; filled in when its context exits."""
+
+    remote: str
+    result: CliStream | None = None
+    error: str = ""
+    h264_local: str = ""
+    h264_head: bytes = b""  # the first 64 KiB of the fetched .h264 (its SPS/PPS, for the cross-check)
 
 
 class HelixCliDriver:
@@ -64,16 +88,33 @@ class HelixCliDriver:
             raise HelixCliError(
                 f"building the helix CLI failed: {(exc.stderr or exc.stdout).strip()[-500:]}",
                 phase="build",
+                cause="cli_build_failed",
                 hint="is Go installed in the guest and does ~/helix/api build by hand?",
             ) from exc
         if git_sha:
             self.runner.run(f"echo {shlex.quote(git_sha)} > {shlex.quote(stamp)}", timeout=20, phase="build")
         return True
 
-    def start_session(self, project: str, name: str, *, timeout: float) -> str:
+    def start_session(self, project: str, name: str, *, timeout: float) -> StartedSession:
         """`helix spectask start --project P -n NAME --wait -q` → `ses_…` (anything else is an error)."""
+        started_wall, t0 = time.time(), time.monotonic()
+        session_id = self._start(project, name, timeout=timeout)
+        return StartedSession(session_id, started_wall, round(time.monotonic() - t0, 3))
+
+    def _start(self, project: str, name: str, *, timeout: float) -> str:
         cmd = f"{self.cli} spectask start --project {shlex.quote(project)} -n {shlex.quote(name)} --wait -q"
-        res = self.runner.run(self._creds_prefix() + cmd, timeout=timeout, phase="session", check=False, log_command=cmd)
+        try:
+            res = self.runner.run(self._creds_prefix() + cmd, timeout=timeout, phase="session", check=False,
+                                  log_command=cmd)
+        except CommandTimeout as exc:
+            # Stuck at "Starting desktop container..." (the CLI's own progress line): no container came.
+            waiting_for_container = "desktop container" in (exc.stdout + exc.stderr)
+            raise HelixCliError(
+                exc.message, cause="no_container" if waiting_for_container else "session_start_timeout",
+                hint="`spectask start --wait` waited for a desktop container that never came: read the sandbox's "
+                "logs (docker compose logs sandbox-macos) and `docker ps -a` in the sandbox" if waiting_for_container
+                else None,
+            ) from exc
         text = res.stdout + res.stderr
         if res.exit_status != 0:
             err = cli_output.parse_error_output(text)
@@ -88,6 +129,7 @@ class HelixCliDriver:
             raise HelixCliError(
                 f"spectask start printed only the task id {started.task_id}: the sandbox was still provisioning after "
                 "the CLI's 3-minute wait",
+                cause="no_container",
                 hint="check the sandbox (`docker compose ps`, sandbox logs); `spectask start` exits 0 even then",
             )
         raise HelixCliError(f"spectask start printed no ses_ id: {text.strip()[-300:]!r}")
@@ -107,3 +149,42 @@ class HelixCliDriver:
                 phase="stream",
             ) from None
         return CliStream(stats=stats, output=res.stdout, exit_status=res.exit_status, h264_remote=output)
+
+    @contextmanager
+    def background_stream(self, session_id: str, *, duration: float, timeout: float, local: Path,
+                          transfer: FileTransfer, deadline: Deadline) -> Iterator[BackgroundStream]:
+        """Run `spectask stream` on its own thread for the body of the ``with``; on exit wait for it (until
+        ``deadline``), fetch its `.h264` to ``local`` and remove it from the guest, whether or not it finished.
+        Failures end up in the result's ``error``: the cross-check test reports them, they never raise."""
+        bg = BackgroundStream(remote=f"/tmp/helix-e2e-{session_id}.h264")
+
+        def run() -> None:
+            try:
+                bg.result = self.stream(session_id, duration=max(1, int(round(duration))), output=bg.remote,
+                                        timeout=timeout)
+            except Exception as exc:  # noqa: BLE001 - reported by the cross-check test
+                bg.error = str(exc)
+
+        thread = threading.Thread(target=run, name="helix-cli-stream", daemon=True)
+        thread.start()
+        try:
+            yield bg
+        finally:
+            # Its SSH command is bounded by its own timeout, and so is this wait.
+            thread.join(timeout=max(1.0, deadline.remaining))
+            if bg.result is not None:
+                try:
+                    transfer.get(bg.remote, local, phase="stream")
+                    bg.h264_local = str(local)
+                    with open(local, "rb") as fh:
+                        bg.h264_head = fh.read(1 << 16)
+                except Exception as exc:  # noqa: BLE001 - paramiko raises EOFError on a dead link; crash checks say why
+                    bg.error = f"fetching the CLI's .h264 failed: {type(exc).__name__}: {exc}"
+            elif not bg.error:
+                bg.error = "the CLI stream did not finish in time"
+            # Leave nothing in the guest, whether or not the CLI finished.
+            try:
+                self.runner.run(f"rm -f {shlex.quote(bg.remote)}", timeout=min(20.0, max(1.0, deadline.remaining)),
+                                phase="stream", check=False)
+            except Exception as exc:  # noqa: BLE001 - cleanup is never the verdict (the crash checks say why SSH died)
+                log.info("could not remove the CLI's .h264 in the guest: %s", exc)

@@ -141,3 +141,18 @@ class HostArtifacts:
         with open(self.debug_log, "rb") as fh:
             fh.seek(start)
             return fh.read(min(size - start, limit))
+
+    def describe(self) -> dict[str, str]:
+        """The host for provenance: OS and version, and the machine model (``sysctl hw.model`` on a Mac)."""
+        import platform
+        import subprocess
+
+        host_os, model = platform.platform(), platform.node()
+        if platform.system() == "Darwin":
+            host_os = f"macOS {platform.mac_ver()[0]} ({platform.machine()})"
+            try:
+                model = subprocess.run(["sysctl", "-n", "hw.model"], capture_output=True, text=True,
+                                       timeout=5).stdout.strip() or model
+            except (OSError, subprocess.SubprocessError):
+                pass
+        return {"host": host_os, "host_model": model}

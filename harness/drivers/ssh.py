@@ -14,9 +14,9 @@ import paramiko
 
 from ..config import SshConfig
 from ..deadline import Deadline
-from ..errors import CommandError, HarnessError, PhaseTimeout
+from ..errors import CommandError, CommandTimeout, HarnessError, PhaseTimeout
 from ..redact import redact
-from .base import CommandResult, CommandRunner
+from .base import CommandResult, CommandRunner, FileTransfer
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,23 @@ class SshError(HarnessError):
 
 class HostKeyError(SshError):
     """The guest's host key is not the one in known_hosts (fatal, never retried)."""
+
+    default_cause = "host_key_changed"
+
+
+def _connect_failure_cause(exc: BaseException | None) -> str | None:
+    """Why a connection attempt failed, from the exception paramiko or the socket raised:
+    ``ssh_refused`` (nothing listens: sshd not up yet, or no port forward) or ``ssh_unresponsive``
+    (the port accepts but no SSH banner ever comes); ``None`` when neither."""
+    if isinstance(exc, (paramiko.ssh_exception.NoValidConnectionsError, ConnectionRefusedError)):
+        return "ssh_refused"
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return "ssh_unresponsive"
+    # paramiko has no exception type for these two: its banner reader and its auth handler on a
+    # transport that never started raise plain SSHException with these texts.
+    if isinstance(exc, paramiko.SSHException) and any(t in str(exc) for t in ("banner", "No existing session")):
+        return "ssh_unresponsive"
+    return None
 
 
 class _TrustOnFirstUse(paramiko.MissingHostKeyPolicy):
@@ -134,7 +151,7 @@ class LocalForward:
             t.join(timeout=2)
 
 
-class SshDriver(CommandRunner):
+class SshDriver(CommandRunner, FileTransfer):
     """One paramiko connection to the guest. ``connect`` retries until its deadline."""
 
     def __init__(self, cfg: SshConfig) -> None:
@@ -217,11 +234,13 @@ class SshDriver(CommandRunner):
                 client.close()
                 last = exc
             if deadline.expired:
+                cause = _connect_failure_cause(last)
                 raise PhaseTimeout(
                     f"SSH to {self.cfg.user}@{self.cfg.host}:{self.cfg.port} not ready after {timeout:.0f}s "
                     f"({attempt} attempts); last error: {type(last).__name__}: {last}",
                     phase=PHASE,
-                    hint="is the VM up and port forwarding to the guest's :22 configured?",
+                    cause=cause,
+                    hint=None if cause else "is the VM up and port forwarding to the guest's :22 configured?",
                 ) from last
             if on_wait:
                 on_wait(f"attempt {attempt}: {type(last).__name__}")
@@ -268,7 +287,7 @@ class SshDriver(CommandRunner):
                 if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
                     break
                 if deadline.expired:
-                    raise CommandError(
+                    raise CommandTimeout(
                         f"`{shown}` did not finish within {timeout:.0f}s",
                         command=shown,
                         stdout=redact(out.decode("utf-8", "replace"))[-4000:],

@@ -31,6 +31,7 @@ class StackDriver:
         except CommandError as exc:
             raise StackError(
                 f"./stack start failed (exit {exc.exit_status}): {_last_lines(exc.stdout + exc.stderr)}",
+                cause="stack_start_failed",
                 hint="read the compose output above; `docker compose -f "
                 f"{self.guest.compose_file} ps` in the guest shows what is up",
             ) from exc
@@ -57,6 +58,7 @@ class StackDriver:
             raise StackError(
                 f"cannot read {path} in the guest (exit {res.exit_status})",
                 phase="session",
+                cause="usercreds",
                 hint="create ~/helix/.env.usercreds with HELIX_API_KEY, HELIX_URL, HELIX_PROJECT, HELIX_UBUNTU_AGENT",
             )
         return res.stdout

@@ -12,12 +12,15 @@ from __future__ import annotations
 import logging
 import subprocess
 import time
+from typing import Callable
 
 from ..config import VmConfig
 from ..deadline import Deadline
 from ..errors import CommandError, HarnessError, PhaseTimeout
 from ..protocols import utmctl as fmt
 from ..protocols.errors import RemoteProtocolError
+from .base import VmProvider
+from .host import CrashReport, HostArtifacts
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +35,15 @@ NO_GUI_FRAGMENT = "does not work from SSH sessions"
 
 
 class UtmError(HarnessError):
+    """A utmctl failure. Its cause: ``utmctl_osstatus`` (a transient Apple Event OSStatus),
+    ``utmctl_event_error`` (a final one) or ``utmctl_failed``."""
+
     default_phase = PHASE
+    default_cause = "utmctl_failed"
 
     def __init__(self, message: str, *, osstatus: int | None = None, transient: bool = False, **kw) -> None:
+        if osstatus is not None and "cause" not in kw:
+            kw["cause"] = "utmctl_osstatus" if transient else "utmctl_event_error"
         super().__init__(message, **kw)
         self.osstatus = osstatus
         self.transient = transient
@@ -42,6 +51,15 @@ class UtmError(HarnessError):
 
 class UtmNoGuiError(UtmError):
     """utmctl cannot reach UTM.app: no GUI login session, or no Automation permission."""
+
+    default_cause = "utmctl_no_gui"
+
+
+class BootError(HarnessError):
+    """The VM did not come up: it crashed while booting (``vm_crashed_boot``, or ``qemu_dylib_missing``
+    when dyld could not load QEMU's libraries) or never reached ``started``."""
+
+    default_phase = "boot"
 
 
 class UtmDriver:
@@ -89,11 +107,14 @@ class UtmDriver:
             )
         event = fmt.find_event_error(err)
         if event is not None:
+            transient = event.osstatus in TRANSIENT_OSSTATUS
             raise UtmError(
                 f"`utmctl {' '.join(args)}` reported an Apple Event error (exit {proc.returncode}): {event.line.strip()}",
                 osstatus=event.osstatus,
-                transient=event.osstatus in TRANSIENT_OSSTATUS,
-                hint="utmctl exits 0 on Apple Event failures; OSStatus errors are retried",
+                transient=transient,
+                # a transient one keeps the cause's own hint (rerun); a final one says why it was not retried
+                hint=None if transient else "utmctl exits 0 on Apple Event failures; only transient OSStatus "
+                "errors are retried",
             )
         if proc.returncode != 0 or "Error" in err:
             raise CommandError(
@@ -144,8 +165,10 @@ class UtmDriver:
             raise UtmError(f"unknown stop mode {mode!r}")
         self._call(["stop", self.cfg.id, f"--{mode}"])
 
-    def wait_status(self, wanted: str, *, timeout: float, phase: str, on_wait=None, crashed_if=()) -> None:
-        """Poll ``status`` until it reads ``wanted``. A status in ``crashed_if`` fails at once."""
+    def wait_status(self, wanted: str, *, timeout: float, phase: str, on_wait=None,
+                    check: Callable[[str, list[str], float], None] | None = None) -> None:
+        """Poll ``status`` until it reads ``wanted``. ``check(status, history, elapsed_s)`` may raise to
+        fail at once (a VM that went back to ``stopped`` while booting)."""
         deadline = Deadline(timeout)
         pause = 0.2
         seen: list[str] = []
@@ -155,12 +178,8 @@ class UtmDriver:
                 seen.append(status)
             if status == wanted:
                 return
-            if status in crashed_if:
-                raise HarnessError(
-                    f"the VM went to `{status}` while waiting for `{wanted}` (status history: {' → '.join(seen)})",
-                    phase=phase,
-                    hint="QEMU probably crashed: look for a new QEMULauncher-*.ips crash report",
-                )
+            if check is not None:
+                check(status, seen, deadline.elapsed)
             if deadline.expired:
                 raise PhaseTimeout(
                     f"VM status still `{status}` after {timeout:.0f}s (wanted `{wanted}`; history: {' → '.join(seen)})",
@@ -171,3 +190,59 @@ class UtmDriver:
                 on_wait(f"utmctl status: {status}")
             self._sleep(min(pause, deadline.remaining))
             pause = min(pause * 1.5, 2.0)
+
+
+#: Crash-report text that means dyld could not load QEMU's libraries (sysroot install names).
+_DYLD_MARKERS = ("Library missing", "DYLD", "dyld")
+
+
+def _boot_crash_cause(reports: list[CrashReport]) -> str:
+    text = " ".join(r.summary() + " " + r.indicator + " " + r.signal for r in reports)
+    return "qemu_dylib_missing" if any(m in text for m in _DYLD_MARKERS) else "vm_crashed_boot"
+
+
+class UtmVm(VmProvider):
+    """The UTM provider: a VM driven by utmctl, its crashes read from the host's crash-report dir."""
+
+    name = "utm"
+
+    def __init__(self, utm: UtmDriver, host: HostArtifacts) -> None:
+        self.utm = utm
+        self.host = host
+
+    def status(self) -> str:
+        return self.utm.status()
+
+    def version(self) -> str:
+        return self.utm.version()
+
+    def is_running(self, status: str) -> bool:
+        return status == "started"
+
+    def power_on(self, *, timeout: float, on_wait=None) -> None:
+        """`utmctl start`, then poll `utmctl status` until `started`. Back to `stopped` after `starting`
+        (or 5 s in) means QEMU died at start; a new crash report during boot means the same."""
+        before = self.host.snapshot()
+        if on_wait:
+            on_wait("utmctl start")
+        self.utm.start()
+
+        def crashed(status: str, history: list[str], elapsed: float) -> None:
+            if status == "stopped" and (any(s in ("starting", "resuming") for s in history) or elapsed > 5):
+                crashes = self.host.new_crash_reports(before)
+                evidence = f"; crash report: {crashes[0].summary()}" if crashes else ""
+                raise BootError(
+                    f"the VM went to `stopped` during boot{evidence}",
+                    cause=_boot_crash_cause(crashes),
+                    hint="QEMU crashed at start: read the .ips report and QEMU's log "
+                    "(sysroot dylib paths or a stale QEMU build are the usual causes)",
+                )
+
+        self.utm.wait_status("started", timeout=timeout, phase="boot", on_wait=on_wait, check=crashed)
+        crashes = self.host.new_crash_reports(before)
+        if crashes:
+            raise BootError(f"new crash report during boot: {crashes[0].summary()}", cause=_boot_crash_cause(crashes))
+
+    def power_off(self, *, timeout: float, phase: str, on_wait=None) -> None:
+        self.utm.stop("force")
+        self.utm.wait_status("stopped", timeout=timeout, phase=phase, on_wait=on_wait)

@@ -9,27 +9,25 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
 from ..config import TARGET_ENV, TargetConfig, load_target
 from ..errors import HarnessError
-from ..timeline import Timeline
-from ..redact import install_logging_filter
+from ..record import RunRecord, StreamRecord
+from ..redact import install_logging_filter, redact
+from ..report.metrics import provenance
+from ..runs.preflight import run_preflight
+from ..runs.provision import launch_sim, validate_faults
 from ..strategy import Status, Strategy
 from .interrupts import sigint_deferred
-from ..runs.provision import launch_sim, validate_faults
+from .session import E2ESession, worker_id
 from .vmlock import acquire_vm
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TARGET = "fixtures/targets/sim.toml"
-STRATEGY_KEY = pytest.StashKey["Strategy"]()
-TIMELINE_KEY = pytest.StashKey[Timeline]()
-RUN_DIR_KEY = pytest.StashKey[Path]()
-SIM_KEY = pytest.StashKey[object]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -82,41 +80,6 @@ def target_path(config: pytest.Config) -> str:
     )
 
 
-def worker_id(config: pytest.Config) -> str:
-    """The pytest-xdist worker id (gw0, gw1 …), or "" outside xdist workers."""
-    return getattr(config, "workerinput", {}).get("workerid", "")
-
-
-def reports_latest(config: pytest.Config) -> Path:
-    base = Path(config.getoption("e2e_report_dir"))
-    if not base.is_absolute():
-        base = Path(config.rootpath) / base
-    return base / "latest"
-
-
-def run_dir(config: pytest.Config) -> Path:
-    """Where this process's artifacts go: reports/latest, or reports/latest/<worker> under xdist.
-    Emptied once per run (lazily: only runs that use a target make one)."""
-    if RUN_DIR_KEY not in config.stash:
-        latest = reports_latest(config)
-        wid = worker_id(config)
-        here = latest / wid if wid else latest
-        if here.exists():
-            for child in here.iterdir():
-                if child.name in ("report.html", "junit.xml"):  # written by pytest-html/junitxml this run
-                    continue
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
-        here.mkdir(parents=True, exist_ok=True)
-        config.stash[RUN_DIR_KEY] = here
-    return config.stash[RUN_DIR_KEY]
-
-
-def timeline(config: pytest.Config) -> Timeline:
-    if TIMELINE_KEY not in config.stash:
-        config.stash[TIMELINE_KEY] = Timeline()
-    return config.stash[TIMELINE_KEY]
-
-
 def _sim_faults(config: pytest.Config) -> list[str]:
     names = list(config.getoption("e2e_sim_faults") or [])
     env = os.environ.get("HELIX_E2E_SIM_FAULT", "")
@@ -138,16 +101,15 @@ def target(request: pytest.FixtureRequest) -> TargetConfig:
     if config.getoption("e2e_timeout_scale"):
         overrides["timeouts.scale"] = config.getoption("e2e_timeout_scale")
     faults = _sim_faults(config)
+    session = E2ESession.of(config)
     if cfg.is_sim and not cfg.sim.get("external"):
         settings = {k: v for k, v in cfg.sim.items()}
         for key, opt in (("fps", "e2e_sim_fps"), ("qemu", "e2e_sim_qemu"), ("video_mode", "e2e_sim_video_mode")):
             if config.getoption(opt) is not None:
                 settings[key] = config.getoption(opt)
-        faults = sorted(set(faults) | set(validate_faults(settings.pop("faults", []))))
-        tl = timeline(config)
-        with tl.phase("sim", "the embedded simulator to start"):
+        with session.timeline.phase("sim", "the embedded simulator to start"):
             sim = launch_sim(settings, faults, timeout=60)
-        config.stash[SIM_KEY] = sim
+        session.sim = sim
 
         def stop_sim() -> None:
             with sigint_deferred("stopping the simulator"):
@@ -171,18 +133,25 @@ def target(request: pytest.FixtureRequest) -> TargetConfig:
 
 
 @pytest.fixture(scope="session")
-def strategy(request: pytest.FixtureRequest, target: TargetConfig):
-    """The session's state machine. Teardown always runs (stop vkcube, session, tunnels, VM)."""
+def strategy(request: pytest.FixtureRequest, target: TargetConfig, record_testsuite_property):
+    """The session's state machine, handed the drivers its target needs. Teardown always runs (stop
+    vkcube, session, tunnels, VM); afterwards provenance goes to JUnit as testsuite properties."""
     config = request.config
-    strat = Strategy(
-        target=target,
-        timeline=timeline(config),
-        artifacts_dir=run_dir(config),
-        keep_vm=config.getoption("e2e_keep_vm"),
-    )
-    config.stash[STRATEGY_KEY] = strat
+    session = E2ESession.of(config)
+    strat = Strategy(target=target, timeline=session.timeline, artifacts_dir=session.run_dir,
+                     keep_vm=config.getoption("e2e_keep_vm"))
+    strat.describe_host()
+    session.strategy = strat
+
+    def record_provenance() -> None:  # runs after the teardown below, and after a skipped preflight too
+        for key, value in provenance(strat.record, target).items():
+            record_testsuite_property(key, redact(str(value)))
+
+    request.addfinalizer(record_provenance)
     if not config.getoption("e2e_no_preflight"):
-        _preflight(strat, config)
+        failure = run_preflight(strat, session.run_dir)
+        if failure:
+            pytest.skip(f"preflight (helix-e2e doctor) failed: {failure}")
     initial = config.getoption("e2e_initial_state")
     if initial:
         strat.force(initial, session_id=config.getoption("e2e_session") or "")
@@ -193,43 +162,44 @@ def strategy(request: pytest.FixtureRequest, target: TargetConfig):
         log.warning("teardown: %s", err)
 
 
-def _preflight(strat: Strategy, config: pytest.Config) -> None:
-    """The doctor as preflight: a failed check skips the suite with the doctor's message."""
-    from ..doctor import run_doctor
-
-    with strat.timeline.phase("preflight", "the doctor's checks (no VM needed)") as h:
-        report = run_doctor(strat.target, reports_dir=run_dir(config))
-        qv = report.get("qemu_version")
-        if qv is not None and qv.data.get("binary_version"):
-            strat.facts["qemu_binary_version"] = qv.data["binary_version"]
-        strat.facts["preflight"] = [c.as_dict() for c in report.checks if c.status != "ok"]
-        if report.failed:
-            h.skip(report.summary())
-            strat.preflight_failure = report.summary()
-    if report.failed:
-        pytest.skip(f"preflight (helix-e2e doctor) failed: {report.summary()}")
-
-
 @pytest.fixture(scope="session")
-def booted_vm(strategy: Strategy) -> Strategy:
+def booted_vm(strategy: Strategy) -> RunRecord:
+    """The run record once the VM is up (``vm_up``)."""
     strategy.ensure(Status.vm_up)
-    return strategy
+    return strategy.record
 
 
 @pytest.fixture(scope="session")
-def helix_stack(strategy: Strategy) -> Strategy:
+def helix_stack(strategy: Strategy) -> RunRecord:
+    """The run record once the stack is up (``stack_up``)."""
     strategy.ensure(Status.stack_up)
-    return strategy
+    return strategy.record
 
 
 @pytest.fixture(scope="session")
-def helix_session(strategy: Strategy) -> Strategy:
+def helix_session(strategy: Strategy) -> RunRecord:
+    """The run record once a spectask session with its desktop container is up (``session_ready``)."""
     strategy.ensure(Status.session_ready)
-    return strategy
+    return strategy.record
 
 
 @pytest.fixture(scope="session")
-def stream_run(strategy: Strategy):
+def stream_run(strategy: Strategy) -> StreamRecord:
     """The measured stream (vkcube running, native capture + CLI cross-check)."""
     strategy.ensure(Status.streaming)
-    return strategy.stream
+    return strategy.record.stream
+
+
+@pytest.fixture(scope="session")
+def frame_export_probe(strategy: Strategy) -> RunRecord:
+    """The run record with the resource_id=0 probe of QEMU's frame export (needs the VM up)."""
+    strategy.ensure(Status.vm_up)
+    strategy.probe_frame_export()
+    return strategy.record
+
+
+@pytest.fixture(scope="session")
+def crash_evidence(strategy: Strategy, stream_run) -> RunRecord:
+    """The run record with everything that says something crashed while streaming."""
+    strategy.collect_crash_evidence()
+    return strategy.record

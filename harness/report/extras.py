@@ -136,18 +136,18 @@ def _b64(path: str | Path) -> str:
     return base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
-def build_extras(kinds: tuple[str, ...], strategy, dest: Path) -> list:
-    """pytest-html extras for a test, with their files copied under ``dest``."""
+def build_extras(kinds: tuple[str, ...], record, target, timeline, dest: Path) -> list:
+    """pytest-html extras for a test, from the run record, with their files copied under ``dest``."""
     from pytest_html import extras as ex
 
     out: list = []
     dest.mkdir(parents=True, exist_ok=True)
-    run = strategy.stream
-    band = (strategy.target.stream.fps_min, strategy.target.stream.fps_max)
+    run = record.stream
+    band = (target.stream.fps_min, target.stream.fps_max)
     for kind in kinds:
         try:
             if kind == "timeline":
-                out.append(ex.html(timeline_html([r.as_dict() for r in strategy.timeline.records])))
+                out.append(ex.html(timeline_html([r.as_dict() for r in timeline.records])))
             elif kind == "fps_plot" and run is not None and run.capture is not None:
                 svg = fps_plot_svg(run.capture.timing, band, run.capture.content.get("freezes"))
                 (dest / "fps.svg").write_text(svg)
@@ -158,7 +158,7 @@ def build_extras(kinds: tuple[str, ...], strategy, dest: Path) -> list:
                 if run.capture.thumbnails:
                     out.append(ex.html(thumbnails_html(run.capture.thumbnails)))
             elif kind == "clip" and run is not None and run.capture is not None:
-                fps = run.capture.timing.get("fps") or strategy.target.stream.fps
+                fps = run.capture.timing.get("fps") or target.stream.fps
                 clip = make_clip(run.capture.h264, dest / "stream-clip.mp4", fps=fps)
                 if clip is not None:
                     out.append(ex.html(clip_html(clip)))
@@ -166,12 +166,13 @@ def build_extras(kinds: tuple[str, ...], strategy, dest: Path) -> list:
                 excerpt = _log_excerpt(run)
                 (dest / "log-excerpt.txt").write_text(excerpt)
                 out.append(ex.text(excerpt, name="log excerpts (resource ids, FRAME_READY/vsockenc)"))
-            elif kind == "probe" and strategy.probe is not None:
-                out.append(ex.json(strategy.probe.as_dict(), name="resource_id=0 probe exchange"))
-                if strategy.probe_log:
-                    out.append(ex.text(redact(strategy.probe_log[-4000:]), name="QEMU log during the probe"))
-            elif kind == "crashes" and strategy.host_snapshot is not None:
-                reports = [c.as_dict() for c in strategy.host.new_crash_reports(strategy.host_snapshot)]
+            elif kind == "probe" and record.probe is not None:
+                out.append(ex.json(record.probe.result.as_dict(), name="resource_id=0 probe exchange"))
+                if record.probe.log:
+                    out.append(ex.text(redact(record.probe.log[-4000:]), name="QEMU log during the probe"))
+            elif kind == "crashes":
+                found = record.crash.crash_reports if record.crash else record.boot.crash_reports if record.boot else []
+                reports = [c.as_dict() for c in found]
                 if reports:
                     out.append(ex.json(reports, name="new crash reports"))
         except Exception as exc:  # noqa: BLE001 - never change a verdict

@@ -1,4 +1,4 @@
-"""`metrics.json`: one data model of a run, rendered from the strategy's results."""
+"""`metrics.json`: one data model of a run, rendered from its run record (no I/O but the file write)."""
 
 from __future__ import annotations
 
@@ -12,29 +12,31 @@ from .. import __version__
 from ..redact import redact
 
 
-def build_metrics(strategy, *, outcomes: dict[str, str] | None = None, triage: Any = None,
+def build_metrics(record, target, timeline, *, status: str = "", broken: tuple[str, BaseException] | None = None,
+                  outcomes: dict[str, str] | None = None, triage: Any = None,
                   reruns: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``triage``: the run's :class:`harness.verdict.triage.Verdict` (``None``: every check passed);
+    """``record``: the :class:`harness.record.RunRecord`; ``status``/``broken``: where the strategy ended;
+    ``triage``: the run's :class:`harness.verdict.triage.Verdict` (``None``: every check passed);
     ``reruns``: what ``--rerun-infra`` allowed and reran."""
-    t = strategy.target
+    t = target
     m: dict[str, Any] = {
         "schema": "helix-e2e/metrics/1",
         "harness_version": __version__,
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "target": {"name": t.name, "source": t.source, "sim": dict(t.sim) if t.sim else None},
         "fps_band": [t.stream.fps_min, t.stream.fps_max],
-        "phases": strategy.timeline.durations(),
-        "phase_timeline": [r.as_dict() for r in strategy.timeline.records],
-        "facts": {k: v for k, v in strategy.facts.items() if k != "stack_output_tail"},
-        "status": strategy.status.name,
-        "broken": {"phase": strategy.broken[0], "error": str(strategy.broken[1])} if strategy.broken else None,
+        "phases": timeline.durations(),
+        "phase_timeline": [r.as_dict() for r in timeline.records],
+        "facts": record.facts(),
+        "status": status,
+        "broken": {"phase": broken[0], "error": str(broken[1])} if broken else None,
         "tests": outcomes or {},
-        "teardown_errors": strategy.teardown_errors,
+        "teardown_errors": record.teardown_errors,
         "triage": triage.as_dict() if triage is not None else None,
     }
     if reruns is not None:
         m["rerun_infra"] = reruns
-    run = strategy.stream
+    run = record.stream
     if run is not None and run.capture is not None:
         cap = run.capture
         timing = cap.timing or {}
@@ -101,9 +103,9 @@ def build_metrics(strategy, *, outcomes: dict[str, str] | None = None, triage: A
             }
         elif run.cli_error:
             m["cli"] = {"error": run.cli_error}
-    if strategy.probe is not None:
-        m["probe"] = strategy.probe.as_dict()
-        m["probe_verdict"] = strategy.probe.verdict
+    if record.probe is not None:
+        m["probe"] = record.probe.result.as_dict()
+        m["probe_verdict"] = record.probe.result.verdict
     return m
 
 
@@ -118,42 +120,26 @@ def write_json(path: str | os.PathLike[str], data: dict[str, Any]) -> Path:
     return p
 
 
-def provenance(strategy) -> dict[str, Any]:
-    """Where a result came from: harness, target, Helix, QEMU, UTM and host versions."""
-    import platform
-
-    facts = strategy.facts
-    run = strategy.stream
-    qemu_versions = run.host_scan.versions if run is not None and run.host_scan is not None else []
-    host_os = platform.platform()
-    model = facts.get("host_model") or platform.node()
-    if platform.system() == "Darwin":
-        host_os = f"macOS {platform.mac_ver()[0]} ({platform.machine()})"
-        model = facts.get("host_model") or _sysctl("hw.model") or model
+def provenance(record, target) -> dict[str, Any]:
+    """Where a result came from: harness, target, Helix, QEMU, UTM and host versions (the host's own
+    description was collected once by the strategy)."""
+    run = record.stream
+    qemu_versions = run.host_scan.versions if run is not None else []
     return {
         "harness_version": __version__,
-        "target": f"{strategy.target.name} ({'simulator' if strategy.target.is_sim else 'real VM'})",
-        "helix_git_sha": facts.get("helix_git_sha", ""),
+        "target": f"{target.name} ({'simulator' if target.is_sim else 'real VM'})",
+        "helix_git_sha": record.stack.helix_git_sha if record.stack else "",
         "qemu_version": qemu_versions[0] if qemu_versions else "",
-        "utm_version": facts.get("utm_version", ""),
-        "host": host_os,
-        "host_model": model,
+        "utm_version": record.boot.vm_version if record.boot else "",
+        "host": record.provenance.get("host", ""),
+        "host_model": record.provenance.get("host_model", ""),
     }
 
 
-def _sysctl(name: str) -> str:
-    import subprocess
-
-    try:
-        return subprocess.run(["sysctl", "-n", name], capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-def junit_properties(strategy) -> dict[str, Any]:
+def junit_properties(record, timeline) -> dict[str, Any]:
     """Measurements as JUnit <property> values."""
     props: dict[str, Any] = {}
-    run = strategy.stream
+    run = record.stream
     if run is not None and run.capture is not None:
         t, c = run.capture.timing or {}, run.capture.content or {}
         props.update({
@@ -168,8 +154,8 @@ def junit_properties(strategy) -> dict[str, Any]:
             if scan is not None:
                 props[f"resource_ids_{where}_nonzero"] = scan.resource_ids.nonzero
                 props[f"resource_ids_{where}_zero"] = scan.resource_ids.zero
-    if strategy.probe is not None:
-        props["probe_verdict"] = strategy.probe.verdict
-    for phase, seconds in strategy.timeline.durations().items():
+    if record.probe is not None:
+        props["probe_verdict"] = record.probe.result.verdict
+    for phase, seconds in timeline.durations().items():
         props[f"phase_{phase}_s"] = seconds
     return {k: v for k, v in props.items() if v is not None}

@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from ..errors import ConfigError, HarnessError
 from ..redact import register
@@ -33,6 +33,7 @@ _OPTION_OF = {"fps": "--fps", "resolution": "--resolution", "video_mode": "--vid
 
 class SimLaunchError(HarnessError):
     default_phase = "sim"
+    default_cause = "sim_failed"
 
 
 def validate_faults(spec) -> frozenset[str]:
@@ -121,8 +122,11 @@ def sim_argv(settings: Mapping[str, Any], faults: list[str]) -> list[str]:
     return argv
 
 
-def launch_sim(settings: Mapping[str, Any], faults: list[str], *, timeout: float = 60.0,
+def launch_sim(settings: Mapping[str, Any], faults: Iterable[str] = (), *, timeout: float = 60.0,
                root: Path | None = None) -> SimProcess:
+    """Start ``python -m helix_sim up`` with a target's ``[sim]`` settings (their ``faults`` key joins
+    ``faults``) as an owned child, and return once it printed its info line."""
+    faults = sorted(set(validate_faults(list(faults))) | validate_faults(settings.get("faults") or []))
     tmp = None
     if root is None:
         tmp = tempfile.TemporaryDirectory(prefix="helix-e2e-sim-")

@@ -2,7 +2,7 @@
 
 :func:`run_once` is what the fault tests (and soak-style tools) call: it provisions a simulator
 with the given faults when the target is one, drives it through the same :class:`Strategy`,
-drivers and :func:`harness.verdict.checks.all_stream_checks` as the pytest suite, triages the findings,
+drivers and checks (:func:`all_stream_checks`) as the pytest suite, triages the findings,
 and stops everything it started, whatever happened. Nothing is printed; progress goes to logging.
 
 Every phase is bounded by its own ``[timeouts]`` entry (one scale factor, see
@@ -20,14 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from ..verdict.checks import Finding, all_stream_checks, from_doctor
 from ..config import TargetConfig, load_target
-from ..doctor import run_doctor
 from ..errors import ConfigError
-from .provision import launch_sim, validate_faults
+from ..strategy import Status, Strategy, StrategyBroken
 from ..timeline import Timeline
-from ..strategy import Status, Strategy
+from ..verdict import checks
+from ..verdict.checks import Finding, from_doctor, from_error
 from ..verdict.triage import Verdict, triage
+from .preflight import run_preflight
+from .provision import launch_sim, validate_faults
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def run_once(
             else:
                 settings = {**SIM_SETTINGS, **dict(target or {})}
             names = tuple(sorted(set(names) | validate_faults(settings.pop("faults", []))))
-            sim = launch_sim(settings, list(names), timeout=sim_start_timeout)
+            sim = launch_sim(settings, names, timeout=sim_start_timeout)
             sim_start = time.monotonic() - t_begin
             cfg = _sim_target(sim.info, stream_duration=stream_duration, warmup=warmup,
                               resolution=settings.get("resolution"), timeouts=SIM_TIMEOUTS,
@@ -165,19 +166,10 @@ def _drive(strat: Strategy, cfg: TargetConfig, names: tuple[str, ...], *, sessio
     doctor_failed: list[dict[str, str]] = []
     try:
         if preflight:
-            with strat.timeline.phase("preflight", "the doctor's checks (no VM needed)") as h:
-                report = run_doctor(cfg, reports_dir=strat.artifacts_dir)
-                qv = report.get("qemu_version")
-                if qv is not None and qv.data.get("binary_version"):
-                    strat.facts["qemu_binary_version"] = qv.data["binary_version"]
-                doctor_failed = [c.as_dict() for c in report.checks if c.status != "ok"]
-                strat.facts["preflight"] = doctor_failed
-                if report.failed:
-                    strat.preflight_failure = report.summary()
-                    h.skip(report.summary())
-            if report.failed:
-                findings = [from_doctor(c) for c in report.failed]
-        if not strat.preflight_failure:
+            run_preflight(strat, strat.artifacts_dir)
+            doctor_failed = strat.record.preflight
+            findings = [from_doctor(c) for c in doctor_failed if c.get("status") == "fail"]
+        if not strat.record.preflight_failure:
             for _ in range(sessions - 1):
                 try:
                     strat.ensure(Status.streaming)
@@ -204,3 +196,39 @@ def _drive(strat: Strategy, cfg: TargetConfig, names: tuple[str, ...], *, sessio
         budget_s=sum(p["timeout_s"] for p in phases) + checks_allowance + SLACK_S, phases=phases,
         preflight=doctor_failed, teardown_errors=list(errors),
     )
+
+
+def all_stream_checks(s: Strategy, target: TargetConfig) -> list[Finding]:
+    """Run every check of the suite in its order, bringing the strategy to the state each needs and
+    collecting the evidence each reads; a check that cannot run is a failed finding."""
+    rec = s.record
+    # (check, state it needs, evidence to collect first, the check itself)
+    steps = [
+        ("vm_boots_without_crash", Status.vm_up, None, lambda: checks.vm_boot(rec)),
+        ("desktop_container_starts", Status.session_ready, None, lambda: checks.desktop_container(rec)),
+        ("vkcube_running", Status.streaming, None, lambda: checks.vkcube(rec.stream)),
+        ("stream_fps_in_band", Status.streaming, None, lambda: checks.fps_in_band(rec.stream, target)),
+        ("stream_has_no_errors", Status.streaming, None, lambda: checks.stream_errors(rec.stream)),
+        ("resource_ids_nonzero", Status.streaming, None, lambda: checks.resource_ids(rec.stream)),
+        ("qemu_rejects_resource_id_zero", Status.vm_up, s.probe_frame_export, lambda: checks.qemu_rejects_zero(rec)),
+        ("no_crash_after_streaming", Status.streaming, s.collect_crash_evidence, lambda: checks.no_crash(rec)),
+        ("cli_stream_agrees_with_capture", Status.streaming, None, lambda: checks.cli_agrees(rec.stream, target)),
+        ("sessions_do_not_slow_down", Status.streaming, None, lambda: checks.sessions_stable(rec)),
+    ]
+    out: list[Finding] = []
+    for name, needs, collect, check in steps:
+        try:
+            if name == "no_crash_after_streaming" and s.broken is not None:
+                s.collect_crash_evidence(complete=False)  # a crash explains why a phase broke: look even so
+                crashed = checks.crash_reports(rec)
+                if crashed is not None:
+                    out.append(crashed)
+                    continue
+            s.ensure(needs)
+            if collect is not None:
+                collect()
+            out.append(check())
+        except Exception as exc:  # noqa: BLE001 - a check that cannot run is a failed finding
+            original = exc.__cause__ if isinstance(exc, StrategyBroken) and exc.__cause__ is not None else exc
+            out.append(from_error(name, original))
+    return out

@@ -76,7 +76,7 @@ def _qemu_process(strategy: Strategy) -> psutil.Process | None:
 
 
 def _guest_stats(strategy: Strategy) -> dict[str, float | None]:
-    res = strategy.ssh.run("cat /proc/loadavg; grep -E '^(MemTotal|MemAvailable):' /proc/meminfo", timeout=20,
+    res = strategy.drivers.ssh.run("cat /proc/loadavg; grep -E '^(MemTotal|MemAvailable):' /proc/meminfo", timeout=20,
                            phase="soak", check=False)
     out: dict[str, float | None] = {"guest_load1": None, "guest_mem_used_mb": None}
     parts = res.stdout.split()
@@ -96,20 +96,20 @@ def measure_iteration(strategy: Strategy, index: int) -> dict[str, Any]:
     qemu = _qemu_process(strategy)
     cpu_t0 = sum(qemu.cpu_times()[:2]) if qemu else None
     wall0 = time.monotonic()
-    log_before = strategy.host.snapshot()
+    log_before = strategy.drivers.host.snapshot()
     strategy.transition(Status.streaming)
-    run = strategy.stream
+    run = strategy.record.stream
     cap = run.capture
     t = cap.timing or {}
-    host_bytes = strategy.host.new_log_bytes(log_before)
+    host_bytes = strategy.drivers.host.new_log_bytes(log_before)
     drops = scan_text(host_bytes).drops
     row: dict[str, Any] = {
         "iteration": index,
         "session_id": run.session_id,
         "fps": t.get("fps"),
         "fps_min_window": t.get("fps_min_window"),
-        "ttff_s": round(cap.first_frame_wall - strategy.session_started, 3)
-        if cap.first_frame_wall and strategy.session_started else None,
+        "ttff_s": round(cap.first_frame_wall - run.session_started_wall, 3)
+        if cap.first_frame_wall and run.session_started_wall else None,
         "jitter_p99_ms": (t.get("jitter_ms") or {}).get("p99"),
         "stalls": len(t.get("stalls") or []),
         "host_log_growth_bytes": len(host_bytes),

@@ -1,7 +1,10 @@
-"""The suite's checks as data: each returns a :class:`Finding` (ok or not, why, which layer).
+"""The suite's checks as data: each is a pure function of the run record (and the target) that
+returns a :class:`Finding` (ok or not, why, which cause).
 
 The pytest tests assert on these; triage, soak and the fault tests read the same findings,
-so "what counts as broken" lives in one place.
+so "what counts as broken" lives in one place. A finding names its *cause*; the layer, the default
+hint and how triage ranks it come from the one table, :mod:`harness.causes`. Checks do no I/O: the
+strategy collected the evidence they read, once, through its drivers.
 """
 
 from __future__ import annotations
@@ -10,12 +13,13 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..errors import CommandError, HarnessError
+from ..causes import CAUSES, LAYERS, cause as cause_row, phase_cause
+from ..errors import CommandError, HarnessError, cause_of
 from ..protocols import h264
 
-#: Layers a failure can be blamed on (issue contract, outermost first).
-LAYERS = ("host", "utm", "vm", "ssh", "stack", "api", "session", "desktop", "encoder", "frame_export", "stream",
-          "client")
+__all__ = ["Finding", "LAYERS", "vm_boot", "desktop_container", "vkcube", "fps_in_band", "stream_errors",
+           "resource_ids", "qemu_rejects_zero", "no_crash", "crash_reports", "cli_agrees", "sessions_stable",
+           "classify_error", "from_doctor", "from_error", "SLOWDOWN_TOLERANCE"]
 
 
 @dataclass
@@ -33,8 +37,8 @@ class Finding:
 
 
 def _recorded(check: Callable[..., Finding]) -> Callable[..., Finding]:
-    """Keep each check's latest Finding on what it examined (``Strategy.findings`` / ``StreamRun.findings``),
-    so the plugin's triage reads the findings the tests produced instead of running the checks again."""
+    """Keep each check's latest Finding on the record it examined (``RunRecord.findings`` /
+    ``StreamRecord.findings``), so the plugin's triage reads the findings the tests produced."""
 
     @functools.wraps(check)
     def wrapper(subject, *args, **kwargs) -> Finding:
@@ -51,48 +55,53 @@ def _ok(check: str, message: str = "") -> Finding:
     return Finding(check=check, ok=True, message=message)
 
 
-def _fail(check: str, message: str, layer: str, cause: str, evidence=(), hint: str = "") -> Finding:
-    assert layer in LAYERS, layer
-    return Finding(check=check, ok=False, message=message, layer=layer, cause=cause,
+def _fail(check: str, message: str, cause: str, evidence=(), hint: str = "") -> Finding:
+    """A failed finding; its layer is its cause's (an unknown cause is a harness bug)."""
+    return Finding(check=check, ok=False, message=message, layer=cause_row(cause).layer, cause=cause,
                    evidence=[str(e)[:500] for e in evidence][:10], hint=hint)
 
 
 @_recorded
-def vm_boot(s) -> Finding:
+def vm_boot(record) -> Finding:
+    """The VM booted and stayed up, with no crash report and the expected QEMU build running."""
     name = "vm_boots_without_crash"
-    crashes = s.host.new_crash_reports(s.host_snapshot) if s.host_snapshot else []
+    boot = record.boot
+    crashes = boot.crash_reports if boot else []
     if crashes:
-        return _fail(name, f"QEMU left crash report(s): {[c.summary() for c in crashes]}", "vm",
-                     "qemu_crashed", [c.summary() for c in crashes], "read the .ips report; QEMU crashed")
-    status = s.utm.status()
-    if status != "started":
-        return _fail(name, f"utmctl status is `{status}` after boot, not `started`", "vm", "vm_not_started",
+        return _fail(name, f"QEMU left crash report(s): {[c.summary() for c in crashes]}", "qemu_crashed",
+                     [c.summary() for c in crashes], "read the .ips report; QEMU crashed")
+    status = boot.status_after if boot else ""
+    if boot is None or not boot.running_after:
+        return _fail(name, f"utmctl status is `{status}` after boot, not `started`", "vm_not_started",
                      [f"utmctl status: {status}"])
     from ..doctor import check_runtime_version
 
-    binary_version = s.facts.get("qemu_binary_version")
-    appended = s.host.new_log_bytes(s.host_snapshot) if s.host_snapshot else b""
-    if binary_version and b"[HELIX] VERSION:" in appended:
-        verdict = check_runtime_version(binary_version, appended)
+    if record.qemu_binary_version and b"[HELIX] VERSION:" in boot.host_log:
+        verdict = check_runtime_version(record.qemu_binary_version, boot.host_log)
         if verdict.status != "ok":
-            return _fail(name, f"{verdict.finding} ({verdict.fix})", "host", "stale_qemu", [verdict.finding],
+            return _fail(name, f"{verdict.finding} ({verdict.fix})", "stale_qemu", [verdict.finding],
                          "installed QEMU is stale: rebuild and run fix-qemu-paths.sh, then restart the VM")
     return _ok(name, f"utmctl status `{status}`")
 
 
 @_recorded
-def desktop_container(s) -> Finding:
+def desktop_container(record) -> Finding:
+    """The session got a ses_ id and a running desktop container (its state right after it appeared)."""
     name = "desktop_container_starts"
-    if not s.session_id.startswith("ses_"):
-        return _fail(name, f"spectask start gave {s.session_id!r}, not a ses_ id", "session", "no_session_id")
-    if not s.desktop_container:
-        return _fail(name, "the session never reported a dev_container_id", "session", "no_container")
-    state = s.docker.desktop_state(s.desktop_container)
+    session = record.session
+    session_id = session.session_id if session else ""
+    if not session_id.startswith("ses_"):
+        return _fail(name, f"spectask start gave {session_id!r}, not a ses_ id", "no_session_id")
+    if not session.container:
+        return _fail(name, "the session never reported a dev_container_id", "no_container")
+    state = session.desktop_baseline
+    if state is None:
+        return _fail(name, f"the state of desktop container {session.container} was never read", "no_container")
     if not state.running:
-        return _fail(name, f"desktop container {state.name} is {state.status} (exit {state.exit_code})", "desktop",
+        return _fail(name, f"desktop container {state.name} is {state.status} (exit {state.exit_code})",
                      "container_not_running", [f"State.Status={state.status} ExitCode={state.exit_code}"])
     if state.oom_killed:
-        return _fail(name, f"desktop container {state.name} was OOM-killed", "desktop", "container_oom",
+        return _fail(name, f"desktop container {state.name} was OOM-killed", "container_oom",
                      ["State.OOMKilled=true"], "give the VM/desktop more memory")
     return _ok(name, f"{state.name} running")
 
@@ -102,25 +111,24 @@ def vkcube(run) -> Finding:
     name = "vkcube_running"
     if run.vkcube_error:
         forbidden = "403" in run.vkcube_error or "not allowed" in run.vkcube_error
-        return _fail(name, f"vkcube: {run.vkcube_error}", "desktop", "exec_forbidden" if forbidden else "vkcube_failed",
+        return _fail(name, f"vkcube: {run.vkcube_error}", "exec_forbidden" if forbidden else "vkcube_failed",
                      [run.vkcube_error],
                      "the desktop's exec allowlist refused vkcube" if forbidden else "vkcube did not start")
     if not run.vkcube_running_before:
-        return _fail(name, "`pkill -0 -f vkcube` found no vkcube after launching it", "desktop", "vkcube_dies",
+        return _fail(name, "`pkill -0 -f vkcube` found no vkcube after launching it", "vkcube_dies",
                      ["pkill -0 -f vkcube: exit 1"], "vkcube exited at once: check the desktop's Vulkan/Wayland setup")
     if run.vkcube_after_error:
-        return _fail(name, f"vkcube could not be checked after the stream: {run.vkcube_after_error}", "desktop",
+        return _fail(name, f"vkcube could not be checked after the stream: {run.vkcube_after_error}",
                      "desktop_unreachable", [run.vkcube_after_error])
     if not run.vkcube_running_after:
-        return _fail(name, "vkcube was no longer running after the stream (it died)", "desktop", "vkcube_dies",
+        return _fail(name, "vkcube was no longer running after the stream (it died)", "vkcube_dies",
                      ["pkill -0 -f vkcube: exit 1 after streaming"])
     motion = (run.capture.content or {}).get("motion") if run.capture else None
     if motion is None:
-        return _fail(name, "the stream was not decoded, so vkcube's rendering could not be checked", "client",
-                     "no_decode")
+        return _fail(name, "the stream was not decoded, so vkcube's rendering could not be checked", "no_decode")
     if motion < 0.5:
         return _fail(name, f"only {motion:.0%} of frames changed: the desktop looks static, so vkcube is not "
-                     "rendering into the stream", "desktop", "static_screen", [f"motion={motion:.2f}"])
+                     "rendering into the stream", "static_screen", [f"motion={motion:.2f}"])
     return _ok(name, f"motion {motion:.0%}")
 
 
@@ -131,12 +139,12 @@ def _stream_ended(run) -> Finding | None:
     detail = f"{cap.end} (close code {cap.close_code} {cap.close_reason!r}) {cap.error}".strip()
     evidence = [detail] + [f"StreamError: {e}" for e in cap.stream_errors]
     if cap.close_code == 4000:
-        return _fail("stream", f"the stream was superseded: {detail}", "stream", "superseded", evidence,
+        return _fail("stream", f"the stream was superseded: {detail}", "superseded", evidence,
                      "another viewer with the same client_id took over the stream")
     if cap.stream_errors:
         return _fail("stream", f"the server sent StreamError (0x31) and dropped the stream: {cap.stream_errors[0]}",
-                     "stream", "stream_error", evidence)
-    return _fail("stream", f"the stream ended early: {detail}", "stream", "stream_ended", evidence)
+                     "stream_error", evidence)
+    return _fail("stream", f"the stream ended early: {detail}", "stream_ended", evidence)
 
 
 @_recorded
@@ -148,24 +156,23 @@ def fps_in_band(run, target) -> Finding:
     if not t.get("frames"):
         ended = _stream_ended(run)
         return _fail(name, f"no live video frames were received ({cap.end}: {cap.error or cap.close_reason})",
-                     ended.layer if ended else "stream", ended.cause if ended else "no_frames",
-                     ended.evidence if ended else [])
+                     ended.cause if ended else "no_frames", ended.evidence if ended else [])
     fps = t.get("fps")
     if fps is None:
-        return _fail(name, "too few frames after the warm-up to measure FPS", "stream", "too_few_frames")
+        return _fail(name, "too few frames after the warm-up to measure FPS", "too_few_frames")
     if not band[0] <= fps <= band[1]:
         return _fail(name, f"stream FPS {fps:.1f} is outside the {band[0]:g}–{band[1]:g} band "
-                     f"({t['frames']} live frames, per-second windows {t.get('fps_windows')})", "stream", "low_fps"
-                     if fps < band[0] else "high_fps", [f"fps={fps:.2f}", f"fps_windows={t.get('fps_windows')}"])
+                     f"({t['frames']} live frames, per-second windows {t.get('fps_windows')})",
+                     "low_fps" if fps < band[0] else "high_fps", [f"fps={fps:.2f}", f"fps_windows={t.get('fps_windows')}"])
     min_window = t.get("fps_min_window")
     if min_window is not None and min_window < band[0] * 0.8:
         return _fail(name, f"the slowest 1-s window had {min_window} frames (band {band[0]:g}–{band[1]:g}): "
-                     f"windows {t.get('fps_windows')}", "stream", "fps_dip", [f"fps_windows={t.get('fps_windows')}"])
+                     f"windows {t.get('fps_windows')}", "fps_dip", [f"fps_windows={t.get('fps_windows')}"])
     gap = cap.trailing_gap_s
     allowed = max(1.0, 3.0 / band[0])
     if gap is None or gap > allowed:
         return _fail(name, f"frames stopped {gap or 0:.1f}s before the end of the capture while the socket stayed "
-                     "open", "stream", "frames_stop", [f"last frame {gap}s before the end", f"end={cap.end}"],
+                     "open", "frames_stop", [f"last frame {gap}s before the end", f"end={cap.end}"],
                      "the desktop's pipeline stopped sending (pipeline error or a too-slow client)")
     return _ok(name, f"{fps:.1f} fps")
 
@@ -180,27 +187,26 @@ def stream_errors(run) -> Finding:
         ended.check = name
         return ended
     if cap.stream_errors:
-        return _fail(name, f"the server sent StreamError (0x31): {cap.stream_errors}", "stream", "stream_error",
+        return _fail(name, f"the server sent StreamError (0x31): {cap.stream_errors}", "stream_error",
                      cap.stream_errors)
     if cap.protocol_errors:
-        return _fail(name, f"malformed stream messages: {cap.protocol_errors[:3]}", "stream", "protocol_error",
+        return _fail(name, f"malformed stream messages: {cap.protocol_errors[:3]}", "protocol_error",
                      cap.protocol_errors[:3])
     if not c.get("first_frame_is_idr_with_sps_pps"):
-        return _fail(name, "the first live frame is not an IDR with SPS and PPS", "encoder", "no_idr_first")
+        return _fail(name, "the first live frame is not an IDR with SPS and PPS", "no_idr_first")
     if c.get("decode_errors"):
-        return _fail(name, f"{c.get('decode_errors')} access units failed to decode", "encoder", "corrupt_h264",
+        return _fail(name, f"{c.get('decode_errors')} access units failed to decode", "corrupt_h264",
                      [f"decode_errors={c.get('decode_errors')}"])
     stalls = (cap.timing or {}).get("stalls")
     if stalls:
-        return _fail(name, f"arrival stalls: {stalls}", "stream", "stall", [str(x) for x in stalls[:5]])
+        return _fail(name, f"arrival stalls: {stalls}", "stall", [str(x) for x in stalls[:5]])
     if c.get("freezes"):
-        # Blamed on the stream (FAULTS): what the viewer got froze; the desktop's own logs say why, if they can.
-        return _fail(name, f"content froze: {c.get('freezes')}", "stream", "frozen", [str(x) for x in c["freezes"][:5]],
+        # Blamed on the stream: what the viewer got froze; the desktop's own logs say why, if they can.
+        return _fail(name, f"content froze: {c.get('freezes')}", "frozen", [str(x) for x in c["freezes"][:5]],
                      "frames kept arriving with identical content: the compositor or app stopped rendering "
                      "(check the desktop's pipeline and vkcube)")
     if c.get("black_frames"):
-        return _fail(name, f"{c.get('black_frames')} black frames", "stream", "black",
-                     [f"black_frames={c.get('black_frames')}"],
+        return _fail(name, f"{c.get('black_frames')} black frames", "black", [f"black_frames={c.get('black_frames')}"],
                      "the stream carried black pictures: the capture source lost the screen (scanout/PipeWire)")
     return _ok(name)
 
@@ -217,9 +223,9 @@ def resource_ids(run) -> Finding:
     if not (nonzero or zero):
         frames = ((run.capture.timing or {}).get("frames") or 0) if run.capture else 0
         if not frames:  # nothing was encoded, so nothing could be logged: the stream check says why
-            return _fail(name, "no frame was streamed, so no resource id was logged", "stream", "no_frames")
-        return _fail(name, "no resource id was logged by vsockenc or by QEMU's FRAME_READY lines", "encoder",
-                     "no_resource_ids", hint="is GST_DEBUG=vsockenc:5 set in the desktop container?")
+            return _fail(name, "no frame was streamed, so no resource id was logged", "no_frames")
+        return _fail(name, "no resource id was logged by vsockenc or by QEMU's FRAME_READY lines", "no_resource_ids",
+                     hint="is GST_DEBUG=vsockenc:5 set in the desktop container?")
     if zero:
         msg = f"{zero} frame(s) used resource_id=0 ({nonzero} non-zero; by source {where})"
         if reasons:
@@ -229,57 +235,62 @@ def resource_ids(run) -> Finding:
         else:
             hint = ("QEMU's scanout reported resource=0: the guest's scanout has no backing virtio-gpu resource; "
                     "check the desktop's scanout/DRM lease setup and QEMU's [FRAME_READY] lines")
-        return _fail(name, msg, "encoder", "resource_ids_zero", reasons[:3] + samples, hint)
+        return _fail(name, msg, "resource_ids_zero", reasons[:3] + samples, hint)
     return _ok(name, f"{nonzero} non-zero ids ({where})")
 
 
+#: The probe's verdict → the cause of a QEMU that did not reject resource_id=0.
+_PROBE_CAUSES = {"ignored": "qemu_ignored", "accepted": "qemu_accepted", "unreachable": "qemu_unreachable",
+                 "protocol_error": "qemu_protocol_error", "reset": "qemu_reset"}
+
+
 @_recorded
-def qemu_rejects_zero(s) -> Finding:
+def qemu_rejects_zero(record) -> Finding:
     name = "qemu_rejects_resource_id_zero"
-    probe = s.run_probe()
+    if record.probe is None:
+        return _fail(name, "the resource_id=0 probe did not run", "internal_error")
+    probe = record.probe.result
     evidence = [f"{x['dir']}: {x['hex'][:120]}" for x in probe.exchange[:4]]
     if probe.verdict != "rejected":
-        hint = {
-            "ignored": "this QEMU (v10-style) has no FRAME_REQUEST handler: re-add the resource_id=0 reject path",
-            "accepted": "this QEMU (v7-style) falls back to the DisplaySurface instead of rejecting resource_id=0",
-            "unreachable": "QEMU's frame export is not listening: check helix-port / HELIX_FRAME_EXPORT_PORT",
-        }.get(probe.verdict, "")
+        cause = _PROBE_CAUSES.get(probe.verdict, "qemu_protocol_error")
         return _fail(name, f"QEMU did not reject resource_id=0: verdict `{probe.verdict}`: {probe.explanation} "
-                     f"({probe.message})", "frame_export", f"qemu_{probe.verdict}", evidence, hint)
+                     f"({probe.message})", cause, evidence, CAUSES[cause].hint)
     if probe.error_code is None or probe.error_code >= 0:
-        return _fail(name, f"error reply carried code {probe.error_code}", "frame_export", "bad_error_code", evidence)
+        return _fail(name, f"error reply carried code {probe.error_code}", "bad_error_code", evidence)
     return _ok(name, f"rejected with {probe.error_code} {probe.message!r}")
 
 
 @_recorded
-def no_crash(s) -> Finding:
+def no_crash(record) -> Finding:
+    """Nothing crashed while streaming: no crash report, the VM still running, SSH alive, containers intact."""
     name = "no_crash_after_streaming"
-    findings = s.crash_findings()
-    if not findings:
+    ev = record.crash
+    if ev is None:
+        return _fail(name, "the post-stream crash evidence was not collected", "internal_error")
+    lines = ev.lines()
+    if not lines:
         return _ok(name)
-    text = "; ".join(findings)
-    if any("crash report" in f or "utmctl status" in f for f in findings):
-        layer, cause = "vm", "vm_crashed"
-    elif any("OOM" in f for f in findings):
-        layer, cause = "desktop", "container_oom"
-    elif any("SSH" in f for f in findings):
-        layer, cause = "ssh", "ssh_lost"
+    kinds = {p.kind for p in ev.containers}
+    if ev.crash_reports or ev.vm_status_error or (ev.vm_status is not None and not ev.vm_running):
+        cause = "vm_crashed"
+    elif "oom" in kinds:
+        cause = "container_oom"
+    elif ev.ssh_alive is False:
+        cause = "ssh_lost"
     else:
-        layer, cause = "desktop", "container_restarted"
-    return _fail(name, "after streaming: " + text, layer, cause, findings)
+        cause = "container_restarted"
+    return _fail(name, "after streaming: " + "; ".join(lines), cause, lines)
 
 
-def crash_reports(s) -> Finding | None:
+def crash_reports(record) -> Finding | None:
     """A failed ``no_crash_after_streaming`` when QEMU left new crash reports, else ``None``.
 
     Only the reports: when a phase broke, utmctl status, SSH and containers are expected to be down."""
-    if s.host is None or s.host_snapshot is None:
+    ev = record.crash
+    if ev is None or not ev.crash_reports:
         return None
-    crashes = s.host.new_crash_reports(s.host_snapshot)
-    if not crashes:
-        return None
-    summaries = [c.summary() for c in crashes]
-    return _fail("no_crash_after_streaming", f"QEMU crashed: new crash report(s) {summaries}", "vm", "vm_crashed",
+    summaries = [c.summary() for c in ev.crash_reports]
+    return _fail("no_crash_after_streaming", f"QEMU crashed: new crash report(s) {summaries}", "vm_crashed",
                  [f"new crash report {x}" for x in summaries])
 
 
@@ -287,14 +298,14 @@ def crash_reports(s) -> Finding | None:
 def cli_agrees(run, target) -> Finding:
     name = "cli_stream_agrees_with_capture"
     if run.cli is None:
-        return _fail(name, f"the CLI stream did not run: {run.cli_error}", "client", "cli_failed", [run.cli_error])
+        return _fail(name, f"the CLI stream did not run: {run.cli_error}", "cli_failed", [run.cli_error])
     stats = run.cli.stats
     native = (run.capture.timing or {}) if run.capture else {}
     if stats.video_frames <= 0:
-        return _fail(name, "`helix spectask stream` received 0 frames (it exits 0 anyway)", "stream", "cli_no_frames",
+        return _fail(name, "`helix spectask stream` received 0 frames (it exits 0 anyway)", "cli_no_frames",
                      [run.cli.output[-500:]])
     if not native.get("fps"):
-        return _fail(name, "no native FPS to compare with", "client", "no_native_fps")
+        return _fail(name, "no native FPS to compare with", "no_native_fps")
     tol = target.stream.cli_fps_tolerance
     # The CLI counts the GOP-replay frames it gets at join (about as many as the native client got,
     # as both join together) and includes connect time: take the replay out, then allow the tolerance.
@@ -305,27 +316,25 @@ def cli_agrees(run, target) -> Finding:
     if abs(cli_fps - native["fps"]) > max(2.0, tol * native["fps"]):
         detail = f" ({stats.average_fps:.1f} with its {replay} replay frames)" if replay else ""
         return _fail(name, f"CLI Average FPS {cli_fps:.1f}{detail} vs native {native['fps']:.1f} "
-                     f"(tolerance {tol:.0%})", "client", "cli_disagrees",
+                     f"(tolerance {tol:.0%})", "cli_disagrees",
                      [f"cli video_frames={stats.video_frames} elapsed={stats.elapsed_s}s",
                       f"native fps={native['fps']} replay_frames={replay}"])
     expected = native["fps"] * target.stream.duration
     if stats.video_frames < (1 - tol - 0.1) * expected:
-        return _fail(name, f"CLI saw {stats.video_frames} frames, expected about {expected:.0f}", "client",
-                     "cli_disagrees")
+        return _fail(name, f"CLI saw {stats.video_frames} frames, expected about {expected:.0f}", "cli_disagrees")
     if not run.cli_h264:
-        return _fail(name, f"the CLI's .h264 was not fetched: {run.cli_error}", "client", "cli_h264_missing")
-    with open(run.cli_h264, "rb") as fh:
-        info = h264.au_info(fh.read(1 << 16))
+        return _fail(name, f"the CLI's .h264 was not fetched: {run.cli_error}", "cli_h264_missing")
+    info = h264.au_info(run.cli_h264_head)
     if not (info.has_sps and info.has_pps):
-        return _fail(name, "the CLI's .h264 does not start with SPS/PPS", "encoder", "cli_h264_no_headers")
+        return _fail(name, "the CLI's .h264 does not start with SPS/PPS", "cli_h264_no_headers")
     return _ok(name, f"CLI {stats.average_fps:.1f} fps vs native {native['fps']:.1f}")
 
 
 @_recorded
-def sessions_stable(s) -> Finding:
+def sessions_stable(record) -> Finding:
     """Successive sessions on one VM boot stream alike (a VM that slows down as it runs is a VM problem)."""
     name = "sessions_do_not_slow_down"
-    runs = [r for r in s.streams if r.capture is not None and (r.capture.timing or {}).get("fps")]
+    runs = [r for r in record.streams if r.capture is not None and (r.capture.timing or {}).get("fps")]
     if len(runs) < 2:
         return _ok(name, f"{len(runs)} measured session(s): nothing to compare")
     first, last = runs[0], runs[-1]
@@ -334,7 +343,7 @@ def sessions_stable(s) -> Finding:
                 f"{r.session_start_s:.1f}s after spectask start" for i, r in enumerate(runs)]
     if f2 < f1 * (1 - SLOWDOWN_TOLERANCE):
         return _fail(name, f"session {len(runs)} streamed at {f2:.1f} fps against {f1:.1f} fps for session 1 on the "
-                     f"same VM boot ({(1 - f2 / f1):.0%} slower)", "vm", "slow_after_running", evidence,
+                     f"same VM boot ({(1 - f2 / f1):.0%} slower)", "slow_after_running", evidence,
                      "each new session on this VM is slower: the VM degrades while it runs (leaked guest memory or "
                      "GPU resources); restart the VM between runs and report the slowdown with these numbers")
     return _ok(name, f"{len(runs)} sessions: {f1:.1f} → {f2:.1f} fps")
@@ -343,75 +352,15 @@ def sessions_stable(s) -> Finding:
 #: A later session may be this much slower than the first before the VM is blamed.
 SLOWDOWN_TOLERANCE = 0.15
 
-#: OSStatus codes of the transient Apple Event failures (the utm driver retries them).
-_TRANSIENT_HINT = ("transient infrastructure failure: rerun (pytest --rerun-infra N reruns only these); "
-                   "if it persists, answer UTM's Automation permission dialog in the GUI session")
 
-
-def classify_error(exc: BaseException, default_layer: str = "client") -> tuple[str, str, list[str], str]:
-    """``(layer, cause, evidence, hint)`` of the error that broke a phase: typed errors first, then the phase."""
-    from ..drivers.capture import CaptureError
-    from ..drivers.helix_cli import HelixCliError
-    from ..drivers.ssh import HostKeyError
-    from ..drivers.stack import StackError
-    from ..drivers.utm import UtmError, UtmNoGuiError
-
-    phase = getattr(exc, "phase", None) or ""
-    text = str(exc)
-    evidence = _error_evidence(exc)
-    hint = getattr(exc, "hint", "") or ""
-    chain = " ".join(str(e) for e in _chain(exc))
-    if isinstance(exc, UtmNoGuiError):
-        return "utm", "utmctl_no_gui", evidence, hint
-    if isinstance(exc, UtmError) and exc.osstatus is not None:
-        if exc.transient:
-            return "utm", "utmctl_osstatus", evidence, _TRANSIENT_HINT
-        return "utm", "utmctl_event_error", evidence, hint
-    if isinstance(exc, UtmError) or phase == "utm":
-        return "utm", "utmctl_failed", evidence, hint
-    if isinstance(exc, HostKeyError):
-        return "ssh", "host_key_changed", evidence, hint
-    if phase == "ssh":
-        if "Unable to connect" in chain or "Connection refused" in chain or "ConnectionRefused" in chain:
-            return "ssh", "ssh_refused", evidence, ("nothing listens on the guest's SSH port (sshd not up yet, or "
-                                                    "UTM's port forward missing); transient while booting: rerun")
-        if "banner" in chain or "No existing session" in chain or "timed out" in chain.lower():
-            return "ssh", "ssh_unresponsive", evidence, (
-                "the SSH port accepts connections but never sends a banner: a wedged sshd or a stale port "
-                "forward; restart the VM / check UTM's port forward to the guest's :22")
-        return "ssh", "ssh_failed", evidence, hint
-    if phase == "boot" and "crash report" in text:
-        if "Library missing" in text or "DYLD" in text or "dyld" in text:
-            return "host", "qemu_dylib_missing", evidence, (
-                "dyld could not load QEMU's libraries (build-machine sysroot paths): run fix-qemu-paths.sh on the "
-                "installed QEMU and check `otool -L` shows only @rpath/… paths")
-        return "vm", "vm_crashed_boot", evidence, hint or "QEMU crashed while booting: read the .ips report"
-    if phase in ("boot", "power_off"):
-        return "vm", "boot_failed" if phase == "boot" else "power_off_failed", evidence, hint
-    if isinstance(exc, StackError):
-        return "stack", "stack_start_failed", evidence, hint
-    if phase == "api":
-        cause = "api_5xx" if "kept answering 5" in text else "api_unreachable"
-        return "api", cause, evidence, hint
-    if phase == "stack":
-        return "stack", "no_sandbox" if "sandbox" in text else "stack_failed", evidence, hint
-    if phase in ("session", "build"):
-        if "dev_container_id" in text or "still provisioning" in text:
-            return "session", "no_container", evidence, hint or "the session never got a desktop container"
-        if isinstance(exc, HelixCliError) and phase == "build":
-            return "session", "cli_build_failed", evidence, hint
-        if isinstance(exc, CommandError) and "did not finish within" in text:
-            if "desktop container" in (exc.stdout + exc.stderr):  # stuck at "Starting desktop container..."
-                return "session", "no_container", evidence, hint or (
-                    "`spectask start --wait` waited for a desktop container that never came: read the sandbox's "
-                    "logs (docker compose logs sandbox-macos) and `docker ps -a` in the sandbox")
-            return "session", "session_start_timeout", evidence, hint or (
-                "`spectask start --wait` did not return: the session never got ready")
-        return "session", "session_failed", evidence, hint
-    if isinstance(exc, CaptureError) and "upgrade refused" in text:
-        return "stream", "ws_upgrade_refused", evidence, hint or "the API refused the WebSocket upgrade"
-    layer = _PHASE_LAYER.get(phase, default_layer)
-    return layer, f"{phase or 'error'}_failed", evidence, hint
+def classify_error(exc: BaseException) -> tuple[str, str, list[str], str]:
+    """``(layer, cause, evidence, hint)`` of the error that broke a phase: the cause the error carries
+    (named where it was raised), else its phase's fallback cause. Never the wording of a message."""
+    named = cause_of(exc)
+    row = CAUSES.get(named) if named else None
+    if row is None:
+        row = phase_cause(getattr(exc, "phase", None))
+    return row.layer, row.name, _error_evidence(exc), getattr(exc, "hint", None) or row.hint
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -438,13 +387,11 @@ def _error_evidence(exc: BaseException) -> list[str]:
     return seen
 
 
-#: The doctor's checks (preflight) → (layer, cause) of a failure.
+#: The doctor's checks (preflight) → the cause of a failure.
 _DOCTOR = {
-    "dylib_paths": ("host", "qemu_dylib_paths"), "qemu_version": ("host", "qemu_version"),
-    "qemu_fresh": ("host", "stale_qemu"), "utmctl": ("utm", "utmctl_unusable"), "hvf": ("host", "no_hvf"),
-    "frame_export_port": ("host", "frame_export_port_busy"), "ssh_key": ("ssh", "ssh_key"),
-    "known_hosts": ("ssh", "known_hosts"), "usercreds": ("host", "usercreds"), "disk": ("host", "low_disk"),
-    "memory": ("host", "low_memory"),
+    "dylib_paths": "qemu_dylib_paths", "qemu_version": "qemu_version", "qemu_fresh": "stale_qemu",
+    "utmctl": "utmctl_unusable", "hvf": "no_hvf", "frame_export_port": "frame_export_port_busy", "ssh_key": "ssh_key",
+    "known_hosts": "known_hosts", "usercreds": "usercreds", "disk": "low_disk", "memory": "low_memory",
 }
 
 
@@ -454,58 +401,17 @@ def from_doctor(check: Any) -> Finding:
     name = str(d.get("name", "doctor"))
     if d.get("status") != "fail":
         return _ok(f"preflight:{name}", str(d.get("finding", "")))
-    layer, cause = _DOCTOR.get(name, ("host", f"preflight_{name}"))
+    cause = d.get("cause") or _DOCTOR.get(name, "preflight_failed")
     finding = str(d.get("finding", ""))
-    if name == "utmctl" and "SSH sessions" in finding:
-        cause = "utmctl_no_gui"
     fix = str(d.get("fix", "")).strip()
-    return _fail(f"preflight:{name}", f"preflight check {name} failed: {finding}", layer, cause, [finding],
+    return _fail(f"preflight:{name}", f"preflight check {name} failed: {finding}", cause, [finding],
                  " ; ".join(line.strip() for line in fix.splitlines() if line.strip()))
 
 
-def from_error(check: str, exc: BaseException, default_layer: str = "client") -> Finding:
+def from_error(check: str, exc: BaseException) -> Finding:
     """A finding for a check that could not even run (the strategy failed on the way)."""
     if not isinstance(exc, HarnessError):
-        return _fail(check, f"internal error: {type(exc).__name__}: {exc}", default_layer, "internal_error",
+        return _fail(check, f"internal error: {type(exc).__name__}: {exc}", "internal_error",
                      [f"{type(exc).__name__}: {exc}"], "a harness bug: report it with the log")
-    layer, cause, evidence, hint = classify_error(exc, default_layer)
-    return _fail(check, str(exc), layer, cause, evidence, hint)
-
-
-_PHASE_LAYER = {
-    "config": "host", "preflight": "host", "host": "host", "utm": "utm", "power_off": "utm", "boot": "vm",
-    "ssh": "ssh", "stack": "stack", "api": "api", "build": "session", "session": "session", "desktop": "desktop",
-    "stream": "stream", "protocol": "stream", "teardown": "client",
-}
-
-
-def all_stream_checks(s, target) -> list[Finding]:
-    """Run every check of the suite in its order; a check that cannot run is a failed finding."""
-    from ..strategy import Status, StrategyBroken
-
-    out: list[Finding] = []
-    steps = [
-        ("vm_boots_without_crash", Status.vm_up, lambda: vm_boot(s)),
-        ("desktop_container_starts", Status.session_ready, lambda: desktop_container(s)),
-        ("vkcube_running", Status.streaming, lambda: vkcube(s.stream)),
-        ("stream_fps_in_band", Status.streaming, lambda: fps_in_band(s.stream, target)),
-        ("stream_has_no_errors", Status.streaming, lambda: stream_errors(s.stream)),
-        ("resource_ids_nonzero", Status.streaming, lambda: resource_ids(s.stream)),
-        ("qemu_rejects_resource_id_zero", Status.vm_up, lambda: qemu_rejects_zero(s)),
-        ("no_crash_after_streaming", Status.streaming, lambda: no_crash(s)),
-        ("cli_stream_agrees_with_capture", Status.streaming, lambda: cli_agrees(s.stream, target)),
-        ("sessions_do_not_slow_down", Status.streaming, lambda: sessions_stable(s)),
-    ]
-    for name, needs, run in steps:
-        try:
-            if name == "no_crash_after_streaming" and s.broken is not None:
-                crashed = crash_reports(s)  # a crash explains why a phase broke: look even so
-                if crashed is not None:
-                    out.append(crashed)
-                    continue
-            s.ensure(needs)
-            out.append(run())
-        except Exception as exc:  # noqa: BLE001 - a check that cannot run is a failed finding
-            original = exc.__cause__ if isinstance(exc, StrategyBroken) and exc.__cause__ is not None else exc
-            out.append(from_error(name, original))
-    return out
+    layer, cause, evidence, hint = classify_error(exc)
+    return _fail(check, str(exc), cause, evidence, hint)

@@ -21,76 +21,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from .checks import LAYERS, Finding, from_doctor, from_error
+from ..causes import CATASTROPHE, CATASTROPHE_ORDER, CAUSES, LAYER_HINTS, LAYERS, SYMPTOM, transient_causes
+from .checks import Finding, from_doctor, from_error
 
-__all__ = ["Verdict", "triage", "TRANSIENT_LAYERS", "TRANSIENT_CAUSES", "HINTS", "strategy_findings"]
+__all__ = ["Verdict", "triage", "TRANSIENT_LAYERS", "TRANSIENT_CAUSES", "strategy_findings"]
 
-#: Layers whose failures may be transient infrastructure (issue: --rerun-infra).
-TRANSIENT_LAYERS = frozenset({"host", "utm", "ssh"})
-#: Causes that go away by themselves: an Apple Event OSStatus (UTM busy, permission dialog), SSH
-#: refused while the guest is still booting.
-TRANSIENT_CAUSES = frozenset({"utmctl_osstatus", "ssh_refused"})
-
-#: Causes that explain every later failure (the VM, QEMU or the desktop container died), most basic first.
-_CATASTROPHES = ("qemu_dylib_missing", "vm_crashed_boot", "qemu_crashed", "vm_crashed", "vm_not_started",
-                 "ssh_lost", "container_oom", "container_restarted")
-#: Causes that follow from other failures: the verdict only when nothing else failed.
-_SYMPTOMS = frozenset({"static_screen", "no_decode", "cli_failed", "cli_disagrees", "cli_no_frames",
-                       "cli_h264_missing", "no_native_fps", "stream_ended", "no_frames", "too_few_frames",
-                       "internal_error", "desktop_unreachable"})
-
-#: What to do, per cause, when the finding carries no hint of its own.
-HINTS = {
-    "qemu_dylib_paths": "QEMU still loads build-machine sysroot dylibs: run fix-qemu-paths.sh on the installed "
-                        "QEMU (otool -L must show only @rpath/… paths), then restart the VM",
-    "qemu_dylib_missing": "dyld could not load QEMU's libraries: run fix-qemu-paths.sh on the installed QEMU",
-    "stale_qemu": "installed QEMU is stale: rebuild and run fix-qemu-paths.sh, then restart the VM",
-    "utmctl_no_gui": "run the harness in the Mac's logged-in GUI session (utmctl needs Apple Events), "
-                     "and grant the terminal Automation permission for UTM",
-    "utmctl_osstatus": "UTM refused the Apple Event (OSStatus): transient; rerun (--rerun-infra), and answer "
-                       "UTM's Automation permission dialog if one is open",
-    "vm_crashed_boot": "QEMU crashed while booting: read the QEMULauncher .ips report",
-    "qemu_crashed": "QEMU crashed: read the QEMULauncher .ips report and QEMU's helix-debug.log",
-    "vm_crashed": "the VM crashed mid-run: read the QEMULauncher .ips report (its crashed thread names the "
-                  "failing QEMU code) and the end of helix-debug.log",
-    "ssh_refused": "nothing listens on the guest's SSH port: is sshd up and UTM's port forward to :22 set?",
-    "ssh_unresponsive": "the SSH port accepts but never answers: restart the VM, check UTM's port forward",
-    "host_key_changed": "the guest's host key changed: if the VM was re-created, remove its known_hosts line "
-                        "(ssh-keygen -R '[HOST]:PORT'); otherwise treat it as an attack",
-    "stack_start_failed": "`./stack start` failed: read the compose output in the evidence",
-    "api_5xx": "the API answers 5xx: read `docker compose logs api` in the guest",
-    "no_container": "the session never got a desktop container: read the sandbox's logs "
-                    "(docker compose logs sandbox-macos)",
-    "exec_forbidden": "the desktop's exec allowlist refused vkcube",
-    "vkcube_dies": "vkcube exited: check the desktop's Vulkan/Wayland setup (docker logs of the desktop)",
-    "ws_upgrade_refused": "the API did not upgrade the WebSocket (`Sandbox not connected`: no tunnel to the desktop)",
-    "stream_error": "the desktop could not start its video pipeline: read the StreamError text and the desktop logs",
-    "frames_stop": "frames stopped while the socket stayed open: the desktop's pipeline stalled",
-    "superseded": "another viewer with the same client_id took the stream over",
-    "low_fps": "the stream is below the FPS band: check the desktop's frame rate and the encoder load",
-    "frozen": "the picture froze while frames kept coming: the compositor or app stopped rendering",
-    "black": "the stream carried black pictures: the capture source lost the screen",
-    "corrupt_h264": "the encoder produced damaged access units: check VideoToolbox / the encoder's errors",
-    "resource_ids_zero": "vsockenc fell back to resource_id=0 because buffers are not DMA-BUF backed; use scanout mode",
-    "qemu_ignored": "this QEMU (v10-style) has no FRAME_REQUEST handler: re-add the resource_id=0 reject path",
-    "qemu_accepted": "this QEMU (v7-style) falls back to the DisplaySurface instead of rejecting resource_id=0",
-    "container_oom": "the desktop container was OOM-killed: give the VM/desktop more memory",
-    "slow_after_running": "each new session on this VM is slower: restart the VM between runs and report it",
-}
-_LAYER_HINTS = {
-    "host": "fix the Mac host setup (run `helix-e2e doctor`)",
-    "utm": "check UTM.app and utmctl in the GUI session",
-    "vm": "read the VM's crash reports and QEMU's log",
-    "ssh": "check the guest's sshd and UTM's port forward",
-    "stack": "read the compose output and `docker compose ps` in the guest",
-    "api": "read the API container's logs",
-    "session": "read the sandbox's logs",
-    "desktop": "read the desktop container's logs",
-    "encoder": "read the encoder (vsockenc / QEMU) lines in the logs",
-    "frame_export": "check the QEMU build's frame-export handler (helix-e2e probe-frame-export)",
-    "stream": "read the stream recording and the desktop's pipeline logs",
-    "client": "a problem on the harness side: read its log",
-}
+#: Causes that go away by themselves (an Apple Event OSStatus, SSH refused while the guest boots):
+#: only these are rerun by --rerun-infra (the ``transient`` column of :mod:`harness.causes`).
+TRANSIENT_CAUSES = transient_causes()
+#: The layers of those causes.
+TRANSIENT_LAYERS = frozenset(CAUSES[c].layer for c in TRANSIENT_CAUSES)
 
 
 @dataclass(frozen=True)
@@ -115,7 +55,7 @@ class Verdict:
     @property
     def transient(self) -> bool:
         """Worth a rerun: transient infrastructure, never a product failure."""
-        return self.layer in TRANSIENT_LAYERS and self.cause in TRANSIENT_CAUSES
+        return self.cause in TRANSIENT_CAUSES and CAUSES[self.cause].layer == self.layer
 
     def summary(self) -> str:
         """One line: ``layer/cause: message (hint: …)``."""
@@ -133,8 +73,9 @@ def strategy_findings(strategy: Any) -> list[Finding]:
     out: list[Finding] = []
     if strategy is None:
         return out
-    if getattr(strategy, "preflight_failure", ""):
-        for check in strategy.facts.get("preflight") or []:
+    record = strategy.record
+    if record.preflight_failure:
+        for check in record.preflight:
             if check.get("status") == "fail":
                 out.append(from_doctor(check))
     broken = getattr(strategy, "broken", None)
@@ -146,15 +87,17 @@ def strategy_findings(strategy: Any) -> list[Finding]:
 
 def _rank(item: tuple[int, Finding]) -> tuple[int, int, int, int]:
     index, f = item
+    row = CAUSES.get(f.cause)
+    kind = row.rank if row is not None else "failure"
     if f.check.startswith("preflight:"):
         tier = 0
-    elif f.cause in _CATASTROPHES:
+    elif kind == CATASTROPHE:
         tier = 1
-    elif f.cause in _SYMPTOMS:
+    elif kind == SYMPTOM:
         tier = 3
     else:
         tier = 2
-    sub = _CATASTROPHES.index(f.cause) if tier == 1 else 0
+    sub = CATASTROPHE_ORDER.index(f.cause) if tier == 1 and f.cause in CATASTROPHE_ORDER else 0
     layer = LAYERS.index(f.layer) if f.layer in LAYERS else len(LAYERS)
     return tier, sub, layer, index
 
@@ -180,7 +123,8 @@ def triage(findings: Iterable[Finding], strategy: Any = None) -> Verdict | None:
     for _, f in ordered[1:]:
         if f.check != root.check and f.check not in others:
             others.append(f.check)
-    hint = root.hint or HINTS.get(root.cause) or _LAYER_HINTS.get(root.layer, "")
+    row = CAUSES.get(root.cause)
+    hint = root.hint or (row.hint if row is not None else "") or LAYER_HINTS.get(root.layer, "")
     evidence = list(root.evidence) or [root.message]
     return Verdict(layer=root.layer, cause=root.cause, evidence=tuple(evidence), hint=hint, check=root.check,
                    message=root.message, explains=tuple(others))

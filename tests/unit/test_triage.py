@@ -11,10 +11,11 @@ from harness.verdict.checks import Finding, classify_error, from_doctor, from_er
 from harness.drivers.capture import CaptureError
 from harness.drivers.ssh import HostKeyError
 from harness.drivers.stack import StackError
-from harness.drivers.utm import UtmError, UtmNoGuiError
+from harness.drivers.utm import BootError, UtmError, UtmNoGuiError
 from harness.errors import CommandError, HarnessError, PhaseTimeout
 from harness.strategy import StrategyBroken
-from harness.verdict.triage import HINTS, Verdict, strategy_findings, triage
+from harness.causes import CAUSES
+from harness.verdict.triage import Verdict, strategy_findings, triage
 
 
 def ok(check: str) -> Finding:
@@ -27,8 +28,8 @@ def bad(check: str, layer: str, cause: str, evidence=("line",), hint: str = "") 
 
 
 def fake_strategy(broken=None, preflight=None):
-    return SimpleNamespace(broken=broken, preflight_failure="doctor failed" if preflight else "",
-                           facts={"preflight": preflight or []})
+    return SimpleNamespace(broken=broken, record=SimpleNamespace(
+        preflight_failure="doctor failed" if preflight else "", preflight=preflight or []))
 
 
 def test_all_ok_is_no_verdict():
@@ -97,8 +98,9 @@ def test_a_failed_preflight_is_the_root_cause():
 
 
 def test_from_doctor_maps_checks_to_layers():
+    # The doctor names the cause of a no-GUI utmctl (the preflight record keeps it beside the JSON fields).
     no_gui = {"name": "utmctl", "status": "fail", "finding": "utmctl cannot reach UTM.app: it does not work from SSH "
-              "sessions or before a GUI login", "fix": "log in"}
+              "sessions or before a GUI login", "fix": "log in", "cause": "utmctl_no_gui"}
     assert (from_doctor(no_gui).layer, from_doctor(no_gui).cause) == ("utm", "utmctl_no_gui")
     assert from_doctor({"name": "memory", "status": "ok", "finding": "8 GiB"}).ok
     assert from_doctor({"name": "known_hosts", "status": "fail", "finding": "missing"}).layer == "ssh"
@@ -106,7 +108,7 @@ def test_from_doctor_maps_checks_to_layers():
 
 def test_default_hints_fill_in_and_verdicts_validate_their_layer():
     v = triage([bad("stale", "host", "stale_qemu")])
-    assert v.hint == HINTS["stale_qemu"] == "installed QEMU is stale: rebuild and run fix-qemu-paths.sh, then restart the VM"
+    assert v.hint == CAUSES["stale_qemu"].hint == "installed QEMU is stale: rebuild and run fix-qemu-paths.sh, then restart the VM"
     assert triage([bad("x", "encoder", "resource_ids_zero", hint="own hint")]).hint == "own hint"
     with pytest.raises(ValueError):
         Verdict(layer="gpu", cause="x", evidence=(), hint="")
@@ -122,22 +124,30 @@ def test_default_hints_fill_in_and_verdicts_validate_their_layer():
         (UtmError("OSStatus -1743", osstatus=-1743, transient=True), "utm", "utmctl_osstatus", True),
         (UtmError("OSStatus -10000", osstatus=-10000, transient=False), "utm", "utmctl_event_error", False),
         (HostKeyError("host key does not match known_hosts"), "ssh", "host_key_changed", False),
+        # The drivers name these causes where they raise (tests/drivers prove they do); classification looks
+        # them up in the table, whatever the message says.
         (PhaseTimeout("SSH to x not ready after 6s; last error: NoValidConnectionsError: [Errno None] Unable to "
-                      "connect to port 2222 on 127.0.0.1", phase="ssh"), "ssh", "ssh_refused", True),
+                      "connect to port 2222 on 127.0.0.1", phase="ssh", cause="ssh_refused"), "ssh", "ssh_refused",
+         True),
         (PhaseTimeout("SSH to x not ready after 6s; last error: SSHException: Error reading SSH protocol banner",
-                      phase="ssh"), "ssh", "ssh_unresponsive", False),
-        (HarnessError("the VM went to `stopped` during boot; crash report: QEMULauncher-1.ips: QEMULauncher Library "
-                      "missing dyld4::halt", phase="boot"), "host", "qemu_dylib_missing", False),
-        (HarnessError("the VM went to `stopped` during boot; crash report: QEMULauncher-1.ips: QEMULauncher Abort "
-                      "trap: 6 qemu_init", phase="boot"), "vm", "vm_crashed_boot", False),
-        (StackError("./stack start failed (exit 1): port is already allocated"), "stack", "stack_start_failed", False),
-        (PhaseTimeout("GET /api/v1/status kept answering 502 for 10s", phase="api"), "api", "api_5xx", False),
-        (PhaseTimeout("timed out after 8s waiting for the session's dev_container_id", phase="session"), "session",
-         "no_container", False),
+                      phase="ssh", cause="ssh_unresponsive"), "ssh", "ssh_unresponsive", False),
+        (BootError("the VM went to `stopped` during boot; crash report: QEMULauncher-1.ips: QEMULauncher Library "
+                   "missing dyld4::halt", cause="qemu_dylib_missing"), "host", "qemu_dylib_missing", False),
+        (BootError("the VM went to `stopped` during boot; crash report: QEMULauncher-1.ips: QEMULauncher Abort "
+                   "trap: 6 qemu_init", cause="vm_crashed_boot"), "vm", "vm_crashed_boot", False),
+        (StackError("./stack start failed (exit 1): port is already allocated", cause="stack_start_failed"), "stack",
+         "stack_start_failed", False),
+        (PhaseTimeout("GET /api/v1/status kept answering 502 for 10s", phase="api", cause="api_5xx"), "api", "api_5xx",
+         False),
+        (PhaseTimeout("timed out after 8s waiting for the session's dev_container_id", phase="session",
+                      cause="no_container"), "session", "no_container", False),
         (CommandError("`helix spectask start` did not finish within 8s", stdout="   Starting desktop container...\n",
-                      phase="session"), "session", "no_container", False),
-        (CaptureError("WebSocket upgrade refused: HTTP 503 Service Unavailable: Sandbox not connected"), "stream",
-         "ws_upgrade_refused", False),
+                      phase="session", cause="no_container"), "session", "no_container", False),
+        (CaptureError("WebSocket upgrade refused: HTTP 503 Service Unavailable: Sandbox not connected",
+                      cause="ws_upgrade_refused"), "stream", "ws_upgrade_refused", False),
+        # No cause named: the phase decides.
+        (PhaseTimeout("anything at all", phase="api"), "api", "api_unreachable", False),
+        (HarnessError("anything at all", phase="boot"), "vm", "boot_failed", False),
     ],
 )
 def test_typed_errors_are_classified(exc, layer, cause, transient):
@@ -148,7 +158,7 @@ def test_typed_errors_are_classified(exc, layer, cause, transient):
 
 
 def test_command_output_is_evidence_and_bugs_are_internal_errors():
-    exc = StackError("./stack start failed (exit 1)")
+    exc = StackError("./stack start failed (exit 1)", cause="stack_start_failed")
     exc.__cause__ = CommandError("`./stack start` exited 1", stdout="Creating\nError response from daemon: Bind for "
                                  "0.0.0.0:8080 failed: port is already allocated\n", exit_status=1)
     layer, cause, evidence, _ = classify_error(exc)
@@ -159,7 +169,9 @@ def test_command_output_is_evidence_and_bugs_are_internal_errors():
 
 
 def test_the_plugin_reruns_only_transient_infrastructure():
-    from harness.plugin.hooks import FINDING_KEY, _rerun_wanted, _unwrap
+    from harness.plugin.hooks import _unwrap
+    from harness.plugin.rerun import FINDING_KEY
+    from harness.plugin.rerun import rerun_wanted as _rerun_wanted
 
     original = HostKeyError("host key does not match known_hosts")
     broken = StrategyBroken("the ssh phase failed earlier", phase="ssh")
@@ -170,7 +182,7 @@ def test_the_plugin_reruns_only_transient_infrastructure():
         return SimpleNamespace(stash={FINDING_KEY: finding} if finding else {})
 
     osstatus = from_error("vm_boots_without_crash", UtmError("OSStatus -1743", osstatus=-1743, transient=True))
-    refused = from_error("x", PhaseTimeout("last error: Unable to connect to port 22", phase="ssh"))
+    refused = from_error("x", PhaseTimeout("last error: Unable to connect to port 22", phase="ssh", cause="ssh_refused"))
     assert _rerun_wanted(item(osstatus)) and _rerun_wanted(item(refused))
     assert not _rerun_wanted(item(from_error("x", original)))  # infra, but not transient
     assert not _rerun_wanted(item(bad("stream_fps_in_band", "stream", "low_fps")))  # product: never

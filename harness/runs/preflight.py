@@ -1,0 +1,37 @@
+"""The doctor as the suite's preflight, in one place for the pytest fixture and the in-process runner.
+
+It runs ``helix-e2e doctor``'s checks inside the run's timeline (phase ``preflight``) and writes what
+they found into the run record: the checks that did not pass, the installed QEMU's VERSION marker
+(the runtime version check compares against it), and the doctor's summary when a check failed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..doctor import run_doctor
+from ..strategy import Strategy
+
+
+def run_preflight(strategy: Strategy, reports_dir: Path) -> str:
+    """Run the doctor's checks for the strategy's target; return the failure summary ("" when none failed)."""
+    record = strategy.record
+    with strategy.timeline.phase("preflight", "the doctor's checks (no VM needed)") as h:
+        report = run_doctor(strategy.target, reports_dir=reports_dir)
+        qv = report.get("qemu_version")
+        if qv is not None and qv.data.get("binary_version"):
+            record.qemu_binary_version = qv.data["binary_version"]
+        record.preflight = [_as_dict(c) for c in report.checks if c.status != "ok"]
+        if report.failed:
+            record.preflight_failure = report.summary()
+            h.skip(record.preflight_failure)
+    return record.preflight_failure
+
+
+def _as_dict(check) -> dict:
+    """A doctor check as the record keeps it: its JSON fields, plus the cause it names, if any."""
+    d = check.as_dict()
+    cause = (check.data or {}).get("cause")
+    if cause:
+        d["cause"] = cause
+    return d
