@@ -59,6 +59,7 @@ class RunResult:
     phases: list[dict[str, Any]] = field(default_factory=list)  # timeline records with their timeout
     preflight: list[dict[str, str]] = field(default_factory=list)  # doctor checks that did not pass
     teardown_errors: list[str] = field(default_factory=list)
+    broken: tuple[str, BaseException] | None = None  # the phase that failed and its error, if one did
 
     @property
     def ok(self) -> bool:
@@ -178,6 +179,7 @@ def _drive(strat: Strategy, cfg: TargetConfig, names: tuple[str, ...], *, sessio
                     break
             findings = all_stream_checks(strat, cfg)
     finally:
+        broken = strat.broken
         errors = strat.teardown()
     verdict = triage(findings, strat)
     elapsed = time.monotonic() - t0
@@ -194,7 +196,7 @@ def _drive(strat: Strategy, cfg: TargetConfig, names: tuple[str, ...], *, sessio
     return RunResult(
         findings=findings, verdict=verdict, timings=timings, faults=names, elapsed_s=elapsed,
         budget_s=sum(p["timeout_s"] for p in phases) + checks_allowance + SLACK_S, phases=phases,
-        preflight=doctor_failed, teardown_errors=list(errors),
+        preflight=doctor_failed, teardown_errors=list(errors), broken=broken,
     )
 
 

@@ -10,6 +10,8 @@ in the terminal, HTML and metrics.json, and ``--rerun-infra``).
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import os
 import subprocess
@@ -23,6 +25,7 @@ import pytest
 from harness.redact import redact
 from harness.runs.runner import run_once
 from helix_sim.config import FAULTS
+from harness.verdict.checks import from_error
 from harness.verdict.triage import TRANSIENT_CAUSES
 
 pytestmark = pytest.mark.faults
@@ -79,6 +82,8 @@ COST = {
     "superseded": 8, "utmctl_osstatus": 8, "ssh_refused": 8, "ssh_blackhole": 8, "stream_error": 7, "ws_503": 7,
     "vm_crash_stream": 6, "stack_fails": 3, "host_key_changed": 2, "vm_crash_boot": 2, "sysroot_paths": 2,
     "utmctl_no_gui": 1, "product_not_rerun": 20, "osstatus_rerun": 16,
+    "reworded:api_5xx": 14, "reworded:ssh_refused": 9, "reworded:stack_fails": 4, "reworded:vm_crash_boot": 3,
+    "reworded:host_key_changed": 3, "reworded:utmctl_no_gui": 2,
 }
 #: All fault tests together, on this 2-core host (issue budget: 4 minutes).
 BUDGET_S = 240.0
@@ -91,6 +96,8 @@ def cost(key) -> float:
 def make_job(kind: str, value: str):
     if kind == "fault":
         return lambda: run_once(faults=[value], stream_duration=3.0, **_options(value))
+    if value.startswith(REWORDED):
+        return lambda: run_reworded(value[len(REWORDED):])
     return lambda: run_plugin(value)
 
 
@@ -195,3 +202,62 @@ def test_plugin_reports_the_verdict(case, fault_runs):
         assert run.metrics["rerun_infra"]["reruns"] == []
         assert "<h2>Verdict</h2>" in run.html and "exec_forbidden" in run.html
         assert run.html.index("<h2>Verdict</h2>") < run.html.index("<h2>Provenance</h2>")
+
+
+# -- verdicts never depend on the wording of a message ---------------------------------------------------
+
+#: Faults that break a phase, where a verdict came from an error (not from a check's data) and so from its
+#: cause: these are run with every harness message reworded at construction.
+REWORDED = "reworded:"
+REWORD_FAULTS = ("api_5xx", "ssh_refused", "stack_fails", "vm_crash_boot", "host_key_changed", "utmctl_no_gui")
+
+
+def run_reworded(fault: str) -> dict:
+    proc = subprocess.run([sys.executable, str(ROOT / "tests/faults/reworded_run.py"), fault], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("case", [REWORDED + f for f in REWORD_FAULTS])
+def test_verdict_survives_rewording_every_message(case, fault_runs):
+    fault = case[len(REWORDED):]
+    got = fault_runs.result(("case", case))
+    assert "reworded " in got["message"], got  # the harness's own words really were replaced
+    assert (got["layer"], got["cause"]) == (FAULTS[fault].layer, EXPECT[fault][0]), got
+
+
+def _reword_chain(exc: BaseException | None, depth: int = 0) -> BaseException | None:
+    """A copy of an error chain where every message, ours or a library's, is replaced."""
+    if exc is None or depth > 8:
+        return None
+    text = "reworded " + hashlib.sha1(str(exc).encode()).hexdigest()[:10]
+    try:
+        new = copy.copy(exc)
+        new.args = (text,)
+    except Exception:  # noqa: BLE001 - an exception type that cannot be copied: any error will do
+        new = RuntimeError(text)
+    if hasattr(new, "message"):
+        new.message = text
+    new.__cause__ = _reword_chain(exc.__cause__, depth + 1)
+    new.__context__ = _reword_chain(exc.__context__, depth + 1)
+    new.__suppress_context__ = exc.__suppress_context__
+    return new
+
+
+def test_classification_reads_no_message_text(fault_runs):
+    """Every phase a fault broke classifies the same once every message in its error chain is replaced."""
+    checked = []
+    for fault in FAULTS:
+        result = fault_runs.result(("fault", fault))
+        if result.broken is None:
+            continue  # its verdict came from a check's data, not from an error
+        _, exc = result.broken
+        original, reworded = from_error("phase", exc), from_error("phase", _reword_chain(exc))
+        assert "reworded " in reworded.message, fault
+        assert (reworded.layer, reworded.cause) == (original.layer, original.cause), (fault, original.as_dict(),
+                                                                                     reworded.as_dict())
+        checked.append(fault)
+    # The faults that break a phase (boot, ssh, stack, session, stream) were all among them.
+    assert {"vm_crash_boot", "ssh_refused", "ssh_blackhole", "stack_fails", "api_5xx", "no_container",
+            "ws_503", "utmctl_no_gui", "host_key_changed"} <= set(checked), checked

@@ -48,13 +48,13 @@ def test_resource_ids_nonzero(stream_run):
 
 
 @pytest.mark.e2e_artifacts("probe")
-def test_qemu_rejects_resource_id_zero(booted_vm):
-    expect(checks.qemu_rejects_zero(booted_vm))
+def test_qemu_rejects_resource_id_zero(frame_export_probe):
+    expect(checks.qemu_rejects_zero(frame_export_probe))
 
 
 @pytest.mark.e2e_artifacts("crashes", "logs", "timeline")
-def test_no_crash_after_streaming(stream_run, strategy):
-    expect(checks.no_crash(strategy))
+def test_no_crash_after_streaming(crash_evidence):
+    expect(checks.no_crash(crash_evidence))
 
 
 def test_cli_stream_agrees_with_capture(stream_run, target):
