@@ -166,6 +166,10 @@ _ROWS: tuple[Cause, ...] = (
     Cause("cli_h264_missing", "client", "the CLI's .h264 could not be fetched from the guest", rank=SYMPTOM),
     Cause("no_native_fps", "client", "the native capture measured no FPS to compare with", rank=SYMPTOM),
     Cause("internal_error", "client", "a harness bug: report it with the log", rank=SYMPTOM),
+    Cause("run_interrupted", "client", "the run was interrupted (Ctrl-C, SIGTERM, a CI cancel) before every test "
+          "ran: what did run proves nothing about the rest; rerun it"),
+    Cause("tests_not_run", "client", "the session stopped before every test ran (a session timeout, -x or a crash "
+          "of the harness): the run is incomplete; rerun it"),
     Cause("sim_failed", "client", "the simulator did not start: run `python -m helix_sim up --json` by hand"),
     Cause("teardown_failed", "client", "a problem on the harness side: read its log"),
 )

@@ -80,11 +80,20 @@ class GuestConfig:
 
     @property
     def cd_helix(self) -> str:
-        """A shell `cd` to helix_dir that keeps a leading `~` for the guest's shell to expand."""
-        import shlex
+        """A shell `cd` to helix_dir (quoted; a leading `~` still means the guest user's home)."""
+        return f"cd {shell_path(self.helix_dir)}"
 
-        d = self.helix_dir
-        return f"cd {d}" if d.startswith("~") and " " not in d else f"cd {shlex.quote(d)}"
+
+def shell_path(path: str) -> str:
+    """A guest path as one shell word: quoted, so a config value is data and never shell, with a leading
+    ``~`` or ``~/`` kept as the guest user's home (``~/my helix`` → ``"$HOME"/'my helix'``)."""
+    import shlex
+
+    if path == "~":
+        return '"$HOME"'
+    if path.startswith("~/"):
+        return '"$HOME"/' + shlex.quote(path[2:])
+    return shlex.quote(path)
 
 
 @dataclass(frozen=True)
@@ -169,11 +178,12 @@ class TargetConfig:
     host: HostConfig = field(default_factory=HostConfig)
     timeouts: Timeouts = field(default_factory=Timeouts)
     stream: StreamConfig = field(default_factory=StreamConfig)
-    sim: Mapping[str, Any] = field(default_factory=dict)  # only read by helix_sim
+    sim: Mapping[str, Any] | None = None  # the [sim] table (only read by helix_sim); None: a real Mac
 
     @property
     def is_sim(self) -> bool:
-        return bool(self.sim)
+        """A target with a ``[sim]`` table, even an empty one, is a simulator (never silently a real Mac)."""
+        return self.sim is not None
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> "TargetConfig":
         """Apply dotted overrides such as ``{"stream.duration": 5, "timeouts.scale": 2}``."""
@@ -300,10 +310,10 @@ def parse_target(data: Mapping[str, Any], *, source: str = "<memory>") -> Target
     for key, cls in _SECTIONS.items():
         if key in data:
             sections[key] = _build_section(cls, key, data[key], getattr(cfg, key), source)
-    sim = data.get("sim", {})
-    if not isinstance(sim, Mapping):
+    sim = data.get("sim")
+    if sim is not None and not isinstance(sim, Mapping):
         raise ConfigError(f"{source}: [sim] must be a table")
-    return replace(cfg, **sections, sim=dict(sim))
+    return replace(cfg, **sections, sim=dict(sim) if sim is not None else None)
 
 
 def load_target(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> TargetConfig:

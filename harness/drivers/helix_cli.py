@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from ..config import GuestConfig
+from ..config import GuestConfig, shell_path
 from ..deadline import Deadline
 from ..errors import CommandError, CommandTimeout, HarnessError
 from ..protocols import cli_output
@@ -62,25 +62,24 @@ class HelixCliDriver:
 
     @property
     def cli(self) -> str:
-        return self.guest.cli_path
+        """The CLI's path as one shell word."""
+        return shell_path(self.guest.cli_path)
 
     def _creds_prefix(self) -> str:
-        return f"set -a && . {self.guest.usercreds_path} && set +a && "
+        return f"set -a && . {shell_path(self.guest.usercreds_path)} && set +a && "
 
     def ensure_built(self, git_sha: str, *, timeout: float) -> bool:
         """`cd ~/helix/api && CGO_ENABLED=0 go build -o /tmp/helix .`, skipped when /tmp/helix
         was built from the same git SHA. Returns True when it built."""
-        stamp = f"{self.cli}.gitsha"
+        stamp = shell_path(f"{self.guest.cli_path}.gitsha")
         if git_sha:
-            res = self.runner.run(
-                f"test -x {shlex.quote(self.cli)} && cat {shlex.quote(stamp)}", timeout=20, phase="build", check=False
-            )
+            res = self.runner.run(f"test -x {self.cli} && cat {stamp}", timeout=20, phase="build", check=False)
             if res.ok and res.stdout.strip() == git_sha:
-                log.info("helix CLI at %s already built from %s", self.cli, git_sha[:12])
+                log.info("helix CLI at %s already built from %s", self.guest.cli_path, git_sha[:12])
                 return False
         try:
             self.runner.run(
-                f"cd {self.guest.helix_dir}/api && CGO_ENABLED=0 go build -o {shlex.quote(self.cli)} .",
+                f"cd {shell_path(self.guest.helix_dir.rstrip('/') + '/api')} && CGO_ENABLED=0 go build -o {self.cli} .",
                 timeout=timeout,
                 phase="build",
             )
@@ -92,7 +91,7 @@ class HelixCliDriver:
                 hint="is Go installed in the guest and does ~/helix/api build by hand?",
             ) from exc
         if git_sha:
-            self.runner.run(f"echo {shlex.quote(git_sha)} > {shlex.quote(stamp)}", timeout=20, phase="build")
+            self.runner.run(f"echo {shlex.quote(git_sha)} > {stamp}", timeout=20, phase="build")
         return True
 
     def start_session(self, project: str, name: str, *, timeout: float) -> StartedSession:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import shlex
 
-from ..config import GuestConfig
+from ..config import GuestConfig, shell_path
 from ..errors import CommandError, HarnessError
 from .base import CommandRunner
 
@@ -38,7 +38,8 @@ class StackDriver:
         return result.stdout
 
     def git_sha(self, *, timeout: float = 20) -> str:
-        res = self.runner.run(f"git -C {self.guest.helix_dir} rev-parse HEAD", timeout=timeout, phase=PHASE, check=False)
+        res = self.runner.run(f"git -C {shell_path(self.guest.helix_dir)} rev-parse HEAD", timeout=timeout,
+                              phase=PHASE, check=False)
         sha = res.stdout.strip()
         return sha if res.ok and len(sha) >= 7 else ""
 
@@ -53,7 +54,8 @@ class StackDriver:
 
     def read_usercreds(self, *, timeout: float = 20) -> str:
         path = self.guest.usercreds_path
-        res = self.runner.run(f"cat {path}", timeout=timeout, phase="session", check=False, log_command=f"cat {path}")
+        cmd = f"cat {shell_path(path)}"
+        res = self.runner.run(cmd, timeout=timeout, phase="session", check=False, log_command=cmd)
         if not res.ok:
             raise StackError(
                 f"cannot read {path} in the guest (exit {res.exit_status})",

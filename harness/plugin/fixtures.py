@@ -18,7 +18,7 @@ from ..errors import HarnessError
 from ..record import RunRecord, StreamRecord
 from ..redact import install_logging_filter, redact
 from ..report.metrics import provenance
-from ..runs.preflight import run_preflight
+from ..runs.preflight import preflight_error, run_preflight
 from ..runs.provision import launch_sim, validate_faults
 from ..strategy import Status, Strategy
 from .interrupts import sigint_deferred
@@ -149,9 +149,10 @@ def strategy(request: pytest.FixtureRequest, target: TargetConfig, record_testsu
 
     request.addfinalizer(record_provenance)
     if not config.getoption("e2e_no_preflight"):
-        failure = run_preflight(strat, session.run_dir)
-        if failure:
-            pytest.skip(f"preflight (helix-e2e doctor) failed: {failure}")
+        run_preflight(strat, session.run_dir)
+        failed = preflight_error(strat)
+        if failed is not None:
+            raise failed  # every test errors with the doctor's finding: a failed preflight never goes green
     initial = config.getoption("e2e_initial_state")
     if initial:
         strat.force(initial, session_id=config.getoption("e2e_session") or "")

@@ -22,6 +22,7 @@ from ..report.metrics import build_metrics, junit_properties, provenance, write_
 from ..report.summary import append_history, read_history, render_summary, trend_html
 from ..verdict.checks import Finding, from_error
 from ..verdict.triage import triage
+from .interrupts import install_sigterm, restore_sigterm
 from .progress import ProgressPrinter
 from .rerun import FINDING_KEY, mark_for_reruns
 from .session import SESSION_KEY, E2ESession, is_xdist_controller, reports_latest, worker_id
@@ -34,6 +35,7 @@ MARKERS = {
     "soak": "long soak runs (not in the default test run)",
 }
 _PROGRESS = pytest.StashKey[ProgressPrinter]()
+_SIGTERM = pytest.StashKey[object]()
 
 
 def _wants_reports(config: pytest.Config) -> bool:
@@ -46,8 +48,8 @@ def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
     session = E2ESession(config)
-    config.stash[SESSION_KEY] = session
-    config.pluginmanager.register(session, "helix-e2e-session")
+    session.install()
+    config.stash[_SIGTERM] = install_sigterm()
     install_logging_filter()
     # `pytest -m streaming` writes an HTML report and JUnit by default (pytest-html reads this later).
     if _wants_reports(config) and not getattr(config.option, "collectonly", False):
@@ -67,6 +69,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    restore_sigterm(config.stash.get(_SIGTERM, None))
     printer = config.stash.get(_PROGRESS, None)
     if printer is not None:
         printer.close()
@@ -80,7 +83,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
             shutil.copytree(latest, dated, dirs_exist_ok=True)
         except OSError:
             pass
-    config.pluginmanager.unregister(session)
+    session.uninstall()
 
 
 def _uses_strategy(item: pytest.Item) -> bool:
@@ -103,6 +106,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                     f"{item.nodeid}: @pytest.mark.e2e_artifacts takes artifact kinds from {', '.join(KINDS)}; "
                     f"got args {mark.args} kwargs {mark.kwargs}"
                 )
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The streaming tests this run must run (an xdist worker runs only what it is sent: the controller,
+    which sees every outcome, counts them instead)."""
+    if worker_id(session.config):
+        return
+    E2ESession.of(session.config).expected = [i.nodeid for i in session.items
+                                              if i.get_closest_marker("streaming") is not None]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids) -> None:
+    """Under xdist the controller learns what was collected from the workers."""
+    e2e = E2ESession.of(node.config)
+    for nodeid in ids:
+        if nodeid not in e2e.expected:
+            e2e.expected.append(nodeid)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -209,19 +230,24 @@ def pytest_html_results_summary(prefix, summary, postfix, session) -> None:
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_sessionfinish(session: pytest.Session) -> None:
+def pytest_sessionfinish(session: pytest.Session, exitstatus) -> None:
     config = session.config
     e2e = E2ESession.of(config)
+    if exitstatus == pytest.ExitCode.INTERRUPTED:
+        e2e.interrupted = True
+    if not e2e.complete and session.exitstatus == pytest.ExitCode.OK:
+        # Tests that never ran count: an incomplete run never exits 0.
+        session.exitstatus = pytest.ExitCode.INTERRUPTED if e2e.interrupted else pytest.ExitCode.TESTS_FAILED
     strat = e2e.strategy
     if is_xdist_controller(config) and e2e.has_run_dir:
-        merge_worker_metrics(e2e.run_dir, e2e.outcomes)
+        merge_worker_metrics(e2e.run_dir, e2e.outcomes, completion=e2e.completion())
         return
     if strat is None or not e2e.has_run_dir:
         return
     latest = e2e.run_dir
     metrics = build_metrics(strat.record, strat.target, strat.timeline, status=strat.status.name,
                             broken=strat.broken, outcomes=e2e.outcomes, triage=e2e.verdict(),
-                            reruns=e2e.rerun_summary())
+                            reruns=e2e.rerun_summary(), completion=e2e.completion())
     write_json(latest / "metrics.json", metrics)
     (latest / "summary.md").write_text(render_summary(metrics))
     if not worker_id(config):
@@ -231,16 +257,19 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
     e2e = E2ESession.of(config)
     strat = e2e.strategy
-    if strat is None:
+    if strat is None and e2e.complete:
         return
     tr = terminalreporter
     tr.section("helix-e2e phases")
-    for line in strat.timeline.table().splitlines():
+    for line in e2e.timeline.table().splitlines():
         tr.write_line(line)
-    if strat.broken is not None:
+    if strat is not None and strat.broken is not None:
         tr.write_line(redact(f"target broken in the {strat.broken[0]} phase: {strat.broken[1]}"), red=True)
     tr.section("helix-e2e verdict")
     verdict = e2e.verdict()
+    if not e2e.complete:
+        tr.write_line(f"INCOMPLETE RUN: {len(e2e.not_run)} of {len(e2e.expected)} tests never ran"
+                      + (" (interrupted)" if e2e.interrupted else ""), red=True)
     if verdict is None:
         tr.write_line("all checks passed: nothing to triage", green=True)
     else:
@@ -256,7 +285,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
         tr.write_line(f"--rerun-infra {reruns['allowed']}: {reruns['policy']}")
         for r in reruns["reruns"]:
             tr.write_line(redact(f"  reran {r['test']} (attempt {r['attempt']}): {r['verdict']}"), yellow=True)
-    for err in strat.record.teardown_errors:
+    for err in strat.record.teardown_errors if strat is not None else ():
         tr.write_line(redact(f"teardown: {err}"), yellow=True)
     if e2e.has_run_dir:
         tr.write_line(f"reports: {e2e.run_dir}")

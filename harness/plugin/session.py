@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from ..causes import CAUSES
 from ..redact import redact
 from ..timeline import Timeline
 from ..verdict.checks import Finding
@@ -52,12 +53,23 @@ class E2ESession:
         self.findings: dict[str, Finding] = {}
         #: --rerun-infra: every rerun that happened (test, attempt, the transient verdict that allowed it).
         self.reruns: list[dict[str, Any]] = []
+        #: The streaming tests this session selected (their node ids), in order.
+        self.expected: list[str] = []
+        #: Set when the run was interrupted (Ctrl-C, SIGTERM): whatever did not run never counts as a pass.
+        self.interrupted = False
         self._run_dir: Path | None = None
         self._verdict: tuple[Verdict | None] | None = None
 
     @classmethod
     def of(cls, config: pytest.Config) -> "E2ESession":
         return config.stash[SESSION_KEY]
+
+    def install(self) -> None:
+        self.config.stash[SESSION_KEY] = self
+        self.config.pluginmanager.register(self, "helix-e2e-session")
+
+    def uninstall(self) -> None:
+        self.config.pluginmanager.unregister(self)
 
     # -- the run directory ------------------------------------------------------------
     @property
@@ -81,11 +93,42 @@ class E2ESession:
     def has_run_dir(self) -> bool:
         return self._run_dir is not None
 
-    # -- verdict ------------------------------------------------------------------------
+    # -- completeness and verdict ----------------------------------------------------------
+    @property
+    def not_run(self) -> list[str]:
+        """Selected streaming tests with no outcome at all: they never ran."""
+        return [n for n in self.expected if n not in self.outcomes]
+
+    @property
+    def complete(self) -> bool:
+        return not self.interrupted and not self.not_run
+
+    def completion(self) -> dict[str, Any]:
+        """metrics.json's view: ``complete``, ``interrupted`` and the tests that never ran."""
+        return {"complete": self.complete, "interrupted": self.interrupted, "not_run": self.not_run,
+                "expected": len(self.expected)}
+
+    def _incomplete_finding(self) -> Finding | None:
+        if self.complete:
+            return None
+        missing = self.not_run
+        names = ", ".join(n.split("::")[-1] for n in missing[:9]) or "none"
+        evidence = [f"{len(missing)} of {len(self.expected)} tests never ran: {names}"]
+        if self.interrupted:
+            return Finding(check="run", ok=False, message="the run was interrupted before it finished",
+                           layer=CAUSES["run_interrupted"].layer, cause="run_interrupted", evidence=evidence)
+        return Finding(check="run", ok=False, message=f"{len(missing)} selected tests never ran",
+                       layer=CAUSES["tests_not_run"].layer, cause="tests_not_run", evidence=evidence)
+
     def verdict(self) -> Verdict | None:
-        """The run's verdict, from the streaming tests' findings and the strategy (computed once)."""
+        """The run's verdict, from the streaming tests' findings, the strategy and whether every test ran
+        (computed once, at session finish). A run that did not finish is never a pass."""
         if self._verdict is None:
-            v = triage(list(self.findings.values()), self.strategy) if self.strategy is not None else None
+            findings = list(self.findings.values())
+            incomplete = self._incomplete_finding()
+            if incomplete is not None:
+                findings.append(incomplete)
+            v = triage(findings, self.strategy) if (self.strategy is not None or incomplete) else None
             self._verdict = (v,)
         return self._verdict[0]
 
@@ -96,6 +139,9 @@ class E2ESession:
         return {"allowed": allowed, "policy": RERUN_POLICY, "reruns": list(self.reruns)}
 
     # -- hooks pytest does not hand a config ----------------------------------------------
+    def pytest_keyboard_interrupt(self, excinfo) -> None:
+        self.interrupted = True
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Outcomes per test (runs on the xdist controller too, which sees no makereport)."""
         if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):

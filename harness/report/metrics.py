@@ -14,23 +14,25 @@ from ..redact import redact
 
 def build_metrics(record, target, timeline, *, status: str = "", broken: tuple[str, BaseException] | None = None,
                   outcomes: dict[str, str] | None = None, triage: Any = None,
-                  reruns: dict[str, Any] | None = None) -> dict[str, Any]:
+                  reruns: dict[str, Any] | None = None, completion: dict[str, Any] | None = None) -> dict[str, Any]:
     """``record``: the :class:`harness.record.RunRecord`; ``status``/``broken``: where the strategy ended;
     ``triage``: the run's :class:`harness.verdict.triage.Verdict` (``None``: every check passed);
-    ``reruns``: what ``--rerun-infra`` allowed and reran."""
+    ``reruns``: what ``--rerun-infra`` allowed and reran; ``completion``: whether every selected test ran
+    (``complete``, ``interrupted``, ``not_run``); tests that never ran appear in ``tests`` as ``not_run``."""
     t = target
     m: dict[str, Any] = {
         "schema": "helix-e2e/metrics/1",
         "harness_version": __version__,
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "target": {"name": t.name, "source": t.source, "sim": dict(t.sim) if t.sim else None},
+        "target": {"name": t.name, "source": t.source, "sim": dict(t.sim) if t.sim is not None else None},
         "fps_band": [t.stream.fps_min, t.stream.fps_max],
         "phases": timeline.durations(),
         "phase_timeline": [r.as_dict() for r in timeline.records],
         "facts": record.facts(),
         "status": status,
         "broken": {"phase": broken[0], "error": str(broken[1])} if broken else None,
-        "tests": outcomes or {},
+        "tests": _tests(outcomes, completion),
+        **_completion(completion),
         "teardown_errors": record.teardown_errors,
         "triage": triage.as_dict() if triage is not None else None,
     }
@@ -107,6 +109,19 @@ def build_metrics(record, target, timeline, *, status: str = "", broken: tuple[s
         m["probe"] = record.probe.result.as_dict()
         m["probe_verdict"] = record.probe.result.verdict
     return m
+
+
+def _tests(outcomes: dict[str, str] | None, completion: dict[str, Any] | None) -> dict[str, str]:
+    tests = dict(outcomes or {})
+    for nodeid in (completion or {}).get("not_run", []):
+        tests.setdefault(nodeid, "not_run")
+    return tests
+
+
+def _completion(completion: dict[str, Any] | None) -> dict[str, Any]:
+    c = completion or {"complete": True, "interrupted": False, "not_run": []}
+    return {"complete": bool(c.get("complete")), "interrupted": bool(c.get("interrupted")),
+            "not_run": list(c.get("not_run") or [])}
 
 
 def write_json(path: str | os.PathLike[str], data: dict[str, Any]) -> Path:

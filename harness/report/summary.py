@@ -28,13 +28,21 @@ def render_summary(m: dict[str, Any]) -> str:
     passed = sum(1 for v in tests.values() if v == "passed")
     failed = sum(1 for v in tests.values() if v == "failed")
     skipped = sum(1 for v in tests.values() if v == "skipped")
-    verdict = "✅ pass" if tests and not failed and not skipped else ("❌ fail" if failed else "⚠️ incomplete")
+    not_run = sum(1 for v in tests.values() if v == "not_run")
+    incomplete = m.get("complete") is False or not_run or not tests
+    if failed or (m.get("triage") and not incomplete):
+        verdict = "❌ fail"
+    elif incomplete or skipped:
+        verdict = "⚠️ incomplete" + (" (interrupted)" if m.get("interrupted") else "")
+    else:
+        verdict = "✅ pass"
     band = m.get("fps_band") or [None, None]
     target = (m.get("target") or {}).get("name", "?")
     lines = [
         f"## helix-e2e streaming check: {verdict}",
         "",
-        f"Target `{target}` · {passed} passed, {failed} failed, {skipped} skipped",
+        f"Target `{target}` · {passed} passed, {failed} failed, {skipped} skipped"
+        + (f", {not_run} never ran" if not_run else ""),
         "",
     ]
     triage = m.get("triage")

@@ -10,7 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..doctor import run_doctor
+from ..errors import HarnessError
 from ..strategy import Strategy
+from ..verdict.checks import from_doctor
+
+
+class PreflightFailed(HarnessError):
+    """A doctor check failed: the run must not go on, and must not pass. Its cause is the first failed check's."""
+
+    default_phase = "preflight"
 
 
 def run_preflight(strategy: Strategy, reports_dir: Path) -> str:
@@ -35,3 +43,14 @@ def _as_dict(check) -> dict:
     if cause:
         d["cause"] = cause
     return d
+
+
+def preflight_error(strategy: Strategy) -> PreflightFailed | None:
+    """The error that fails a run whose preflight failed (``None`` when it did not)."""
+    record = strategy.record
+    failed = [from_doctor(c) for c in record.preflight if c.get("status") == "fail"]
+    if not record.preflight_failure or not failed:
+        return None
+    first = failed[0]
+    return PreflightFailed(f"preflight (helix-e2e doctor) failed: {record.preflight_failure}", cause=first.cause,
+                           hint=first.hint or None)

@@ -138,7 +138,10 @@ def launch_sim(settings: Mapping[str, Any], faults: Iterable[str] = (), *, timeo
     try:
         with open(stderr_path, "wb") as stderr_fh:
             # stdin: a pipe we never write to; if this process dies, the simulator sees EOF and stops.
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr_fh, stdin=subprocess.PIPE, env=env)
+            # Its own session: a signal meant for the harness's process group (a Ctrl-C the harness ignores
+            # as a background job) never stops the simulator behind the harness's back.
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr_fh, stdin=subprocess.PIPE, env=env,
+                                    start_new_session=True)
     except BaseException:
         if tmp is not None:
             tmp.cleanup()
@@ -188,10 +191,13 @@ def _read_info(proc: subprocess.Popen, stderr_path: Path, timeout: float) -> dic
     finally:
         sel.close()
     if not line.endswith(b"\n"):
+        exited = proc.poll() is not None
         _kill(proc)
         err = stderr_path.read_text(errors="replace")[-1500:] if stderr_path.exists() else ""
+        what = (f"the simulator exited at start (exit {proc.returncode})" if exited
+                else f"the simulator did not start within {timeout:.0f}s")
         raise SimLaunchError(
-            f"the simulator did not start within {timeout:.0f}s (exit {proc.returncode}): {err.strip()}",
+            f"{what}: {err.strip()}",
             hint="run `python -m helix_sim up --json` by hand to see why; is OpenSSH's sshd installed?",
         )
     try:
