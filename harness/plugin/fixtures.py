@@ -7,6 +7,7 @@ the target asks for one) → ``strategy`` (the state machine) → ``booted_vm`` 
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 from pathlib import Path
@@ -46,6 +47,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="multiply every phase timeout (slow hosts)")
     g.addoption("--report-dir", dest="e2e_report_dir", default="reports",
                 help="where reports/latest and dated copies go (default: reports)")
+    g.addoption("--keep-reports", dest="e2e_keep_reports", type=_count, default=10, metavar="N",
+                help="dated copies of reports/latest to keep (the oldest beyond N are removed; default 10)")
     g.addoption("--keep-artifacts", dest="e2e_keep_artifacts", default="on-failure",
                 choices=["always", "on-failure", "never"], help="keep per-test artifacts of passing tests too")
     g.addoption("--no-preflight", dest="e2e_no_preflight", action="store_true", default=False,
@@ -69,6 +72,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--sim-video-mode", dest="e2e_sim_video_mode", default=None, choices=["scanout", "shm"],
                 help="simulated video mode")
     parser.addini("helix_e2e_target", "default target config file", default=None)
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
+    return value
 
 
 def target_path(config: pytest.Config) -> str:

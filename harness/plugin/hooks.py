@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import shutil
-import time
 
 import pytest
 
@@ -25,7 +23,7 @@ from ..verdict.triage import triage
 from .interrupts import install_sigterm, restore_sigterm
 from .progress import ProgressPrinter
 from .rerun import FINDING_KEY, mark_for_reruns
-from .session import SESSION_KEY, E2ESession, is_xdist_controller, reports_latest, worker_id
+from .session import SESSION_KEY, E2ESession, is_xdist_controller, publish_dated_copy, reports_latest, worker_id
 
 #: Every marker the plugin and this project's tests use, declared in one place.
 MARKERS = {
@@ -54,14 +52,13 @@ def pytest_configure(config: pytest.Config) -> None:
     # `pytest -m streaming` writes an HTML report and JUnit by default (pytest-html reads this later).
     if _wants_reports(config) and not getattr(config.option, "collectonly", False):
         latest = reports_latest(config)
-        latest.mkdir(parents=True, exist_ok=True)
+        if not worker_id(config):
+            session.run_dir  # noqa: B018 - refuse a folder that is not ours, and lock it, before anything writes there
         if hasattr(config.option, "htmlpath") and not config.option.htmlpath:
             config.option.htmlpath = str(latest / "report.html")
             config.option.self_contained_html = True
         if not config.option.xmlpath:
             config.option.xmlpath = str(latest / "junit.xml")
-    if is_xdist_controller(config):
-        session.run_dir  # noqa: B018 - empty reports/latest once, before the workers write into latest/<worker>/
     if not worker_id(config):  # a worker's output goes nowhere a person sees
         printer = ProgressPrinter(config)
         config.stash[_PROGRESS] = printer
@@ -77,12 +74,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if session is None:
         return
     if session.has_run_dir and session.run_dir.exists() and not worker_id(config):
-        latest = session.run_dir
-        dated = latest.parent / time.strftime("%Y%m%d-%H%M%S")
-        try:
-            shutil.copytree(latest, dated, dirs_exist_ok=True)
-        except OSError:
-            pass
+        publish_dated_copy(session.run_dir, keep=config.getoption("e2e_keep_reports"))
+    session.release()
     session.uninstall()
 
 

@@ -9,7 +9,10 @@ one verdict of the run.
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,78 @@ def reports_latest(config: pytest.Config) -> Path:
     if not base.is_absolute():
         base = Path(config.rootpath) / base
     return base / "latest"
+
+
+#: The file that marks a folder as a report folder this harness made (and so may empty).
+MARKER = ".helix-e2e-report"
+#: Dated copies of reports/latest look like this (reports/20261202-162800).
+DATED = re.compile(r"^\d{8}-\d{6}$")
+
+
+class ReportDirError(pytest.UsageError):
+    """A report folder the harness must not touch (not ours, a symlink, in use by another run)."""
+
+
+def prepare_report_dir(path: Path, keep: tuple[str, ...] = ()) -> None:
+    """Make ``path`` an empty report folder: create it, or empty it when it is one this harness made.
+    A symlink, a file, or a non-empty folder without the marker is refused, never emptied."""
+    if path.is_symlink():
+        raise ReportDirError(f"{path} is a symlink ({os.readlink(path)}): the harness empties its report folder "
+                             "and refuses to follow a link there; remove the link or pass --report-dir")
+    if path.exists() and not path.is_dir():
+        raise ReportDirError(f"{path} exists and is not a folder; remove it or pass --report-dir")
+    if path.is_dir():
+        entries = [c for c in path.iterdir() if c.name not in keep and c.name != MARKER]
+        if entries and not _ours(path):
+            raise ReportDirError(f"{path} holds files this harness did not write ({entries[0].name}, …): refusing to "
+                                 "empty it; move them away or pass --report-dir")
+        for child in entries:
+            if child.is_symlink() or not child.is_dir():
+                child.unlink()
+            else:
+                shutil.rmtree(child)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / MARKER).write_text("written by helix-e2e; this folder is emptied at the start of each run\n")
+
+
+def _ours(path: Path) -> bool:
+    """A folder this harness made: it has the marker, or (from before the marker) our metrics.json."""
+    if (path / MARKER).exists():
+        return True
+    try:
+        import json
+
+        return json.loads((path / "metrics.json").read_text()).get("schema", "").startswith("helix-e2e/")
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def lock_reports(base: Path):
+    """One run at a time per reports folder: a second run in the same checkout would mix its files with ours."""
+    from filelock import FileLock, Timeout
+
+    base.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(base / ".lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise ReportDirError(f"another helix-e2e run is writing {base} (lock {base / '.lock'}): wait for it to "
+                             "finish, or give this run its own --report-dir") from None
+    return lock
+
+
+def publish_dated_copy(latest: Path, keep: int) -> Path | None:
+    """Copy reports/latest to a dated folder beside it and prune the oldest beyond ``keep``."""
+    dated = latest.parent / time.strftime("%Y%m%d-%H%M%S")
+    try:
+        shutil.copytree(latest, dated, dirs_exist_ok=True)
+    except OSError:
+        return None
+    copies = sorted(p for p in latest.parent.iterdir()
+                    if DATED.match(p.name) and p.is_dir() and not p.is_symlink() and (p / MARKER).exists())
+    for old in copies[:max(0, len(copies) - keep)]:
+        shutil.rmtree(old, ignore_errors=True)
+    return dated
 
 
 class E2ESession:
@@ -75,19 +150,23 @@ class E2ESession:
     @property
     def run_dir(self) -> Path:
         """Where this process's artifacts go: reports/latest, or reports/latest/<worker> under xdist.
-        Emptied once per run (lazily: only runs that use a target make one)."""
+        Emptied once per run (lazily: only runs that use a target make one), and only when it is a
+        report folder this harness made (see :func:`prepare_report_dir`)."""
         if self._run_dir is None:
             latest = reports_latest(self.config)
             wid = worker_id(self.config)
+            if not wid:
+                self._lock = lock_reports(latest.parent)
             here = latest / wid if wid else latest
-            if here.exists():
-                for child in here.iterdir():
-                    if child.name in ("report.html", "junit.xml"):  # written by pytest-html/junitxml this run
-                        continue
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
-            here.mkdir(parents=True, exist_ok=True)
+            prepare_report_dir(here, keep=("report.html", "junit.xml"))  # those two are written by this run
             self._run_dir = here
         return self._run_dir
+
+    def release(self) -> None:
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.release()
+            self._lock = None
 
     @property
     def has_run_dir(self) -> bool:
