@@ -44,7 +44,7 @@ from typing import BinaryIO
 from .errors import SimError
 from harness.protocols.recording import KIND_BINARY, KIND_TEXT, RecordingWriter
 from harness.protocols.stream import CODEC_H264, FLAG_KEYFRAME, FLAG_REPLAY, ConnectionComplete, StreamInit, VideoFrame
-from .video import H264Encoder, Scene, corrupt_au
+from .desktop.video import H264Encoder, Scene, corrupt_au
 
 __all__ = ["Interval", "GroundTruth", "synthesize_recording", "T0_NS"]
 

@@ -32,13 +32,13 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Coroutine, TypeVar
 
 from .errors import SimError, SimTimeout
-from .api import HelixApi
 from .config import SimConfig
-from .docker_engine import DockerEngine, SimContainer
-from .host import UtmHost
-from .qemu import QemuFrameExport
-from .utmctl import write_launcher
-from .vm import GuestVM
+from .host.qemu import QemuFrameExport
+from .host.utm_app import UtmHost
+from .host.utmctl import write_launcher
+from .stack.api import HelixApi
+from .stack.docker_engine import DockerEngine, SimContainer
+from .vm.sshd import GuestVM
 
 log = logging.getLogger("helix_sim.simulator")
 

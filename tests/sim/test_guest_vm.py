@@ -18,8 +18,8 @@ import pytest
 
 from harness.deadline import poll_until
 from helix_sim.config import SimConfig
-from helix_sim.guest import docker_cli
-from helix_sim.vm import GuestVM
+from helix_sim.guest.docker import cli as docker_cli
+from helix_sim.vm.sshd import GuestVM
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -286,7 +286,7 @@ class _Engine:
     """A DockerEngine on a background loop thread."""
 
     def __init__(self, config: SimConfig) -> None:
-        docker_engine = pytest.importorskip("helix_sim.docker_engine", reason="helix_sim.docker_engine not available")
+        docker_engine = pytest.importorskip("helix_sim.stack.docker_engine", reason="helix_sim.docker_engine not available")
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="test-engine", daemon=True)
         self.thread.start()

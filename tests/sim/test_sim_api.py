@@ -33,13 +33,13 @@ from harness.protocols.stream import (
     parse_binary,
     parse_text,
 )
-from helix_sim import api as api_mod
-from helix_sim import desktop as desktop_mod
-from helix_sim.api import RUNNER_TOKEN, HelixApi, new_id
+from helix_sim.stack import api as api_mod
+from helix_sim.desktop import session as desktop_mod
+from helix_sim.stack.api import RUNNER_TOKEN, HelixApi, new_id
 from helix_sim.config import SimConfig
-from helix_sim.docker_engine import DockerEngine
-from helix_sim.host import UtmHost
-from helix_sim.qemu import QemuFrameExport
+from helix_sim.stack.docker_engine import DockerEngine
+from helix_sim.host.utm_app import UtmHost
+from helix_sim.host.qemu import QemuFrameExport
 
 pytestmark = pytest.mark.timeout(60)
 

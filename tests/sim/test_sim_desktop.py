@@ -16,9 +16,9 @@ import pytest
 
 from harness.analysis.content import ContentAnalyzer
 from harness.protocols.stream import Init
-from helix_sim import desktop as desktop_mod
+from helix_sim.desktop import session as desktop_mod
 from helix_sim.config import SimConfig
-from helix_sim.desktop import (
+from helix_sim.desktop.session import (
     Desktop,
     DesktopUnavailable,
     StreamStartError,
@@ -26,8 +26,8 @@ from helix_sim.desktop import (
     normalize_video_mode,
     slog_line,
 )
-from helix_sim.docker_engine import DockerEngine
-from helix_sim.qemu import QemuFrameExport
+from helix_sim.stack.docker_engine import DockerEngine
+from helix_sim.host.qemu import QemuFrameExport
 
 pytestmark = pytest.mark.timeout(60)
 

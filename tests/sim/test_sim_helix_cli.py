@@ -25,7 +25,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import serve
 
-from helix_sim import helix_cli as h
+from helix_sim.guest.helix import cli as h
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -619,7 +619,7 @@ def test_stream_process_sigint_prints_final_stats_and_exits_0(stream_server, tmp
 
     server = stream_server(steady)
     env = {**os.environ, **server.env, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "helix_sim.helix_cli", "spectask", "stream", SID],
+    proc = subprocess.Popen([sys.executable, "-m", "helix_sim.guest.helix", "spectask", "stream", SID],
                             stdout=subprocess.PIPE, env=env, cwd=tmp_path)
     lines: queue.Queue[bytes] = queue.Queue()
     reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True)

@@ -34,7 +34,7 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import WSMsgType, web
 
-from .errors import SimError
+from ..errors import SimError
 from harness.protocols.errors import LocalProtocolError, RemoteProtocolError
 from harness.protocols.stream import (
     CODEC_H264,
@@ -56,9 +56,9 @@ from harness.protocols.stream import (
     UnknownMessage,
     VideoFrame,
 )
-from ._tasks import cancel_and_wait
-from .config import SimConfig
-from .desktop import Desktop, DesktopUnavailable, Frame, StreamStartError, Subscriber
+from .._tasks import cancel_and_wait
+from ..config import SimConfig
+from ..desktop.session import Desktop, DesktopUnavailable, Frame, StreamStartError, Subscriber
 
 log = logging.getLogger("helix_sim.api")
 

@@ -1,4 +1,4 @@
-# Environment of the simulated guest (rendered by helix_sim/vm.py; do not edit).
+# Environment of the simulated guest (rendered by helix_sim/vm/sshd.py; do not edit).
 # Sourced by the sshd ForceCommand wrapper and by ~/.profile (login shells).
 export HOME=@@Q:HOME@@
 export PATH=@@Q:BIN@@:/usr/bin:/bin

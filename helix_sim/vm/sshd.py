@@ -41,15 +41,15 @@ from urllib.parse import urlsplit
 
 import psutil
 
-from ._wait import poll_until
-from .errors import SimCommandError, SimConfigError, SimError, SimTimeout
-from .config import SimConfig
+from .._paths import IMPORT_ROOT
+from .._wait import poll_until
+from ..errors import SimCommandError, SimConfigError, SimError, SimTimeout
+from ..config import SimConfig
 
 log = logging.getLogger("helix_sim.vm")
 
-GUEST_DIR = Path(__file__).resolve().with_name("guest")
-#: The checkout holding the ``harness`` package, for PYTHONPATH in the guest.
-REPO_ROOT = Path(__file__).resolve().parents[1]
+#: The guest's files (sshd config, shell wrapper, env, shims, ~/helix), rendered by :func:`render`.
+TEMPLATES_DIR = Path(__file__).resolve().with_name("templates")
 _SFTP_SERVERS = (
     "/usr/lib/openssh/sftp-server",
     "/usr/libexec/openssh/sftp-server",
@@ -60,7 +60,7 @@ _PLACEHOLDER = re.compile(r"@@(Q:)?([A-Z_]+)@@")
 _GIT_NAME = "Helix Sim"
 _GIT_EMAIL = "sim@helix-e2e.invalid"
 
-#: (template under guest/, destination relative to the VM root, mode). Dotfiles are stored
+#: (template under templates/, destination relative to the VM root, mode). Dotfiles are stored
 #: without their dot so package-data globs pick them up.
 GUEST_FILES: tuple[tuple[str, str, int], ...] = (
     ("guest-shell", "guest-shell", 0o755),
@@ -342,8 +342,7 @@ class GuestVM:
             "SFTP_SERVER": sftp_server,
             "DOCKER_HOST": self.docker_host,
             "PYTHON": self.python,
-            "PYTHONPATH": str(REPO_ROOT),
-            "GUEST_PY": str(GUEST_DIR),
+            "PYTHONPATH": str(IMPORT_ROOT),
             "DRI_DIR": str(self.root / "dev" / "dri"),
             "API_URL": self.api_url,
             "API_PORT": str(api_port),
@@ -370,9 +369,9 @@ class GuestVM:
         self.known_hosts.write_text(f"[{self.ssh_host}]:{self.ssh_port} {host_pub[0]} {host_pub[1]}\n")
 
         values = self._values(_find_sftp_server())
-        self.sshd_config.write_text(render((GUEST_DIR / "sshd_config").read_text(), values))
+        self.sshd_config.write_text(render((TEMPLATES_DIR / "sshd_config").read_text(), values))
         for template, dest, mode in GUEST_FILES:
-            _write(self.root / dest, render((GUEST_DIR / template).read_text(), values), mode)
+            _write(self.root / dest, render((TEMPLATES_DIR / template).read_text(), values), mode)
         self._init_git()
         _ensure_privsep_dir()
         _run([_find_sshd(), "-t", "-f", str(self.sshd_config)], what="sshd config check")

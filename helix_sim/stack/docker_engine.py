@@ -44,9 +44,9 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from .errors import SimError
-from .guest.docker_cli import human_duration  # docker's go-units HumanDuration, one copy
-from .config import SimConfig
+from ..errors import SimError
+from ..guest.docker.cli import human_duration  # docker's go-units HumanDuration, one copy
+from ..config import SimConfig
 
 log = logging.getLogger("helix_sim.docker_engine")
 

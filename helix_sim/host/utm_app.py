@@ -39,10 +39,10 @@ from typing import Any, Awaitable, Callable, Protocol
 
 from aiohttp import web
 
-from .errors import SimError, SimTimeout
+from ..errors import SimError, SimTimeout
 from harness.protocols.macho import build_macho
-from .config import SimConfig
-from .docker_engine import DockerEngine
+from ..config import SimConfig
+from ..stack.docker_engine import DockerEngine
 from .qemu import QemuError, QemuFrameExport
 
 log = logging.getLogger("helix_sim.host")

@@ -26,10 +26,10 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import SimConfigError, SimError
+from ..errors import SimConfigError, SimError
 from harness.protocols import hxfr
 from harness.protocols.errors import RemoteProtocolError
-from .config import SimConfig
+from ..config import SimConfig
 
 log = logging.getLogger("helix_sim.qemu")
 

@@ -22,7 +22,7 @@ import numpy as np
 from av.video.frame import PictureType
 
 from harness.protocols.stamp import STAMP_HEIGHT, fits, stamp
-from .errors import SimError
+from ..errors import SimError
 
 log = logging.getLogger("helix_sim.video")
 

@@ -1,11 +1,11 @@
 """`go` in the simulated guest: just enough of the Go tool to build the helix CLI.
 
 ``cd ~/helix/api && CGO_ENABLED=0 go build -o /tmp/helix .`` writes, at the ``-o`` path, an
-executable launcher that runs the simulated CLI (``python -m helix_sim.helix_cli``) with the
+executable launcher that runs the simulated CLI (``python -m helix_sim.guest.helix``) with the
 interpreter and import path of this simulator, as a real build writes a self-contained binary.
 ``go version`` and ``go env`` answer like Go 1.25; other commands fail the way ``go`` does.
 
-Run as a script (``python -I go_cli.py ARGS``) by the guest's ``bin/go``: it imports nothing
+Run as ``python -m helix_sim.guest.go ARGS`` by the guest's ``bin/go``: it imports nothing
 from ``harness``, so a build does not pay for the simulator's imports.
 """
 
@@ -18,9 +18,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..._paths import IMPORT_ROOT
+
 GO_VERSION = "go1.25.4"
-#: The checkout that holds the ``harness`` package (this file is helix_sim/guest/go_cli.py).
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 _GOARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 #: `go build` flags that take a value, and boolean ones (`-flag` or `-flag=bool`).
@@ -49,12 +49,12 @@ Use "go help <command>" for more information about a command.
 
 LAUNCHER = """#!/bin/sh
 # helix: the simulated helix CLI, "built" by helix-e2e's go shim from {source}.
-# It runs helix_sim.helix_cli with the interpreter and checkout of the simulator that built it.
+# It runs helix_sim.guest.helix with the interpreter and checkout of the simulator that built it.
 HELIX_CLI_ARGV0="$0"
 export HELIX_CLI_ARGV0
 PYTHONPATH={pythonpath}${{PYTHONPATH:+:$PYTHONPATH}}
 export PYTHONPATH
-exec {python} -m helix_sim.helix_cli "$@"
+exec {python} -m helix_sim.guest.helix "$@"
 """
 
 
@@ -169,7 +169,7 @@ def write_launcher(target: Path, *, source: str) -> None:
     """Write the launcher atomically (a running old binary keeps working, as after a real build)."""
     text = LAUNCHER.format(
         source=source.replace("\n", " "),
-        pythonpath=_sh_quote(str(REPO_ROOT)),
+        pythonpath=_sh_quote(str(IMPORT_ROOT)),
         python=_sh_quote(sys.executable),
     )
     try:
@@ -233,7 +233,3 @@ def main(argv: list[str] | None = None) -> int:
     except GoError as exc:
         sys.stderr.write(exc.message + "\n")
         return exc.code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

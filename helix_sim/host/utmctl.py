@@ -1,6 +1,6 @@
 """The sim's ``utmctl``: UTM's CLI (``utmctl/UTMCtl.swift``), talking to the sim's "UTM.app".
 
-Run as ``python -m helix_sim.utmctl`` through the launcher the simulator writes at
+Run as ``python -m helix_sim.host.utmctl`` through the launcher the simulator writes at
 ``<root>/host/bin/utmctl`` (:func:`write_launcher`), which sets ``HELIX_SIM_CONTROL`` to the
 control file of the :class:`helix_sim.host.UtmHost` control server. Real utmctl sends Apple
 Events to UTM.app; this one posts JSON to that server, which also decides the faults.
@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from harness.protocols import utmctl as fmt
+
+from .._paths import IMPORT_ROOT
 
 CONTROL_ENV = "HELIX_SIM_CONTROL"
 EXIT_FAILURE = 1
@@ -321,17 +323,16 @@ def write_launcher(path: str | os.PathLike[str], *, control_file: str | os.PathL
     """Write the ``utmctl`` launcher script: execs this module with the right interpreter and path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    repo = Path(__file__).resolve().parents[2]
     python = python or sys.executable
     script = "\n".join(
         [
             "#!/bin/sh",
-            "# utmctl of the helix-e2e simulator: talks to the sim's UTM.app (see helix_sim/utmctl.py).",
+            "# utmctl of the helix-e2e simulator: talks to the sim's UTM.app (see helix_sim/host/utmctl.py).",
             f"{CONTROL_ENV}={shlex.quote(str(Path(control_file).resolve()))}",
             f"export {CONTROL_ENV}",
-            f'PYTHONPATH={shlex.quote(str(repo))}${{PYTHONPATH:+:$PYTHONPATH}}',
+            f'PYTHONPATH={shlex.quote(str(IMPORT_ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}',
             "export PYTHONPATH",
-            f'exec {shlex.quote(python)} -m helix_sim.utmctl "$@"',
+            f'exec {shlex.quote(python)} -m helix_sim.host.utmctl "$@"',
             "",
         ]
     )

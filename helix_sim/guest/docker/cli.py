@@ -16,7 +16,7 @@ in postgres, and ``docker …`` in the sandbox, whose inner dockerd is the same 
 through the ``helix.sandbox`` label (the desktop containers live there, not on the VM).
 Daemon errors print ``Error response from daemon: <msg>`` and exit 1, as the real CLI does.
 
-Run as a script (``python -I docker_cli.py ARGS``) by the guest's ``bin/docker``; it imports
+Run as ``python -m helix_sim.guest.docker ARGS``) by the guest's ``bin/docker``; it imports
 nothing from ``harness`` and imports docker-py only when a command needs it.
 """
 
@@ -1326,10 +1326,3 @@ def main(argv: list[str] | None = None, *, scope: str | None = None) -> int:
         return 141
     except KeyboardInterrupt:
         return 130
-
-
-if __name__ == "__main__":
-    # docker-py pulls in paramiko for ssh:// hosts. This CLI only dials unix/tcp sockets, and
-    # without it every `docker` call starts in half the time; docker-py treats it as optional.
-    sys.modules["paramiko"] = None  # type: ignore[assignment]
-    sys.exit(main())

@@ -1635,11 +1635,3 @@ def main(argv: list[str] | None = None, *, stdout: IO[bytes] | None = None, env:
     env = environ
     out = Out(stdout if stdout is not None else sys.stdout.buffer)
     return execute(build_tree(argv0), args, env, out)
-
-
-if __name__ == "__main__":
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # before the stream installs its handler, as in Go
-    try:
-        sys.exit(main())
-    except BrokenPipeError:
-        sys.exit(1)

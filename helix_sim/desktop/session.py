@@ -39,10 +39,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import SimError
+from ..errors import SimError
 from harness.protocols.stream import Init
-from ._tasks import cancel_and_wait
-from .config import SimConfig
+from .._tasks import cancel_and_wait
+from ..config import SimConfig
 from .video import H264Encoder, Scene, corrupt_au
 
 log = logging.getLogger("helix_sim.desktop")

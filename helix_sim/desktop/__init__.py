@@ -1,0 +1,1 @@
+"""A session's desktop container: exec, the shared video pipeline, its logs, and the video itself."""
