@@ -104,6 +104,14 @@ class SimConfig:
     #: utmctl_osstatus: how many start/stop Apple Events fail before UTM answers again. More than the
     #: driver's retries (3), so the first run fails and a rerun on the same simulator succeeds.
     osstatus_failures: int = 4
+    #: The API's WebSocket stream pings every this many seconds (ws_stream.go: 5 s).
+    ws_ping_interval_s: float = 5.0
+    #: The guest's helix CLI, as spectask.go has them: ``start --wait`` polls every ``cli_wait_poll_s``
+    #: (scaled by ``delay_scale``) for ``cli_wait_timeout_s``; ``stream`` prints its statistics every
+    #: ``cli_stats_interval_s``. The VM passes them to the CLI in the guest's environment.
+    cli_wait_poll_s: float = 2.0
+    cli_wait_timeout_s: float = 180.0
+    cli_stats_interval_s: float = 2.0
     api_key: str = field(default_factory=lambda: "hl-" + secrets.token_hex(16))
     project_id: str = "prj_01jsimsimsimsimsimsimsimsi"
     agent_id: str = "app_01jsimsimsimsimsimsimsimsi"
@@ -131,6 +139,11 @@ class SimConfig:
             raise SimConfigError(f"sim delay_scale must be within 0.01..10, got {self.delay_scale}")
         if self.osstatus_failures < 0:
             raise SimConfigError(f"sim osstatus_failures must be >= 0, got {self.osstatus_failures}")
+        for name, high in (("ws_ping_interval_s", 3600.0), ("cli_wait_poll_s", 3600.0),
+                           ("cli_wait_timeout_s", 86400.0), ("cli_stats_interval_s", 3600.0)):
+            value = getattr(self, name)
+            if not (0.001 <= value <= high):
+                raise SimConfigError(f"sim {name} must be within 0.001..{high:g} s, got {value}")
 
     @property
     def effective_qemu_behaviour(self) -> str:

@@ -45,7 +45,7 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 
 from ..errors import SimError
-from ..guest.docker.cli import human_duration  # docker's go-units HumanDuration, one copy
+from ..gofmt import human_duration, rfc3339_nano
 from ..config import SimConfig
 
 log = logging.getLogger("helix_sim.docker_engine")
@@ -61,7 +61,6 @@ _NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 _MAX_LOG_LINES = 50_000
 #: AF_UNIX path limit is 108 bytes on Linux and 104 on macOS: stay under both.
 _MAX_SOCKET_PATH = 100
-_ZERO_TIME = "0001-01-01T00:00:00Z"
 
 ServiceCallback = Callable[["SimContainer"], Awaitable[None]]
 
@@ -74,18 +73,6 @@ class EngineError(SimError):
     def __init__(self, message: str, *, status: int = 500, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.status = status
-
-
-def _rfc3339(t_ns: int, *, fixed: bool = False) -> str:
-    """Go's RFC3339Nano (trailing zeros trimmed) or docker's fixed 9-digit variant (logs)."""
-    if t_ns <= 0:
-        return _ZERO_TIME
-    secs, nanos = divmod(t_ns, 1_000_000_000)
-    base = datetime.fromtimestamp(secs, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-    frac = f"{nanos:09d}"
-    if not fixed:
-        frac = frac.rstrip("0")
-    return f"{base}.{frac}Z" if frac else f"{base}Z"
 
 
 def _parse_time_ns(value: str | None) -> int | None:
@@ -249,8 +236,8 @@ class SimContainer:
                 "Pid": self.pid,
                 "ExitCode": self.exit_code,
                 "Error": self.error,
-                "StartedAt": _rfc3339(self.started_ns),
-                "FinishedAt": _rfc3339(self.finished_ns),
+                "StartedAt": rfc3339_nano(self.started_ns),
+                "FinishedAt": rfc3339_nano(self.finished_ns),
             }
             config = {
                 "Hostname": self.id[:12],
@@ -276,7 +263,7 @@ class SimContainer:
             host_config.update(self.host_config)
             return {
                 "Id": self.id,
-                "Created": _rfc3339(self.created_ns),
+                "Created": rfc3339_nano(self.created_ns),
                 "Path": (config.get("Cmd") or [""])[0] if isinstance(config.get("Cmd"), list) else "",
                 "Args": [],
                 "State": state,
@@ -837,7 +824,7 @@ class DockerEngine:
         def frame(entry: LogEntry) -> bytes:
             data = entry.data
             if timestamps:
-                data = _rfc3339(entry.t_ns, fixed=True).encode() + b" " + data
+                data = rfc3339_nano(entry.t_ns, fixed=True).encode() + b" " + data
             return _FRAME.pack(entry.stream, len(data)) + data
 
         entries = container.log_entries()

@@ -45,6 +45,7 @@ from .._paths import IMPORT_ROOT
 from .._wait import poll_until
 from ..errors import SimCommandError, SimConfigError, SimError, SimTimeout
 from ..config import SimConfig
+from ..guest.helix.timing import CliTiming
 
 log = logging.getLogger("helix_sim.vm")
 
@@ -126,6 +127,12 @@ class GuestError(SimError):
     """The simulated guest could not be prepared, booted or stopped."""
 
     default_phase = "ssh"
+
+
+def cli_timing(config: SimConfig) -> CliTiming:
+    """The helix CLI's waits under ``config`` (passed to the guest in its environment)."""
+    return CliTiming(wait_poll_s=config.cli_wait_poll_s, wait_timeout_s=config.cli_wait_timeout_s,
+                     stats_interval_s=config.cli_stats_interval_s, delay_scale=config.delay_scale)
 
 
 def _pub(key: Path) -> Path:
@@ -349,8 +356,13 @@ class GuestVM:
             "API_KEY": self.config.api_key,
             "AGENT_ID": self.config.agent_id,
             "PROJECT_ID": self.config.project_id,
-            "DELAY_SCALE": repr(float(self.config.delay_scale)),
+            # HELIX_SIM_DELAY_SCALE, HELIX_SIM_CLI_*: rendered as DELAY_SCALE, CLI_* into guest-env.sh
+            **{name.removeprefix("HELIX_SIM_"): value for name, value in self.cli_env().items()},
         }
+
+    def cli_env(self) -> dict[str, str]:
+        """What the guest's environment tells the helix CLI about its waits (from the config)."""
+        return cli_timing(self.config).to_env()
 
     def prepare(self) -> None:
         """Create (or refresh) keys, sshd config and guest files under ``root``. Idempotent."""

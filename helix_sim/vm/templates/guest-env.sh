@@ -11,5 +11,8 @@ export HELIX_SIM_PYTHON=@@Q:PYTHON@@
 # Marks every guest process, so the VM's shutdown finds commands that outlived their SSH session.
 export HELIX_SIM_GUEST=@@Q:ROOT@@
 export PYTHONPATH=@@Q:PYTHONPATH@@
-# SimConfig.delay_scale: the sim CLI's modelled waits (its --wait poll interval) scale with it.
+# SimConfig.delay_scale and cli_*: the helix CLI's waits (helix_sim/guest/helix/timing.py).
 export HELIX_SIM_DELAY_SCALE=@@Q:DELAY_SCALE@@
+export HELIX_SIM_CLI_WAIT_POLL_S=@@Q:CLI_WAIT_POLL_S@@
+export HELIX_SIM_CLI_WAIT_TIMEOUT_S=@@Q:CLI_WAIT_TIMEOUT_S@@
+export HELIX_SIM_CLI_STATS_INTERVAL_S=@@Q:CLI_STATS_INTERVAL_S@@
