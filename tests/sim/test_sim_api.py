@@ -33,7 +33,7 @@ from harness.protocols.stream import (
     parse_binary,
     parse_text,
 )
-from helix_sim.desktop import session as desktop_mod
+from helix_sim.desktop import pipeline as desktop_pipeline
 from helix_sim.stack.api import RUNNER_TOKEN, HelixApiServer, new_id
 from helix_sim.config import SimConfig
 from helix_sim.stack.docker_engine import DockerEngine
@@ -572,7 +572,7 @@ async def test_stream_error_fault(make_sim):
 
 
 async def test_frames_stop_fault(make_sim):
-    sim = await make_sim(faults={"frames_stop"}, delay_scale=0.5 / desktop_mod.FRAMES_STOP_AT_S, ws_ping_interval_s=0.3)
+    sim = await make_sim(faults={"frames_stop"}, delay_scale=0.5 / desktop_pipeline.FRAMES_STOP_AT_S, ws_ping_interval_s=0.3)
     sid = await sim.new_session()
     await sim.exec(sid, VKCUBE)
     async with aiohttp.ClientSession() as s:
