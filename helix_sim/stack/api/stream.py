@@ -2,8 +2,10 @@
 
 After the TEXT init: 0x30 StreamInit, [0x51 CursorName unless scanout], TEXT ConnectionComplete, 0x58
 SelfId + 0x54 RemoteUser (when the init has a session_id), then 0x01 video frames (replay first for a
-late joiner). WS pings every ``SimConfig.ws_ping_interval_s`` (5 s), a 30 s pong deadline, 0x40 Ping →
-29-byte 0x41 Pong (with the :class:`Canary`'s scheduler lag), ``{"set_video_enabled": …}`` pauses.
+late joiner). 101 without subprotocol or extensions (401/404 are answered before the upgrade, by
+:mod:`.rest`). WS pings every ``SimConfig.ws_ping_interval_s`` (5 s), a 30 s pong deadline, 0x40 Ping →
+29-byte 0x41 Pong (with the :class:`Canary`'s scheduler lag), ``{"set_video_enabled": …}`` pauses,
+``?client_id=`` dedup (the old socket is closed 4000 "superseded").
 All wire formats come from :mod:`harness.protocols.stream`; fault ``superseded`` lives here.
 """
 
