@@ -1,6 +1,6 @@
 """The sim's Mac host: "UTM.app" with its one VM, the crash-report dir and the utmctl control server.
 
-Real utmctl drives UTM.app over Apple Events; here the utmctl emulator (:mod:`helix_sim.utmctl`)
+Real utmctl drives UTM.app over Apple Events; here the utmctl emulator (:mod:`helix_sim.host.utmctl`)
 posts JSON to a loopback control server (aiohttp on 127.0.0.1, address in ``host/control.json``).
 The server holds the VM registry and its utmctl status, and decides the utmctl faults, so an
 emulator process needs nothing but the control file.
@@ -32,45 +32,20 @@ import json
 import logging
 import os
 import random
-import uuid
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Protocol
 
 from aiohttp import web
 
 from ..errors import SimError, SimTimeout
-from harness.protocols.macho import build_macho
 from ..config import SimConfig
 from ..stack.docker_engine import DockerEngine
+from .crash_reports import UTM_VERSION, write_crash_report
 from .qemu import QemuError, QemuFrameExport
+from .qemu_binary import write_qemu_binary
 
 log = logging.getLogger("helix_sim.host")
 
-UTM_VERSION = "4.6.4"
-UTM_BUILD = "104"
-MACOS_VERSION = ("macOS 15.3", "24D60")
-QEMU_LAUNCHER_PATH = (
-    "/Applications/UTM.app/Contents/XPCServices/QEMUHelper.xpc/Contents/MacOS/"
-    "QEMULauncher.app/Contents/MacOS/QEMULauncher"
-)
-#: The QEMU UTM loads (relative to host/): what `otool -L` and `strings` inspect on a real Mac.
-QEMU_BINARY = "UTM.app/Contents/Frameworks/qemu-aarch64-softmmu.framework/Versions/A/qemu-aarch64-softmmu"
-SYSROOT = "/Users/luke/pm/UTM/sysroot-macOS-arm64/lib"
-_QEMU_FRAMEWORK_DEPS = ("pixman-1.0", "png16.16", "jpeg.62", "epoxy.0", "glib-2.0.0", "gobject-2.0.0", "gio-2.0.0",
-                        "gmodule-2.0.0", "zstd.1", "slirp.0", "spice-server.1", "virglrenderer.1", "usbredirparser.1",
-                        "usb-1.0.0")
-_QEMU_SYSTEM_DEPS = (
-    "/opt/homebrew/opt/capstone/lib/libcapstone.5.dylib",
-    "/opt/homebrew/opt/gnutls/lib/libgnutls.30.dylib",
-    "/System/Library/Frameworks/Metal.framework/Versions/A/Metal",
-    "/System/Library/Frameworks/VideoToolbox.framework/Versions/A/VideoToolbox",
-    "/System/Library/Frameworks/IOSurface.framework/Versions/A/IOSurface",
-    "/System/Library/Frameworks/CoreFoundation.framework/Versions/A/CoreFoundation",
-    "/usr/lib/libSystem.B.dylib",
-)
-#: With `sysroot_paths`, these still point into the build machine's sysroot (fix-qemu-paths.sh not run).
-_SYSROOT_LEFTOVERS = ("pixman-1.0", "glib-2.0.0", "virglrenderer.1")
 #: OSStatus of the transient Apple Event failure (`utmctl_osstatus`).
 OSSTATUS_FAULT = -1743
 #: errAEEventFailed: how a scripting error raised inside UTM.app reaches utmctl.
@@ -87,7 +62,7 @@ class HostError(SimError):
 
 
 class Guest(Protocol):
-    """What the host needs of :class:`helix_sim.vm.GuestVM` (boot/shutdown may be sync or async)."""
+    """What the host needs of :class:`helix_sim.vm.sshd.GuestVM` (boot/shutdown may be sync or async)."""
 
     def boot(self) -> Any: ...
 
@@ -301,163 +276,17 @@ class UtmHost:
             self.status = "stopped"
         await self.stop_control_server()
 
-    # --- crash reports -----------------------------------------------------------------
+    # --- host files ----------------------------------------------------------------------
 
     def write_crash_report(self, *, stack: str = "stream") -> Path:
-        """A macOS 12+ ``.ips``: one JSON header line, then the JSON body (Apple's `"key" : value` layout)."""
-        now = datetime.now().astimezone()
-        base = f"QEMULauncher-{now:%Y-%m-%d-%H%M%S}"
-        path = self.crash_dir / f"{base}.ips"
-        n = 1
-        while path.exists():
-            path = self.crash_dir / f"{base}-{n}.ips"
-            n += 1
-        incident = str(uuid.UUID(int=self._rng.getrandbits(128), version=4)).upper()
-        pid = self._rng.randint(20000, 90000)
-        stamp = now.strftime("%Y-%m-%d %H:%M:%S.") + f"{now.microsecond // 100:04d}" + now.strftime(" %z")
-        header = {
-            "app_name": "QEMULauncher",
-            "timestamp": now.strftime("%Y-%m-%d %H:%M:%S.00 %z"),
-            "app_version": UTM_VERSION,
-            "slice_uuid": str(uuid.UUID(int=self._rng.getrandbits(128), version=4)),
-            "build_version": UTM_BUILD,
-            "platform": 1,
-            "bundleID": "com.utmapp.QEMULauncher",
-            "share_with_app_devs": 0,
-            "is_first_party": 0,
-            "bug_type": "309",
-            "os_version": f"{MACOS_VERSION[0]} ({MACOS_VERSION[1]})",
-            "roots_installed": 0,
-            "name": "QEMULauncher",
-            "incident_id": incident,
-        }
-        termination: dict[str, Any] = {"flags": 0, "code": 6, "namespace": "SIGNAL", "indicator": "Abort trap: 6"}
-        if stack == "dyld":
-            lib = f"{SYSROOT}/lib{_SYSROOT_LEFTOVERS[0]}.dylib"
-            termination = {
-                "flags": 518, "code": 1, "namespace": "DYLD", "indicator": "Library missing",
-                "details": ["(terminated at launch; ignore backtrace)"],
-                "reasons": [
-                    f"Library not loaded: {lib}",
-                    f"Referenced from: <{incident}> /Applications/{QEMU_BINARY}",
-                    f"Reason: tried: '{lib}' (file system sandbox blocked open()), '{lib}' (no such file)",
-                ],
-            }
-            crashed = ["dyld4::halt", "dyld4::prepare", "start"]
-            line = f"Library not loaded: {lib}"
-        elif stack == "boot":
-            crashed = ["qemu_opt_get_bool_helper", "qemu_spice_init", "qemu_init", "qemu_main", "main"]
-            line = "qemu_opt_get_bool_helper: Assertion `opt != NULL' failed."
-        else:
-            crashed = ["hvf_vcpu_exec", "qemu_default_main", "qemu_thread_start", "_pthread_start", "thread_start"]
-            line = "hvf_vcpu_exec: Assertion `isv' failed."
-        if stack == "dyld":
-            head = [
-                {"imageOffset": 38412, "symbol": "__abort_with_payload", "symbolLocation": 8, "imageIndex": 2},
-                {"imageOffset": 240116, "symbol": "abort_with_payload_wrapper_internal", "symbolLocation": 104, "imageIndex": 2},
-                {"imageOffset": 240168, "symbol": "abort_with_payload", "symbolLocation": 16, "imageIndex": 2},
-            ]
-        else:
-            head = [
-                {"imageOffset": 37788, "symbol": "__pthread_kill", "symbolLocation": 8, "imageIndex": 2},
-                {"imageOffset": 27316, "symbol": "pthread_kill", "symbolLocation": 296, "imageIndex": 3},
-                {"imageOffset": 479560, "symbol": "abort", "symbolLocation": 124, "imageIndex": 4},
-                {"imageOffset": 475680, "symbol": "__assert_rtn", "symbolLocation": 284, "imageIndex": 4},
-            ]
-        frames = head + [
-            {"imageOffset": 1_048_576 + 4096 * i, "symbol": sym, "symbolLocation": 64 + 8 * i, "imageIndex": 1}
-            for i, sym in enumerate(crashed)
-        ]
-        body: dict[str, Any] = {
-            "uptime": 1000 + self._rng.randint(0, 90000),
-            "procRole": "Background",
-            "version": 2,
-            "userID": 501,
-            "deployVersion": 210,
-            "modelCode": "Mac14,2",
-            "coalitionID": 1234,
-            "osVersion": {"train": MACOS_VERSION[0], "build": MACOS_VERSION[1], "releaseType": "User"},
-            "captureTime": stamp,
-            "codeSigningMonitor": 1,
-            "incident": incident,
-            "pid": pid,
-            "translated": False,
-            "cpuType": "ARM-64",
-            "roots_installed": 0,
-            "bug_type": "309",
-            "procLaunch": stamp,
-            "procStartAbsTime": 1_000_000_000,
-            "procExitAbsTime": 1_000_000_000 + 10**9,
-            "procName": "QEMULauncher",
-            "procPath": QEMU_LAUNCHER_PATH,
-            "bundleInfo": {"CFBundleShortVersionString": UTM_VERSION, "CFBundleVersion": UTM_BUILD, "CFBundleIdentifier": "com.utmapp.QEMULauncher"},
-            "parentProc": "launchd",
-            "parentPid": 1,
-            "coalitionName": "com.utmapp.UTM",
-            "crashReporterKey": "00000000-0000-0000-0000-000000000000",
-            "exception": {"codes": "0x0000000000000000, 0x0000000000000000", "rawCodes": [0, 0], "type": "EXC_CRASH", "signal": "SIGABRT"},
-            "termination": termination,
-            "asi": {"libsystem_c.dylib": [line]},
-            "extMods": {"caller": {"thread_create": 0, "thread_set_state": 0, "task_for_pid": 0, "mach_vm_read": 0}},
-            "faultingThread": 0,
-            "threads": [
-                {"triggered": True, "id": 1_000_000 + pid, "queue": "com.apple.main-thread" if stack != "stream" else None, "frames": frames},
-                {"id": 1_000_001 + pid, "frames": [{"imageOffset": 6000, "symbol": "start_wqthread", "symbolLocation": 8, "imageIndex": 3}]},
-            ],
-            "usedImages": [
-                {"source": "P", "arch": "arm64", "name": "QEMULauncher", "path": QEMU_LAUNCHER_PATH},
-                {"source": "P", "arch": "arm64", "name": "qemu-aarch64-softmmu",
-                 "path": "/Applications/UTM.app/Contents/Frameworks/qemu-aarch64-softmmu.framework/Versions/A/qemu-aarch64-softmmu"},
-                {"source": "P", "arch": "arm64e", "name": "libsystem_kernel.dylib", "path": "/usr/lib/system/libsystem_kernel.dylib"},
-                {"source": "P", "arch": "arm64e", "name": "libsystem_pthread.dylib", "path": "/usr/lib/system/libsystem_pthread.dylib"},
-                {"source": "P", "arch": "arm64e", "name": "libsystem_c.dylib", "path": "/usr/lib/system/libsystem_c.dylib"},
-            ],
-        }
-        if body["threads"][0]["queue"] is None:
-            del body["threads"][0]["queue"]
-        lines = [json.dumps(header, separators=(",", ":")), "{"]
-        items = list(body.items())
-        for i, (key, value) in enumerate(items):
-            comma = "," if i < len(items) - 1 else ""
-            lines.append(f"  {json.dumps(key)} : {json.dumps(value, separators=(',', ':'))}{comma}")
-        lines.append("}")
-        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        """A ``QEMULauncher-….ips`` in the crash dir (:mod:`.crash_reports`); remembered in ``crash_reports``."""
+        path = write_crash_report(self.crash_dir, self._rng, stack=stack)
         self.crash_reports.append(path)
         return path
 
-    # --- the QEMU binary --------------------------------------------------------------------
-
     def write_qemu_binary(self) -> Path:
-        """A minimal arm64 Mach-O dylib standing in for UTM's QEMU framework binary.
-
-        Its load commands are what ``otool -L``/macholib report: ``@rpath`` frameworks after
-        fix-qemu-paths.sh, or build-machine sysroot paths under ``sysroot_paths``. Its strings carry
-        the build's ``[HELIX] VERSION:`` (the binary's, which differs from the logged one under
-        ``stale_qemu``) and the helix symbols, for ``strings | grep`` checks.
-        """
-        path = self.host_dir / QEMU_BINARY
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sysroot = "sysroot_paths" in self.config.faults
-        deps: list[str] = []
-        for dep in _QEMU_FRAMEWORK_DEPS:
-            if sysroot and dep in _SYSROOT_LEFTOVERS:
-                deps.append(f"{SYSROOT}/lib{dep}.dylib")
-            else:
-                deps.append(f"@rpath/{dep}.framework/Versions/A/{dep}")
-        deps += _QEMU_SYSTEM_DEPS
-        data = build_macho(
-            deps,
-            id_dylib="@rpath/qemu-aarch64-softmmu.framework/Versions/A/qemu-aarch64-softmmu",
-            strings=(
-                f"[HELIX] VERSION: {self.config.qemu_version}",
-                "_helix_frame_export_init",
-                "_helix_scanout_frame_ready",
-                "_helix_get_frame_export",
-                "QEMU emulator version 9.1.2 (UTM)",
-            ),
-        )
-        path.write_bytes(data)
-        return path
+        """UTM's QEMU framework binary under ``host/UTM.app`` (:mod:`.qemu_binary`)."""
+        return write_qemu_binary(self.host_dir, self.config)
 
     # --- control server (utmctl ⇄ "UTM.app") --------------------------------------------
 

@@ -22,13 +22,11 @@ Faults (``SimConfig.faults``, place ``vm``): ``ssh_refused`` (nothing listens),
 
 from __future__ import annotations
 
-import ctypes
 import getpass
 import logging
 import os
 import re
 import selectors
-import shlex
 import shutil
 import signal
 import socket
@@ -43,86 +41,29 @@ import psutil
 
 from .._paths import IMPORT_ROOT
 from .._wait import poll_until
-from ..errors import SimCommandError, SimConfigError, SimError, SimTimeout
+from ..errors import SimCommandError, SimConfigError, SimError
 from ..config import SimConfig
 from ..guest.helix.timing import CliTiming
+from .processes import STOP_GRACE, descendants, reap_adopted, stop_procs
+from .render import GUEST_FILES, TEMPLATES_DIR, render, write_file
 
 log = logging.getLogger("helix_sim.vm")
 
-#: The guest's files (sshd config, shell wrapper, env, shims, ~/helix), rendered by :func:`render`.
-TEMPLATES_DIR = Path(__file__).resolve().with_name("templates")
 _SFTP_SERVERS = (
     "/usr/lib/openssh/sftp-server",
     "/usr/libexec/openssh/sftp-server",
     "/usr/libexec/sftp-server",
     "/usr/lib/ssh/sftp-server",
 )
-_PLACEHOLDER = re.compile(r"@@(Q:)?([A-Z_]+)@@")
 _GIT_NAME = "Helix Sim"
 _GIT_EMAIL = "sim@helix-e2e.invalid"
 
-#: (template under templates/, destination relative to the VM root, mode). Dotfiles are stored
-#: without their dot so package-data globs pick them up.
-GUEST_FILES: tuple[tuple[str, str, int], ...] = (
-    ("guest-shell", "guest-shell", 0o755),
-    ("guest-env.sh", "guest-env.sh", 0o644),
-    ("profile", "home/.profile", 0o644),
-    ("helix/stack", "home/helix/stack", 0o755),
-    ("helix/docker-compose.dev.yaml", "home/helix/docker-compose.dev.yaml", 0o644),
-    ("helix/env", "home/helix/.env", 0o644),
-    ("helix/env.usercreds", "home/helix/.env.usercreds", 0o600),
-    ("helix/gitignore", "home/helix/.gitignore", 0o644),
-    ("helix/api/go.mod", "home/helix/api/go.mod", 0o644),
-    ("helix/api/main.go", "home/helix/api/main.go", 0o644),
-    ("bin/go", "bin/go", 0o755),
-    ("bin/docker", "bin/docker", 0o755),
-)
-
 #: How long boot() waits for sshd to answer with its banner.
 SSHD_START_TIMEOUT = 10.0
-#: How long shutdown() gives sshd and its sessions to exit after SIGTERM before SIGKILL.
-STOP_GRACE = 3.0
 
 
 #: Set by guest-env.sh in every guest process: the VM root (finds commands that outlived their session).
 GUEST_ENV = "HELIX_SIM_GUEST"
-_PR_SET_CHILD_SUBREAPER = 36
-_subreaper = False
-
-
-def become_subreaper() -> bool:
-    """Linux: adopt orphaned descendants, so :meth:`GuestVM.shutdown` can stop *and reap* them.
-
-    A guest command whose SSH connection closed mid-command (the client was interrupted) leaves
-    sshd's tree; without this it is re-parented to PID 1, which may not reap it. Only for a
-    process that runs nothing but the simulator (``python -m helix_sim up``).
-    """
-    global _subreaper
-    if sys.platform.startswith("linux") and not _subreaper:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            _subreaper = libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-        except (OSError, AttributeError):
-            _subreaper = False
-    return _subreaper
-
-
-def _reap_adopted() -> None:
-    """Reap exited children we adopted as subreaper (nothing else of ours is left by then)."""
-    if not _subreaper:
-        return
-    try:
-        children = psutil.Process().children()
-    except psutil.Error:
-        return
-    for child in children:
-        try:
-            if child.status() == psutil.STATUS_ZOMBIE:
-                os.waitpid(child.pid, os.WNOHANG)
-        except (psutil.Error, ChildProcessError, OSError):
-            pass
-
-
 class GuestError(SimError):
     """The simulated guest could not be prepared, booted or stopped."""
 
@@ -146,19 +87,6 @@ def free_loopback_port() -> int:
         return s.getsockname()[1]
 
 
-def render(template: str, values: dict[str, str]) -> str:
-    """Replace ``@@NAME@@`` with ``values[NAME]`` and ``@@Q:NAME@@`` with its shell-quoted form."""
-
-    def sub(match: re.Match[str]) -> str:
-        name = match.group(2)
-        if name not in values:
-            raise KeyError(f"guest template placeholder @@{name}@@ has no value")
-        value = values[name]
-        return shlex.quote(value) if match.group(1) else value
-
-    return _PLACEHOLDER.sub(sub, template)
-
-
 def _find_sftp_server() -> str:
     for path in _SFTP_SERVERS:
         if os.access(path, os.X_OK):
@@ -173,15 +101,6 @@ def _find_sshd() -> str:
     if not path:
         raise SimConfigError("OpenSSH sshd not found", hint="install openssh-server (the sim runs a real sshd)")
     return os.path.abspath(path)  # sshd re-execs itself and insists on an absolute path
-
-
-def _write(path: Path, text: str, mode: int) -> None:
-    """Write with ``mode`` from the start (.env.usercreds holds the API key: never world-readable)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    path.chmod(mode)
 
 
 def _ensure_privsep_dir() -> None:
@@ -205,52 +124,6 @@ def _run(cmd: list[str], *, what: str, cwd: Path | None = None, env: dict[str, s
             phase="ssh",
         )
     return res.stdout
-
-
-def _descendants(pid: int) -> list[tuple[int, psutil.Process]]:
-    """(depth, process) for every descendant of ``pid`` (depth 1 = child)."""
-    try:
-        root = psutil.Process(pid)
-        procs = root.children(recursive=True)
-    except psutil.Error:
-        return []
-    out = []
-    for p in procs:
-        depth, cur = 1, p
-        try:
-            while (parent := cur.ppid()) != pid and parent > 1 and depth < 64:
-                depth += 1
-                cur = psutil.Process(parent)
-        except psutil.Error:
-            pass
-        out.append((depth, p))
-    return out
-
-
-def _gone(p: psutil.Process) -> bool:
-    """Exited (a zombie has exited; its parent reaps it)."""
-    try:
-        return not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return True
-
-
-def _stop_procs(procs: list[psutil.Process]) -> None:
-    """SIGTERM, wait up to STOP_GRACE, then SIGKILL and wait again."""
-    for method in ("terminate", "kill"):
-        alive = [p for p in procs if not _gone(p)]
-        if not alive:
-            return
-        for p in alive:
-            try:
-                getattr(p, method)()
-            except psutil.Error:
-                pass
-        try:
-            poll_until(lambda: all(_gone(p) for p in alive), timeout=STOP_GRACE, what="sshd sessions to exit",
-                       phase="ssh", interval=0.005, max_interval=0.05)
-        except SimTimeout:
-            log.warning("%d sshd session process(es) ignored %s", sum(not _gone(p) for p in alive), method)
 
 
 class _Blackhole:
@@ -383,7 +256,7 @@ class GuestVM:
         values = self._values(_find_sftp_server())
         self.sshd_config.write_text(render((TEMPLATES_DIR / "sshd_config").read_text(), values))
         for template, dest, mode in GUEST_FILES:
-            _write(self.root / dest, render((TEMPLATES_DIR / template).read_text(), values), mode)
+            write_file(self.root / dest, render((TEMPLATES_DIR / template).read_text(), values), mode)
         self._init_git()
         _ensure_privsep_dir()
         _run([_find_sshd(), "-t", "-f", str(self.sshd_config)], what="sshd config check")
@@ -511,17 +384,17 @@ class GuestVM:
                 continue
         if strays:
             log.debug("stopping %d guest process(es) that outlived their SSH session", len(strays))
-            _stop_procs(strays)
-        _reap_adopted()
+            stop_procs(strays)
+        reap_adopted()
 
     def _stop_sshd(self, proc: subprocess.Popen[bytes]) -> None:
         # Per-connection sshd processes and their sessions call setsid(), so sshd's process group
         # does not cover them. Stop them bottom-up, deepest first, so each parent is still there
         # to reap its children (PID 1 may not reap orphans), then the listener, which we reap.
-        tree = _descendants(proc.pid)
+        tree = descendants(proc.pid)
         for level in sorted({depth for depth, _ in tree}, reverse=True):
-            _stop_procs([p for depth, p in tree if depth == level])
-        _stop_procs([p for _, p in _descendants(proc.pid)])  # forked while we were at it
+            stop_procs([p for depth, p in tree if depth == level])
+        stop_procs([p for _, p in descendants(proc.pid)])  # forked while we were at it
         for sig in (signal.SIGTERM, signal.SIGKILL):
             try:
                 os.killpg(proc.pid, sig)
