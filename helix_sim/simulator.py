@@ -2,13 +2,13 @@
 
 ``Simulator(config)`` composes the parts (docs/design.md "Simulator internals"):
 
-- :class:`~helix_sim.docker_engine.DockerEngine` on ``<root>/docker.sock``;
-- :class:`~helix_sim.qemu.QemuFrameExport`, bound when the VM boots;
-- :class:`~helix_sim.vm.GuestVM` (sshd) under ``<root>/vm``;
+- :class:`~helix_sim.stack.docker_engine.DockerEngine` on ``<root>/docker.sock``;
+- :class:`~helix_sim.host.qemu.QemuFrameExport`, bound when the VM boots;
+- :class:`~helix_sim.vm.sshd.GuestVM` (sshd) under ``<root>/vm``;
 - :class:`~helix_sim.stack.api.HelixApiServer`, started when the engine starts the compose service ``api``
   and stopped when it stops; a ``sandbox-macos`` start makes the sandbox report online after
   ``sandbox_delay_s``;
-- :class:`~helix_sim.host.UtmHost` ("UTM.app") with its control server, the utmctl launcher
+- :class:`~helix_sim.host.utm_app.UtmHost` ("UTM.app") with its control server, the utmctl launcher
   (``host/bin/utmctl``, and the same script at ``host/UTM.app/Contents/MacOS/utmctl``) and the fake
   QEMU framework binary under ``host/UTM.app/Contents/Frameworks/``;
 - ``<root>/target.toml``, a target config pointing the harness at all of this.

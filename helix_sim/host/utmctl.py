@@ -2,7 +2,7 @@
 
 Run as ``python -m helix_sim.host.utmctl`` through the launcher the simulator writes at
 ``<root>/host/bin/utmctl`` (:func:`write_launcher`), which sets ``HELIX_SIM_CONTROL`` to the
-control file of the :class:`helix_sim.host.UtmHost` control server. Real utmctl sends Apple
+control file of the :class:`helix_sim.host.utm_app.UtmHost` control server. Real utmctl sends Apple
 Events to UTM.app; this one posts JSON to that server, which also decides the faults.
 
 Output and exit codes follow the real tool:

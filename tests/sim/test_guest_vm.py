@@ -303,7 +303,7 @@ class _Engine:
     """A DockerEngine on a background loop thread."""
 
     def __init__(self, config: SimConfig) -> None:
-        docker_engine = pytest.importorskip("helix_sim.stack.docker_engine", reason="helix_sim.docker_engine not available")
+        docker_engine = pytest.importorskip("helix_sim.stack.docker_engine", reason="helix_sim.stack.docker_engine not available")
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="test-engine", daemon=True)
         self.thread.start()
