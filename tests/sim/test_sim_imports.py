@@ -100,3 +100,11 @@ def test_importing_helix_sim_and_its_config_stays_light():
             "print(','.join(heavy))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_every_fault_names_the_module_that_implements_it():
+    from helix_sim.config import FAULTS
+
+    names = {_module_name(p) for p in SOURCES}
+    unknown = {f.name: f.place for f in FAULTS.values() if f"helix_sim.{f.place}" not in names}
+    assert not unknown, f"FAULTS places that are no helix_sim module: {unknown}"
