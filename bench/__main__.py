@@ -24,7 +24,7 @@ from harness.protocols.h264 import AnnexBAccessUnitSplitter
 from harness.protocols.recording import RecordingWriter
 from harness.protocols.stream import CODEC_H264, FLAG_KEYFRAME, VideoFrame
 from helix_sim.recordings import synthesize_recording
-from helix_sim.video import H264Encoder, Scene
+from helix_sim.desktop.video import H264Encoder, Scene
 
 WARMUP = 2.0
 FFMPEG_GOAL = 0.9

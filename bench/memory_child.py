@@ -18,7 +18,7 @@ import psutil
 from harness.analysis.recording import StreamAnalyzer
 from harness.protocols.recording import KIND_BINARY
 from harness.protocols.stream import CODEC_H264, FLAG_KEYFRAME, VideoFrame
-from helix_sim.video import H264Encoder, Scene
+from helix_sim.desktop.video import H264Encoder, Scene
 
 WIDTH, HEIGHT = 640, 368
 T0 = 5_000_000_000

@@ -135,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
         from .simulator import Simulator  # heavy imports only once the arguments are good
-        from .vm import become_subreaper
+        from .vm.processes import become_subreaper
 
         become_subreaper()  # this process runs nothing but the simulator: adopt and reap guest orphans
         if args.stop_on_eof:

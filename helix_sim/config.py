@@ -25,39 +25,39 @@ class Fault:
 
     name: str
     layer: str
-    place: str  # sim module that implements it
+    place: str  # the helix_sim module that implements it (host.utm_app, stack.api, desktop.pipeline, …)
     description: str
 
 
 _FAULT_ROWS = [
-    ("vm_crash_boot", "vm", "host", "the VM goes to `stopped` during boot and a QEMULauncher-*.ips appears"),
-    ("vm_crash_stream", "vm", "host", "the VM goes to `stopped` mid-stream and a QEMULauncher-*.ips appears"),
-    ("utmctl_osstatus", "utm", "utmctl", "utmctl prints `Error from event: ... OSStatus -1743` and exits 0"),
-    ("utmctl_no_gui", "utm", "utmctl", "utmctl fails: does not work from SSH sessions or before logging in"),
-    ("ssh_refused", "ssh", "vm", "the guest's SSH port refuses connections"),
-    ("ssh_blackhole", "ssh", "vm", "the guest's SSH port accepts and never answers"),
-    ("host_key_changed", "ssh", "vm", "the guest presents a different host key"),
-    ("stack_fails", "stack", "guest", "`./stack start` exits non-zero with compose output"),
-    ("api_5xx", "api", "api", "/api/v1/status answers 502"),
-    ("no_container", "session", "api", "the session never gets dev_container_id"),
-    ("exec_forbidden", "desktop", "desktop", "exec answers 403 `command not allowed: vkcube`"),
-    ("vkcube_dies", "desktop", "desktop", "exec succeeds, then `pkill -0 -f vkcube` fails"),
-    ("ws_503", "stream", "api", "plain-text `HTTP/1.1 503 ... Sandbox not connected` instead of upgrading"),
-    ("stream_error", "stream", "desktop", "a 0x31 StreamError, then an abrupt TCP close"),
-    ("frames_stop", "stream", "desktop", "frames stop but pings continue and the socket stays open"),
-    ("superseded", "stream", "api", "close code 4000 \"superseded\""),
+    ("vm_crash_boot", "vm", "host.utm_app", "the VM goes to `stopped` during boot and a QEMULauncher-*.ips appears"),
+    ("vm_crash_stream", "vm", "host.utm_app", "the VM goes to `stopped` mid-stream and a QEMULauncher-*.ips appears"),
+    ("utmctl_osstatus", "utm", "host.utm_app", "utmctl prints `Error from event: ... OSStatus -1743` and exits 0"),
+    ("utmctl_no_gui", "utm", "host.utm_app", "utmctl fails: does not work from SSH sessions or before logging in"),
+    ("ssh_refused", "ssh", "vm.sshd", "the guest's SSH port refuses connections"),
+    ("ssh_blackhole", "ssh", "vm.sshd", "the guest's SSH port accepts and never answers"),
+    ("host_key_changed", "ssh", "vm.sshd", "the guest presents a different host key"),
+    ("stack_fails", "stack", "stack.docker_engine", "`./stack start` exits non-zero with compose output"),
+    ("api_5xx", "api", "stack.api", "/api/v1/status answers 502"),
+    ("no_container", "session", "stack.api", "the session never gets dev_container_id"),
+    ("exec_forbidden", "desktop", "desktop.exec", "exec answers 403 `command not allowed: vkcube`"),
+    ("vkcube_dies", "desktop", "desktop.exec", "exec succeeds, then `pkill -0 -f vkcube` fails"),
+    ("ws_503", "stream", "stack.api", "plain-text `HTTP/1.1 503 ... Sandbox not connected` instead of upgrading"),
+    ("stream_error", "stream", "desktop.session", "a 0x31 StreamError, then an abrupt TCP close"),
+    ("frames_stop", "stream", "desktop.pipeline", "frames stop but pings continue and the socket stays open"),
+    ("superseded", "stream", "stack.api", "close code 4000 \"superseded\""),
     ("low_fps", "stream", "desktop", "20 fps"),
-    ("frozen", "stream", "desktop", "identical content for 3 s"),
-    ("black", "stream", "desktop", "black frames for 2 s"),
-    ("corrupt_h264", "encoder", "desktop", "damaged AUs"),
-    ("replay_burst", "client", "desktop", "a GOP replay burst at join (not a fault: must pass)"),
-    ("resource_ids_zero", "encoder", "desktop", "vsockenc `Buffer is not DMA-BUF backed` with every resource_id=0"),
-    ("qemu_ignores_zero", "frame_export", "qemu", "v10 behaviour: FRAME_REQUEST gets no reply"),
-    ("qemu_accepts_zero", "frame_export", "qemu", "v7 behaviour: FRAME_REQUEST with resource_id=0 is answered"),
-    ("stale_qemu", "host", "qemu", "the host log's VERSION differs from the expected one"),
-    ("sysroot_paths", "host", "host", "the QEMU binary has sysroot load commands"),
-    ("container_oom", "desktop", "desktop", "the desktop container restarts with OOMKilled"),
-    ("slow_after_running", "vm", "desktop", "each successive session is 30 % slower"),
+    ("frozen", "stream", "desktop.pipeline", "identical content for 3 s"),
+    ("black", "stream", "desktop.pipeline", "black frames for 2 s"),
+    ("corrupt_h264", "encoder", "desktop.pipeline", "damaged AUs"),
+    ("replay_burst", "client", "desktop.pipeline", "a GOP replay burst at join (not a fault: must pass)"),
+    ("resource_ids_zero", "encoder", "desktop.logs", "vsockenc `Buffer is not DMA-BUF backed` with every resource_id=0"),
+    ("qemu_ignores_zero", "frame_export", "host.qemu", "v10 behaviour: FRAME_REQUEST gets no reply"),
+    ("qemu_accepts_zero", "frame_export", "host.qemu", "v7 behaviour: FRAME_REQUEST with resource_id=0 is answered"),
+    ("stale_qemu", "host", "host.qemu", "the host log's VERSION differs from the expected one"),
+    ("sysroot_paths", "host", "host.qemu_binary", "the QEMU binary has sysroot load commands"),
+    ("container_oom", "desktop", "desktop.session", "the desktop container restarts with OOMKilled"),
+    ("slow_after_running", "vm", "stack.api", "each successive session is 30 % slower"),
 ]
 
 FAULTS: dict[str, Fault] = {row[0]: Fault(*row) for row in _FAULT_ROWS}
@@ -104,6 +104,14 @@ class SimConfig:
     #: utmctl_osstatus: how many start/stop Apple Events fail before UTM answers again. More than the
     #: driver's retries (3), so the first run fails and a rerun on the same simulator succeeds.
     osstatus_failures: int = 4
+    #: The API's WebSocket stream pings every this many seconds (ws_stream.go: 5 s).
+    ws_ping_interval_s: float = 5.0
+    #: The guest's helix CLI, as spectask.go has them: ``start --wait`` polls every ``cli_wait_poll_s``
+    #: (scaled by ``delay_scale``) for ``cli_wait_timeout_s``; ``stream`` prints its statistics every
+    #: ``cli_stats_interval_s``. The VM passes them to the CLI in the guest's environment.
+    cli_wait_poll_s: float = 2.0
+    cli_wait_timeout_s: float = 180.0
+    cli_stats_interval_s: float = 2.0
     api_key: str = field(default_factory=lambda: "hl-" + secrets.token_hex(16))
     project_id: str = "prj_01jsimsimsimsimsimsimsimsi"
     agent_id: str = "app_01jsimsimsimsimsimsimsimsi"
@@ -131,6 +139,11 @@ class SimConfig:
             raise SimConfigError(f"sim delay_scale must be within 0.01..10, got {self.delay_scale}")
         if self.osstatus_failures < 0:
             raise SimConfigError(f"sim osstatus_failures must be >= 0, got {self.osstatus_failures}")
+        for name, high in (("ws_ping_interval_s", 3600.0), ("cli_wait_poll_s", 3600.0),
+                           ("cli_wait_timeout_s", 86400.0), ("cli_stats_interval_s", 3600.0)):
+            value = getattr(self, name)
+            if not (0.001 <= value <= high):
+                raise SimConfigError(f"sim {name} must be within 0.001..{high:g} s, got {value}")
 
     @property
     def effective_qemu_behaviour(self) -> str:

@@ -1,8 +1,8 @@
 """Recordings with known ground truth, made by the simulator's own video source.
 
-``synthesize_recording`` renders frames with :class:`~helix_sim.video.Scene` (vkcube running, so
+``synthesize_recording`` renders frames with :class:`~helix_sim.desktop.video.Scene` (vkcube running, so
 the picture changes every frame; every non-black frame stamped with its frame counter), encodes them
-with :class:`~helix_sim.video.H264Encoder`, and writes what a capture of the sim's stream would hold:
+with :class:`~helix_sim.desktop.video.H264Encoder`, and writes what a capture of the sim's stream would hold:
 a real HXWSREC1 recording with the binary ``0x30`` StreamInit, the text ConnectionComplete and one
 ``0x01`` VideoFrame per access unit (15-byte header from ``protocols.stream``). It returns the
 :class:`GroundTruth` that the analyzers must reproduce. No clock is read: every arrival time is computed.
@@ -22,7 +22,7 @@ The schedule (times in seconds from the first live frame):
 * ``black=(start_s, duration_s)``: frames ``b0`` … ``b0 + n - 1`` are black (no stamp); truth
   ``black_frames = n``.
 * ``corrupt=N``: N live P-frame access units, spread evenly over the live stream outside the
-  intervals above, are damaged with :func:`~helix_sim.video.corrupt_au`.
+  intervals above, are damaged with :func:`~helix_sim.desktop.video.corrupt_au`.
 * ``replay_burst=R``: the pipeline was already running: the R frames produced before the viewer joined
   (the first an IDR with SPS/PPS) arrive first, 0.2 ms apart, flagged ``FLAG_REPLAY``, one period
   before the first live frame. Truth: ``replay_frames = R``, and they count in nothing else.
@@ -44,7 +44,7 @@ from typing import BinaryIO
 from .errors import SimError
 from harness.protocols.recording import KIND_BINARY, KIND_TEXT, RecordingWriter
 from harness.protocols.stream import CODEC_H264, FLAG_KEYFRAME, FLAG_REPLAY, ConnectionComplete, StreamInit, VideoFrame
-from .video import H264Encoder, Scene, corrupt_au
+from .desktop.video import H264Encoder, Scene, corrupt_au
 
 __all__ = ["Interval", "GroundTruth", "synthesize_recording", "T0_NS"]
 

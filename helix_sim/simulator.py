@@ -2,13 +2,13 @@
 
 ``Simulator(config)`` composes the parts (docs/design.md "Simulator internals"):
 
-- :class:`~helix_sim.docker_engine.DockerEngine` on ``<root>/docker.sock``;
-- :class:`~helix_sim.qemu.QemuFrameExport`, bound when the VM boots;
-- :class:`~helix_sim.vm.GuestVM` (sshd) under ``<root>/vm``;
-- :class:`~helix_sim.api.HelixApi`, started when the engine starts the compose service ``api``
+- :class:`~helix_sim.stack.docker_engine.DockerEngine` on ``<root>/docker.sock``;
+- :class:`~helix_sim.host.qemu.QemuFrameExport`, bound when the VM boots;
+- :class:`~helix_sim.vm.sshd.GuestVM` (sshd) under ``<root>/vm``;
+- :class:`~helix_sim.stack.api.HelixApiServer`, started when the engine starts the compose service ``api``
   and stopped when it stops; a ``sandbox-macos`` start makes the sandbox report online after
   ``sandbox_delay_s``;
-- :class:`~helix_sim.host.UtmHost` ("UTM.app") with its control server, the utmctl launcher
+- :class:`~helix_sim.host.utm_app.UtmHost` ("UTM.app") with its control server, the utmctl launcher
   (``host/bin/utmctl``, and the same script at ``host/UTM.app/Contents/MacOS/utmctl``) and the fake
   QEMU framework binary under ``host/UTM.app/Contents/Frameworks/``;
 - ``<root>/target.toml``, a target config pointing the harness at all of this.
@@ -32,13 +32,13 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Coroutine, TypeVar
 
 from .errors import SimError, SimTimeout
-from .api import HelixApi
 from .config import SimConfig
-from .docker_engine import DockerEngine, SimContainer
-from .host import UtmHost
-from .qemu import QemuFrameExport
-from .utmctl import write_launcher
-from .vm import GuestVM
+from .host.qemu import QemuFrameExport
+from .host.utm_app import UtmHost
+from .host.utmctl import write_launcher
+from .stack.api import HelixApiServer
+from .stack.docker_engine import DockerEngine, SimContainer
+from .vm.sshd import GuestVM
 
 log = logging.getLogger("helix_sim.simulator")
 
@@ -89,7 +89,7 @@ class Simulator:
         self.qemu: QemuFrameExport | None = None
         self.guest: GuestVM | None = None
         self.host: UtmHost | None = None
-        self.api: HelixApi | None = None
+        self.api: HelixApiServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -281,7 +281,7 @@ class Simulator:
         self.host = UtmHost(
             cfg, self.host_dir, qemu=self.qemu, guest=self.guest, engine=self.engine, on_power_off=self._power_off
         )
-        self.api = HelixApi(cfg, self.engine, self.qemu, self.host)
+        self.api = HelixApiServer(cfg, self.engine, self.qemu, self.host)
         self.engine.on_service_start("api", self._api_started)
         self.engine.on_service_stop("api", self._api_stopped)
         self.engine.on_service_start("sandbox-macos", self._sandbox_started)

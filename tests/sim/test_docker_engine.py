@@ -12,7 +12,7 @@ import docker
 import pytest
 
 from helix_sim.config import SimConfig
-from helix_sim.docker_engine import DockerEngine, EngineError
+from helix_sim.stack.docker_engine import DockerEngine, EngineError
 
 
 class _LoopThread:

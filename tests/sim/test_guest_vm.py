@@ -18,8 +18,11 @@ import pytest
 
 from harness.deadline import poll_until
 from helix_sim.config import SimConfig
-from helix_sim.guest import docker_cli
-from helix_sim.vm import GuestVM
+from helix_sim.guest.docker.compose_project import interpolate
+from helix_sim.guest.docker.formatting import parse_since, render_table
+from helix_sim.guest.docker.yaml_lite import YamlError, parse_yaml
+from helix_sim.guest.helix.timing import CliTiming
+from helix_sim.vm.sshd import GuestVM
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -89,7 +92,7 @@ def test_prepare_writes_keys_config_and_guest_files(tmp_path):
     assert stack.endswith('eval "$@"\n') and "function start()" in stack and "function stop()" in stack
     assert "⚠️ Warning: Postgres not ready after 60 seconds, continuing anyway" in stack
 
-    compose = docker_cli.parse_yaml((helix / "docker-compose.dev.yaml").read_text())
+    compose = parse_yaml((helix / "docker-compose.dev.yaml").read_text())
     services = compose["services"]
     assert {"api", "postgres", "sandbox-macos"} <= set(services)
     assert services["sandbox-macos"]["profiles"] == ["code-macos"]
@@ -106,6 +109,20 @@ def test_prepare_writes_keys_config_and_guest_files(tmp_path):
     assert Path(f"{vm.ssh_key}.pub").read_text() == key_before
     again = subprocess.run(["git", "-C", str(helix), "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
     assert again.stdout == sha.stdout
+
+
+def test_the_helix_cli_timings_reach_the_guest_environment(tmp_path):
+    config = SimConfig(root=tmp_path, delay_scale=0.5, cli_wait_poll_s=0.25, cli_wait_timeout_s=9.0,
+                       cli_stats_interval_s=0.75)
+    vm = GuestVM(tmp_path / "vm", config, api_url="http://localhost:18080", docker_host="unix:///nonexistent/docker.sock")
+    vm.prepare()
+    env = dict(re.findall(r"^export (HELIX_SIM_[A-Z_]+)=(\S+)$", (vm.root / "guest-env.sh").read_text(), re.M))
+    assert vm.cli_env() == {"HELIX_SIM_CLI_WAIT_POLL_S": "0.25", "HELIX_SIM_CLI_WAIT_TIMEOUT_S": "9.0",
+                            "HELIX_SIM_CLI_STATS_INTERVAL_S": "0.75", "HELIX_SIM_DELAY_SCALE": "0.5"}
+    assert vm.cli_env().items() <= env.items()
+    timing = CliTiming.from_env(env)
+    assert (timing.wait_poll, timing.wait_timeout_s, timing.stats_interval_s) == (0.125, 9.0, 0.75)
+    assert CliTiming.from_env({"HELIX_SIM_CLI_WAIT_POLL_S": "x", "HELIX_SIM_DELAY_SCALE": "0"}) == CliTiming()
 
 
 def test_shutdown_before_boot_is_harmless(tmp_path):
@@ -286,7 +303,7 @@ class _Engine:
     """A DockerEngine on a background loop thread."""
 
     def __init__(self, config: SimConfig) -> None:
-        docker_engine = pytest.importorskip("helix_sim.docker_engine", reason="helix_sim.docker_engine not available")
+        docker_engine = pytest.importorskip("helix_sim.stack.docker_engine", reason="helix_sim.stack.docker_engine not available")
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="test-engine", daemon=True)
         self.thread.start()
@@ -399,7 +416,7 @@ def test_docker_system_dial_stdio_is_a_byte_pipe(stack_vm):
 
 
 def test_compose_yaml_and_interpolation():
-    doc = docker_cli.parse_yaml(
+    doc = parse_yaml(
         "services:\n"
         "  web:  # comment\n"
         "    image: ${IMG:-nginx:latest}\n"
@@ -417,17 +434,17 @@ def test_compose_yaml_and_interpolation():
         "volumes": {"data": None},
     }
     env = {"SET": "v", "EMPTY": ""}
-    assert docker_cli.interpolate("${IMG:-nginx:latest}", env) == "nginx:latest"
-    assert docker_cli.interpolate("${EMPTY-d}|${EMPTY:-d}|$SET|$$SET|${SET:+y}", env) == "|d|v|$SET|y"
-    with pytest.raises(docker_cli.YamlError):
-        docker_cli.parse_yaml("a:\n  - b: c\n")
+    assert interpolate("${IMG:-nginx:latest}", env) == "nginx:latest"
+    assert interpolate("${EMPTY-d}|${EMPTY:-d}|$SET|$$SET|${SET:+y}", env) == "|d|v|$SET|y"
+    with pytest.raises(YamlError):
+        parse_yaml("a:\n  - b: c\n")
 
 
 def test_parse_since_and_table():
-    assert docker_cli.parse_since("1700000000.5") == "1700000000.5"
-    assert docker_cli.parse_since("10m", now=1000.0) == f"{400.0:.9f}"
-    assert docker_cli.parse_since("1h30m", now=10_000.0) == f"{4600.0:.9f}"
-    assert float(docker_cli.parse_since("2026-01-01T00:00:00Z")) == 1767225600.0
-    table = docker_cli.render_table("table {{.Name}}\\t{{.Status}}",
+    assert parse_since("1700000000.5") == "1700000000.5"
+    assert parse_since("10m", now=1000.0) == f"{400.0:.9f}"
+    assert parse_since("1h30m", now=10_000.0) == f"{4600.0:.9f}"
+    assert float(parse_since("2026-01-01T00:00:00Z")) == 1767225600.0
+    table = render_table("table {{.Name}}\\t{{.Status}}",
                                     [{"Name": "helix-api-1", "Status": "Up 2 seconds"}], {"Name": "NAME"})
     assert table == "NAME          STATUS\nhelix-api-1   Up 2 seconds\n"

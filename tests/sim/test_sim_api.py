@@ -3,7 +3,7 @@
 A real :class:`UtmHost` (with a do-nothing guest), :class:`DockerEngine` and :class:`QemuFrameExport`
 sit behind the API, as in the simulator. Clients are the ones the harness uses: aiohttp for REST and
 ``websockets`` for the stream (aiohttp's client where WS control frames must be seen).
-Fault timings are shortened with ``SimConfig.delay_scale``; only the WS ping interval is monkeypatched.
+Fault timings are shortened with ``SimConfig.delay_scale``, the WS ping interval with ``SimConfig.ws_ping_interval_s``.
 """
 
 from __future__ import annotations
@@ -33,13 +33,12 @@ from harness.protocols.stream import (
     parse_binary,
     parse_text,
 )
-from helix_sim import api as api_mod
-from helix_sim import desktop as desktop_mod
-from helix_sim.api import RUNNER_TOKEN, HelixApi, new_id
+from helix_sim.desktop import pipeline as desktop_pipeline
+from helix_sim.stack.api import RUNNER_TOKEN, HelixApiServer, new_id
 from helix_sim.config import SimConfig
-from helix_sim.docker_engine import DockerEngine
-from helix_sim.host import UtmHost
-from helix_sim.qemu import QemuFrameExport
+from helix_sim.stack.docker_engine import DockerEngine
+from helix_sim.host.utm_app import UtmHost
+from helix_sim.host.qemu import QemuFrameExport
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -83,7 +82,7 @@ class _Guest:
 @dataclass
 class Sim:
     config: SimConfig
-    api: HelixApi
+    api: HelixApiServer
     engine: DockerEngine
     qemu: QemuFrameExport
     host: UtmHost
@@ -141,13 +140,13 @@ async def make_sim(tmp_path):
         config = SimConfig(root=root, **cfg)
         engine = DockerEngine(config, root / "docker.sock")
         qemu = QemuFrameExport(config, root / "host" / "helix-debug.log")
-        api_holder: list[HelixApi] = []
+        api_holder: list[HelixApiServer] = []
 
         async def power_off():
             await api_holder[0].stop()
 
         host = UtmHost(config, root / "host", qemu=qemu, guest=_Guest(), engine=engine, on_power_off=power_off)
-        api = HelixApi(config, engine, qemu, host)
+        api = HelixApiServer(config, engine, qemu, host)
         api_holder.append(api)
         host.start_vm()
         await host.wait_status("started", 5)
@@ -506,9 +505,8 @@ async def test_ping_pong(make_sim):
         await ws.close()
 
 
-async def test_server_pings_every_interval(make_sim, monkeypatch):
-    monkeypatch.setattr(api_mod, "PING_INTERVAL_S", 0.2)
-    sim = await make_sim()
+async def test_server_pings_every_interval(make_sim):
+    sim = await make_sim(ws_ping_interval_s=0.2)
     sid = await sim.new_session()
     async with aiohttp.ClientSession() as s:
         ws = await s.ws_connect(sim.ws_url(sid), headers=sim.auth, autoping=False)
@@ -573,9 +571,8 @@ async def test_stream_error_fault(make_sim):
     assert info.value.rcvd is None  # abrupt: no close frame
 
 
-async def test_frames_stop_fault(make_sim, monkeypatch):
-    monkeypatch.setattr(api_mod, "PING_INTERVAL_S", 0.3)
-    sim = await make_sim(faults={"frames_stop"}, delay_scale=0.5 / desktop_mod.FRAMES_STOP_AT_S)
+async def test_frames_stop_fault(make_sim):
+    sim = await make_sim(faults={"frames_stop"}, delay_scale=0.5 / desktop_pipeline.FRAMES_STOP_AT_S, ws_ping_interval_s=0.3)
     sid = await sim.new_session()
     await sim.exec(sid, VKCUBE)
     async with aiohttp.ClientSession() as s:

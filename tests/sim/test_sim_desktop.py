@@ -16,18 +16,13 @@ import pytest
 
 from harness.analysis.content import ContentAnalyzer
 from harness.protocols.stream import Init
-from helix_sim import desktop as desktop_mod
+from helix_sim.desktop import pipeline as desktop_pipeline
 from helix_sim.config import SimConfig
-from helix_sim.desktop import (
-    Desktop,
-    DesktopUnavailable,
-    StreamStartError,
-    gst_line,
-    normalize_video_mode,
-    slog_line,
-)
-from helix_sim.docker_engine import DockerEngine
-from helix_sim.qemu import QemuFrameExport
+from helix_sim.desktop import Desktop, DesktopUnavailable, StreamStartError
+from helix_sim.desktop.logs import gst_line, slog_line
+from helix_sim.desktop.pipeline import normalize_video_mode
+from helix_sim.stack.docker_engine import DockerEngine
+from helix_sim.host.qemu import QemuFrameExport
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -388,7 +383,7 @@ async def test_frozen_fault(make_desktop):
     res = await _content(await make_desktop(fps=40, faults={"frozen"}, delay_scale=k), 2.8)
     assert len(res["freezes"]) == 1, res["freezes"]
     freeze = res["freezes"][0]
-    expected = desktop_mod.FROZEN_FOR_S * k
+    expected = desktop_pipeline.FROZEN_FOR_S * k
     assert abs(freeze["duration_s"] - expected) < 0.25, freeze
     assert res["counters"]["duplicates"] >= 0.8 * expected * 40  # the SAME picture, counter included
 
@@ -396,7 +391,7 @@ async def test_frozen_fault(make_desktop):
 async def test_black_fault(make_desktop):
     k = 0.5  # black from 1.0 s for 1.0 s
     res = await _content(await make_desktop(fps=40, faults={"black"}, delay_scale=k), 2.3)
-    expected = desktop_mod.BLACK_FOR_S * k * 40
+    expected = desktop_pipeline.BLACK_FOR_S * k * 40
     assert 0.85 * expected <= res["black_frames"] <= 1.15 * expected, res["black_frames"]
 
 
@@ -406,7 +401,7 @@ async def test_corrupt_h264_fault(make_desktop):
 
 
 async def test_frames_stop_fault(make_desktop):
-    d = await make_desktop(fps=40, faults={"frames_stop"}, delay_scale=0.5 / desktop_mod.FRAMES_STOP_AT_S)
+    d = await make_desktop(fps=40, faults={"frames_stop"}, delay_scale=0.5 / desktop_pipeline.FRAMES_STOP_AT_S)
     await d.exec(VKCUBE, background=True)
     sub = await d.open_stream(init())
     frames = await collect(sub, 1.5)

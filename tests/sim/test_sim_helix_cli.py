@@ -25,7 +25,11 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import serve
 
-from helix_sim import helix_cli as h
+from helix_sim.gofmt import NS_PER_MS, NS_PER_S, go_duration, go_round
+from helix_sim.guest.helix.cli import main as helix_main
+from helix_sim.guest.helix.stream import init_message
+from helix_sim.guest.helix.stream_stats import StreamStats, close_error_text, format_bits, format_bytes, parse_sps
+from helix_sim.guest.helix.timing import CliTiming
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -35,7 +39,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
     out = io.BytesIO()
-    rc = h.main(list(args), stdout=out, env={"HELIX_CLI_ARGV0": "/tmp/helix", **(env or {})})
+    rc = helix_main(list(args), stdout=out, env={"HELIX_CLI_ARGV0": "/tmp/helix", **(env or {})})
     return rc, out.getvalue().decode()
 
 
@@ -47,7 +51,7 @@ def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
     (1048576, "1.0 MB"), (123456789, "117.7 MB"), (999999, "976.6 KB"), (1073741824, "1.0 GB"),
 ])
 def test_format_bytes(value, text):
-    assert h.format_bytes(value) == text
+    assert format_bytes(value) == text
 
 
 @pytest.mark.parametrize("value,text", [
@@ -55,7 +59,7 @@ def test_format_bytes(value, text):
     (9800000, "9.8 Mbps"), (9850000, "9.8 Mbps"), (999999999, "1000.0 Mbps"), (2500000000, "2.5 Gbps"),
 ])
 def test_format_bits(value, text):
-    assert h.format_bits(value) == text
+    assert format_bits(value) == text
 
 
 @pytest.mark.parametrize("ns,plain,ms,s", [
@@ -66,17 +70,17 @@ def test_format_bits(value, text):
     (3600000000000, "1h0m0s", "1h0m0s", "1h0m0s"), (3723500000000, "1h2m3.5s", "1h2m3.5s", "1h2m4s"),
 ])
 def test_go_durations(ns, plain, ms, s):
-    assert h.go_duration(ns) == plain
-    assert h.go_duration(h.go_round(ns, h.NS_PER_MS)) == ms
-    assert h.go_duration(h.go_round(ns, h.NS_PER_S)) == s
+    assert go_duration(ns) == plain
+    assert go_duration(go_round(ns, NS_PER_MS)) == ms
+    assert go_duration(go_round(ns, NS_PER_S)) == s
 
 
 def test_init_message_is_marshalled_like_a_go_map():
-    assert h.init_message(SID, 1920, 1080, 60, 10000) == (
+    assert init_message(SID, 1920, 1080, 60, 10000) == (
         '{"bitrate":10000,"fps":60,"height":1080,"packet_size":1024,"play_audio_local":false,'
         f'"session_id":"{SID}","type":"init","video_supported_formats":1,"width":1920}}'
     )
-    assert h.init_message("ses_<&>", 1280, 720, 40, 4000, "shm") == (
+    assert init_message("ses_<&>", 1280, 720, 40, 4000, "shm") == (
         '{"bitrate":4000,"fps":40,"height":720,"packet_size":1024,"play_audio_local":false,'
         '"session_id":"ses_\\u003c\\u0026\\u003e","type":"init","video_mode":"shm","video_supported_formats":1,'
         '"width":1280}'
@@ -84,14 +88,14 @@ def test_init_message_is_marshalled_like_a_go_map():
 
 
 def test_parse_sps_and_close_errors():
-    sps = h.parse_sps(b"\x00\x00\x00\x01\x67\x64\x10\x1f\xac" + b"\x00\x00\x01\x68")
+    sps = parse_sps(b"\x00\x00\x00\x01\x67\x64\x10\x1f\xac" + b"\x00\x00\x01\x68")
     assert (sps.profile_idc, sps.constraint_byte, sps.level_idc, sps.flag(3)) == (100, 0x10, 31, 1)
-    assert h.parse_sps(b"\x00\x00\x01\x27\x42\xc0\x1e\x00")  # 3-byte start code, nal_ref_idc bits set
-    assert h.parse_sps(b"\x00\x00\x01\x65\x88\x84") is None
-    assert h.close_error_text(4000, "superseded") == "websocket: close 4000: superseded"
-    assert h.close_error_text(1006, "unexpected EOF") == "websocket: close 1006 (abnormal closure): unexpected EOF"
-    assert h.close_error_text(1005) == "websocket: close 1005 (no status)"
-    assert h.close_error_text(1001) == "websocket: close 1001 (going away)"
+    assert parse_sps(b"\x00\x00\x01\x27\x42\xc0\x1e\x00")  # 3-byte start code, nal_ref_idc bits set
+    assert parse_sps(b"\x00\x00\x01\x65\x88\x84") is None
+    assert close_error_text(4000, "superseded") == "websocket: close 4000: superseded"
+    assert close_error_text(1006, "unexpected EOF") == "websocket: close 1006 (abnormal closure): unexpected EOF"
+    assert close_error_text(1005) == "websocket: close 1005 (no status)"
+    assert close_error_text(1001) == "websocket: close 1001 (going away)"
 
 
 # --- the statistics block ------------------------------------------------------------------------
@@ -108,7 +112,7 @@ RULE = "─" * 47
 
 
 def test_stats_block_is_byte_exact():
-    stats = h.StreamStats(start_ns=0)
+    stats = StreamStats(start_ns=0)
     lines: list[str] = []
     stats.on_message(True, STREAM_INIT, 0, emit=lines.append)
     stats.on_message(False, COMPLETE.encode(), 0, emit=lines.append)
@@ -139,7 +143,7 @@ def test_stats_block_is_byte_exact():
 
 
 def test_stats_block_with_no_frames_and_a_fast_stream():
-    assert h.StreamStats(start_ns=0).render(30_400_000_000, final=True) == (
+    assert StreamStats(start_ns=0).render(30_400_000_000, final=True) == (
         "\n📊 Final Statistics (elapsed: 30s)\n"
         f"{RULE}\n"
         "Video frames:       0\n"
@@ -150,7 +154,7 @@ def test_stats_block_with_no_frames_and_a_fast_stream():
         "Video bitrate:      0 bps/s\n"
         f"{RULE}\n"
     )
-    stats = h.StreamStats(start_ns=0)
+    stats = StreamStats(start_ns=0)
     for i in range(130):  # 60 fps, replay burst included: every 0x01 counts
         stats.on_message(True, video(0x02 if i < 10 else 0x00, bytes(985)), 1_000_000 * (i // 10) + i * 16_666_667)
     block = stats.render(62_400_000_000, final=False)
@@ -313,8 +317,8 @@ def test_start_prints_the_task_id_and_sends_the_cli_payload(api):
     assert cli("spectask", "start", "-q", "-p", "prj_01k2", env=api.env) == (0, "spt_01kabc\n")
 
 
-def test_start_wait_polls_until_the_session_has_a_container(api, monkeypatch):
-    monkeypatch.setattr(h, "WAIT_POLL_S", 0.01)
+def test_start_wait_polls_until_the_session_has_a_container(api):
+    env = {**api.env, **CliTiming(wait_poll_s=0.01).to_env()}
     api.route("POST", "/api/v1/spec-tasks/from-prompt", (201, TASK))
     api.route("POST", "/api/v1/spec-tasks/spt_01kabc/start-planning", (200, TASK))
     api.route("GET", "/api/v1/spec-tasks/spt_01kabc", (200, TASK), (200, {**TASK, "planning_session_id": SID}))
@@ -323,7 +327,7 @@ def test_start_wait_polls_until_the_session_has_a_container(api, monkeypatch):
               (200, {"id": SID, "config": {"status_message": "Waiting for sandbox..."}}),
               (200, {"id": SID, "config": {"status_message": "Starting desktop..."}}),
               (200, {"id": SID, "config": {"status_message": "Starting desktop...", "dev_container_id": "c0ffee"}}))
-    rc, out = cli("spectask", "start", "-p", "prj_01k2", "--wait", env=api.env)
+    rc, out = cli("spectask", "start", "-p", "prj_01k2", "--wait", env=env)
     assert rc == 0
     assert out.endswith(
         "⏳ Waiting for sandbox to start (this takes ~15 seconds)...\n"
@@ -338,15 +342,14 @@ def test_start_wait_polls_until_the_session_has_a_container(api, monkeypatch):
     )
 
 
-def test_start_wait_timeout_still_exits_0(api, monkeypatch):
-    monkeypatch.setattr(h, "WAIT_TIMEOUT_S", 0.05)
-    monkeypatch.setattr(h, "WAIT_POLL_S", 0.01)
+def test_start_wait_timeout_still_exits_0(api):
+    env = {**api.env, **CliTiming(wait_poll_s=0.01, wait_timeout_s=0.05).to_env()}
     api.route("POST", "/api/v1/spec-tasks/from-prompt", (201, TASK))
     api.route("POST", "/api/v1/spec-tasks/spt_01kabc/start-planning", (200, TASK))
     api.route("GET", "/api/v1/spec-tasks/spt_01kabc", (200, {**TASK, "planning_session_id": SID}))
     api.route("GET", f"/api/v1/sessions/{SID}", (200, {"id": SID, "config": {}}))
-    assert cli("spectask", "start", "-q", "-p", "x", "--wait", env=api.env) == (0, "spt_01kabc\n")
-    rc, out = cli("spectask", "start", "-p", "x", "--wait", env=api.env)
+    assert cli("spectask", "start", "-q", "-p", "x", "--wait", env=env) == (0, "spt_01kabc\n")
+    rc, out = cli("spectask", "start", "-p", "x", "--wait", env=env)
     assert rc == 0 and out.endswith("\n⏳ Task created (spt_01kabc) — sandbox still provisioning after 3m.\n"
                                     f"   Open in browser: {api.url}/orgs/org_01k1/projects/prj_01k2/tasks/spt_01kabc\n")
 
@@ -496,7 +499,7 @@ def test_stream_counts_replay_frames_ignores_stream_errors_and_ends_on_close_100
     rc, out = cli("spectask", "stream", SID, "-o", str(out_file), "--width", "1280", "--height", "720", "--fps", "40",
                   "--bitrate", "4000", "--video-mode", "scanout", env=server.env)
     assert rc == 0, out
-    assert server.inits == [h.init_message(SID, 1280, 720, 40, 4000, "scanout")]
+    assert server.inits == [init_message(SID, 1280, 720, 40, 4000, "scanout")]
     assert server.paths == [f"/api/v1/external-agents/{SID}/ws/stream"]
     assert server.headers[0]["Authorization"] == "Bearer hl-test"
     assert "Sec-WebSocket-Protocol" not in server.headers[0] and "Sec-WebSocket-Extensions" not in server.headers[0]
@@ -517,8 +520,8 @@ def test_stream_counts_replay_frames_ignores_stream_errors_and_ends_on_close_100
     final = _final_block(out)
     assert "\nVideo frames:       9 (2 keyframes)\n" in final
     total = len(STREAM_INIT) + len(COMPLETE) + 5 + 15 + sum(len(f) for f in frames)
-    assert f"\nTotal data:         {h.format_bytes(total)}\n" in final
-    assert f"\nFrame size range:   {h.format_bytes(54)} - {h.format_bytes(len(key))}\n" in final
+    assert f"\nTotal data:         {format_bytes(total)}\n" in final
+    assert f"\nFrame size range:   {format_bytes(54)} - {format_bytes(len(key))}\n" in final
     assert out.endswith(f"{RULE}\n")
     assert out_file.read_bytes() == b"".join(f[15:] for f in frames)
 
@@ -546,8 +549,7 @@ def test_stream_close_4000_and_abrupt_close_exit_1(stream_server):
     assert rc == 1 and f"\n❌ Connection error: {msg}\n" in out and out.endswith("\n" + msg + "\n")
 
 
-def test_stream_duration_sends_close_1000_and_prints_live_blocks(stream_server, monkeypatch):
-    monkeypatch.setattr(h, "STATS_INTERVAL_S", 0.3)
+def test_stream_duration_sends_close_1000_and_prints_live_blocks(stream_server):
 
     def steady(ws) -> None:
         ws.send(STREAM_INIT)
@@ -557,7 +559,7 @@ def test_stream_duration_sends_close_1000_and_prints_live_blocks(stream_server, 
 
     server = stream_server(steady)
     started = time.monotonic()
-    rc, out = cli("spectask", "stream", SID, "-d", "1", env=server.env)
+    rc, out = cli("spectask", "stream", SID, "-d", "1", env={**server.env, **CliTiming(stats_interval_s=0.3).to_env()})
     assert rc == 0, out
     assert time.monotonic() - started < 5
     assert "Duration: 1 seconds\n" in out
@@ -619,7 +621,7 @@ def test_stream_process_sigint_prints_final_stats_and_exits_0(stream_server, tmp
 
     server = stream_server(steady)
     env = {**os.environ, **server.env, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "helix_sim.helix_cli", "spectask", "stream", SID],
+    proc = subprocess.Popen([sys.executable, "-m", "helix_sim.guest.helix", "spectask", "stream", SID],
                             stdout=subprocess.PIPE, env=env, cwd=tmp_path)
     lines: queue.Queue[bytes] = queue.Queue()
     reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True)
@@ -650,7 +652,7 @@ def test_stream_process_sigint_prints_final_stats_and_exits_0(stream_server, tmp
 # --- end to end against the simulator's API ----------------------------------------------------------
 
 
-def test_cli_against_the_simulator(tmp_path, monkeypatch):
+def test_cli_against_the_simulator(tmp_path):
     simulator = pytest.importorskip("helix_sim.simulator", reason="helix_sim.simulator is not importable yet")
     import docker
     import requests
@@ -658,9 +660,8 @@ def test_cli_against_the_simulator(tmp_path, monkeypatch):
     from harness.deadline import poll_until
     from helix_sim.config import SimConfig
 
-    monkeypatch.setattr(h, "WAIT_POLL_S", 0.1)
     config = SimConfig(root=tmp_path / "sim", width=448, height=256, boot_delay_s=0.05, sandbox_delay_s=0.05,
-                       session_delay_s=0.1, video_grace_s=0.3)
+                       session_delay_s=0.1, video_grace_s=0.3, cli_wait_poll_s=0.1)
     with simulator.Simulator(config) as sim:
         info = sim.info()
 
@@ -674,7 +675,7 @@ def test_cli_against_the_simulator(tmp_path, monkeypatch):
             client.containers.create(f"helix-{service}:dev", name=f"helix-{service}-1",
                                      labels={"com.docker.compose.service": service}).start()
         client.close()
-        env = {"HELIX_URL": info["api_url"], "HELIX_API_KEY": info["api_key"]}
+        env = {**sim.guest.cli_env(), "HELIX_URL": info["api_url"], "HELIX_API_KEY": info["api_key"]}
         auth = {"Authorization": f"Bearer {info['api_key']}"}
         poll_until(lambda: any("desktop_versions" in s for s in
                                requests.get(info["api_url"] + "/api/v1/sandboxes", headers=auth, timeout=5).json()),

@@ -10,11 +10,11 @@ import threading
 import pytest
 
 from harness.protocols import utmctl as fmt
-from helix_sim import utmctl
+from helix_sim.host import utmctl
 from helix_sim.config import SimConfig
-from helix_sim.docker_engine import DockerEngine
-from helix_sim.host import HostError, UtmHost
-from helix_sim.qemu import QemuFrameExport
+from helix_sim.stack.docker_engine import DockerEngine
+from helix_sim.host.utm_app import HostError, UtmHost
+from helix_sim.host.qemu import QemuFrameExport
 
 VM_ID = "17DC4F96-F1A9-4B51-962B-03D85998E0E7"
 OSSTATUS_1743 = "Error from event: The operation couldn\u2019t be completed. (OSStatus error -1743.)\n"

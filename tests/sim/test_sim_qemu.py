@@ -10,7 +10,7 @@ import pytest
 from helix_sim.errors import SimConfigError
 from harness.protocols import hxfr
 from helix_sim.config import SimConfig
-from helix_sim.qemu import SAMPLE_KEYFRAME, QemuError, QemuFrameExport
+from helix_sim.host.qemu import SAMPLE_KEYFRAME, QemuError, QemuFrameExport
 
 MAGIC = 0x52465848
 

@@ -19,8 +19,8 @@ import pytest
 from harness.deadline import poll_until
 from helix_sim.config import SimConfig
 
-pytest.importorskip("helix_sim.vm", reason="helix_sim/vm.py (GuestVM) is not there yet")
-pytest.importorskip("helix_sim.api", reason="helix_sim/api.py (HelixApi) is not there yet")
+pytest.importorskip("helix_sim.vm.sshd", reason="helix_sim.vm.sshd (GuestVM) is not there yet")
+pytest.importorskip("helix_sim.stack.api", reason="helix_sim.stack.api (HelixApiServer) is not there yet")
 
 from helix_sim.simulator import INFO_KEYS, Simulator  # noqa: E402
 

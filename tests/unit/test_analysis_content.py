@@ -14,7 +14,7 @@ from harness.analysis.content import ContentAnalyzer
 from harness.protocols.stamp import read_stamp
 from harness.errors import HarnessError
 from harness.protocols.recording import KIND_BINARY, KIND_TEXT, RecordingError, RecordingWriter
-from helix_sim.video import H264Encoder, Scene, corrupt_au
+from helix_sim.desktop.video import H264Encoder, Scene, corrupt_au
 
 W, H, FPS = 448, 256, 40
 INTERVAL = 1 / FPS

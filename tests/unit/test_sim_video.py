@@ -14,7 +14,7 @@ from av.video.frame import PictureType
 from harness.analysis.content import NAL_IDR, NAL_PPS, NAL_SPS, leading_nal_types
 from harness.protocols.stamp import STAMP_HEIGHT, STAMP_WIDTH, read_stamp
 from helix_sim.errors import SimError
-from helix_sim.video import EncodedFrame, H264Encoder, Scene, corrupt_au
+from helix_sim.desktop.video import EncodedFrame, H264Encoder, Scene, corrupt_au
 
 W, H = 448, 256
 

@@ -77,7 +77,7 @@ def test_too_small() -> None:
 
 
 def test_survives_libx264_at_2mbps_720p() -> None:
-    from helix_sim.video import H264Encoder, Scene
+    from helix_sim.desktop.video import H264Encoder, Scene
 
     width, height, fps = 1280, 720, 30
     scene = Scene(width, height)
