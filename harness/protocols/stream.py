@@ -35,7 +35,7 @@ __all__ = [
     "VideoFrame", "StreamInit", "StreamError", "Ping", "Pong", "CursorImage", "CursorName", "SelfId",
     "RemoteUser", "RemoteUserLeft", "RemoteCursor", "AgentCursor", "RemoteTouch",
     "ConnectionComplete", "Init", "StreamStatus", "TextMessage", "UnknownMessage", "Event",
-    "parse_binary", "parse_text", "StreamConnection",
+    "parse_binary", "parse_text", "decode_video_header", "StreamConnection",
     "Category", "classify", "is_viewer_event", "is_cursor_event", "is_status_event", "is_error", "StreamTally",
     "VIDEO_FRAME_HEADER", "STREAM_INIT", "STREAM_ERROR_HEADER", "PING", "PONG", "CURSOR_IMAGE", "CURSOR_BITMAP",
     "CURSOR_NAME", "SELF_ID", "REMOTE_USER_HEADER", "REMOTE_USER_LEFT_LAYOUT", "REMOTE_CURSOR_HEADER",
@@ -175,9 +175,19 @@ class VideoFrame:
 
     @classmethod
     def decode(cls, data: bytes) -> VideoFrame:
-        _need(data, VIDEO_FRAME_HEADER.size, "VideoFrame header", exact=False)
-        _, codec, flags, pts, width, height = VIDEO_FRAME_HEADER.unpack_from(data)
+        codec, flags, pts, width, height = decode_video_header(data)
         return cls(codec, flags, pts, width, height, data[VIDEO_FRAME_HEADER.size :])
+
+
+def decode_video_header(data: bytes) -> tuple[int, int, int, int, int]:
+    """``(codec, flags, pts_us, width, height)`` of a 0x01 message without copying its access unit.
+
+    The whole validation of a video frame (``VideoFrame.decode`` uses it): a header cut short raises
+    ``RemoteProtocolError``. Offline analysis uses it on its hot path.
+    """
+    if len(data) < VIDEO_FRAME_HEADER.size:
+        _need(data, VIDEO_FRAME_HEADER.size, "VideoFrame header", exact=False)
+    return VIDEO_FRAME_HEADER.unpack_from(data)[1:]  # type: ignore[return-value]
 
 
 STREAM_INIT = struct.Struct(">BBHHBBIB")  # 13 B
@@ -1165,14 +1175,20 @@ class StreamTally:
         if self.first_ns is None:
             self.first_ns = t_ns
 
+    def add_video(self, t_ns: int, flags: int) -> None:
+        """A video frame by its header flags: the same as ``add(t_ns, VideoFrame(...))``, without the event."""
+        self._seen(t_ns)
+        if self.first_frame_ns is None and not flags & FLAG_REPLAY:
+            self.first_frame_ns = t_ns
+
     def add(self, t_ns: int, event: Event) -> Category:
         """One decoded event; returns its category."""
         category = classify(event)
-        self._seen(t_ns)
         if category is Category.VIDEO:
-            if self.first_frame_ns is None and not event.is_replay:  # type: ignore[union-attr]
-                self.first_frame_ns = t_ns
-        elif category is Category.ERROR:
+            self.add_video(t_ns, event.flags)  # type: ignore[union-attr]
+            return category
+        self._seen(t_ns)
+        if category is Category.ERROR:
             self.stream_error_count += 1
         elif category is Category.VIEWER:
             if isinstance(event, SelfId):
