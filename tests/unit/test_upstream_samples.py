@@ -319,3 +319,44 @@ def test_session_ids() -> None:
     for bad in ("", "ses_", "ses_01KE4RSX7JB62MS9ZX8G68TNBE", "spt_01ke4rsx7jb62ms9zx8g68tnbe",
                 "ses_01ke4rsx7jb62ms9zx8g68tnbe;x", None, 5):
         assert not c.is_session_id(bad)
+
+
+def test_offline_verdict_equals_the_live_one(tmp_path) -> None:
+    """The live capture's loop (StreamConnection.receive + StreamTally) and `analyze` of its recording agree."""
+    from harness.analysis.recording import VERDICT_KEYS, analyze_recording
+    from harness.protocols.recording import RecordingWriter
+
+    ms = 1_000_000
+    messages = [(0, 1, STATUS_TEXT), (900 * ms, 1, "not json"), (1000 * ms, 0, H("30 01 07 80 04 38 3c 00 00 00 00 00 01")),
+                (1001 * ms, 0, H("58 05 00 00 00")), (1002 * ms, 0, s.RemoteUser(1, 5, "me", "#fff").encode()),
+                (1003 * ms, 0, s.RemoteUser(1, 4, "cli", "#000").encode())]
+    messages += [(1100 * ms + i * 25 * ms, 0, s.VideoFrame(1, 1 if i % 30 == 0 else 0, i * 16666, 64, 64, AU).encode())
+                 for i in range(120)]
+    messages += [(1500 * ms, 0, H("54 00 04 00 00 00")), (1600 * ms, 0, H("55 01 00 00 00 80 07 38 04 02 01")),
+                 (1700 * ms, 0, b"\x57\x01"), (1800 * ms, 0, H("01 01")), (1900 * ms, 0, H("31 00 01 ff")),
+                 (2000 * ms, 0, s.StreamError("unexpected msg_type: 0x22").encode())]
+    messages.sort(key=lambda m: m[0])
+
+    live = s.StreamTally()
+    live_errors: list[str] = []
+    conn = s.StreamConnection(s.Role.CLIENT)
+    conn.send(s.Init("ses_x", 64, 64, 40, 1000))
+    path = tmp_path / "live.hxwsrec"
+    with open(path, "wb") as fh:
+        writer = RecordingWriter(fh)
+        for t_ns, kind, data in messages:
+            writer.write(t_ns, kind, data)
+            try:
+                event = conn.receive(kind, data)
+            except RemoteProtocolError as exc:
+                live.add_error(t_ns, exc)
+                continue
+            live.add(t_ns, event)
+            if s.is_error(event):
+                live_errors.append(event.message)
+        writer.close()
+    live_verdict = {**live.result(), "stream_errors": live_errors}
+    offline = analyze_recording(path, decode=False)
+    assert {k: offline[k] for k in VERDICT_KEYS} == {k: live_verdict[k] for k in VERDICT_KEYS}
+    assert offline["viewer_events"]["leaves"] == 1 and offline["protocol_error_count"] == 2
+    assert offline["unknown_message_types"] == {"0x57": 1} and offline["time_to_first_frame_s"] == 1.1
