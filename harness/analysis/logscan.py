@@ -274,8 +274,10 @@ def iter_lines(chunks: Iterable[bytes], result: ScanResult | None = None) -> Ite
                     pending.clear()
                 else:
                     yield from _cut(pending, result, final=True)
-            else:
+            elif nl - start <= MAX_LINE:
                 yield _decode(chunk[start:nl], result)
+            else:
+                yield from _cut(bytearray(chunk[start:nl]), result, final=True)
             start = nl + 1
         pending += chunk[start:]
         if len(pending) > MAX_LINE:

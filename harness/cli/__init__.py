@@ -173,8 +173,8 @@ def cmd_analyze(args) -> int:
         print(redact(f"helix-e2e: warning: {args.recording}: {warning}"), file=sys.stderr)
     if not result.get("h264_found", True):
         what = "no video frames in the recording" if is_recording else (
-            "no H.264 found (no Annex-B access unit with a slice that decodes"
-            + ("" if not args.no_decode else " / a parseable SPS") + ")")
+            "no H.264 found (no Annex-B access unit with a slice "
+            + ("and a parseable SPS)" if args.no_decode else "that decodes)"))
         print(redact(f"helix-e2e: error: [analysis] {args.recording}: {what}"), file=sys.stderr)
         return EXIT_NO_VIDEO
     return 0

@@ -46,6 +46,9 @@ EXPLANATIONS = {
 
 #: Longest probe timeout accepted, in seconds.
 MAX_TIMEOUT = 3600.0
+#: v10 closes a silent client after its 60 s idle ``poll`` (macos-frame-export.md §1): a close after this
+#: much silence is that, not a crash.
+IDLE_CLOSE_S = 55.0
 #: Bytes of each direction kept as hex evidence.
 MAX_KEPT = 4096
 #: A FRAME_RESPONSE larger than this is classified from its header; its body is not read.
@@ -157,7 +160,11 @@ def probe_resource_id_zero(host: str, port: int, *, timeout: float = 10.0) -> Pr
                 if result.received_bytes:
                     return done("protocol_error", message=f"connection closed mid-message after "
                                 f"{result.received_bytes} bytes: {head()}")
-                return done("reset", message="the port closed the connection without replying")
+                waited = time.monotonic() - start
+                if waited >= IDLE_CLOSE_S:
+                    return done("ignored", message=f"no reply; QEMU closed the connection after {waited:.0f}s of "
+                                "silence (v10's 60 s idle read)")
+                return done("reset", message=f"the port closed the connection without replying after {waited:.1f}s")
             if event is not hxfr.NEED_DATA:
                 return done("protocol_error", message=f"unexpected reply {type(event).__name__}")
             big = _big_frame_response(kept)
@@ -177,7 +184,8 @@ def probe_resource_id_zero(host: str, port: int, *, timeout: float = 10.0) -> Pr
             except OSError as exc:
                 if result.received_bytes:
                     return done("protocol_error", message=f"connection error mid-reply: {exc}")
-                return done("reset", message=f"connection reset without a reply: {exc}")
+                return done("reset", message=f"connection reset without a reply after "
+                            f"{time.monotonic() - start:.1f}s: {exc}")
             if data:
                 result.received_bytes += len(data)
                 if len(kept) < MAX_KEPT:

@@ -26,7 +26,6 @@ from harness.protocols import hxfr
 from harness.protocols.recording import KIND_BINARY, KIND_TEXT, MAGIC, RecordingWriter
 from harness.protocols.stream import StreamError, VideoFrame
 
-ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-c", "from harness.cli import entrypoint; entrypoint()"]
 #: Peak RSS of a small command (python, harness, PyAV and numpy imported) stays well under this.
 BASE_RSS_MB = 150
