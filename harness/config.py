@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -27,6 +28,78 @@ def _expand(path: str | None) -> str | None:
     return os.path.expanduser(path) if path else path
 
 
+# ---------------------------------------------------------------- value checks (data, never shell)
+
+#: Characters of a plain path: letters, digits, space and ``_ . / + , @ % = : -``; ``~`` only as a leading
+#: ``~`` or ``~/`` (the guest user's home). No shell metacharacters, quotes, backslashes, globs or control
+#: characters, so a value can never change the meaning of a command it reaches.
+_PLAIN_PATH_RE = re.compile(r"(?:~(?=/|$))?[\w ./+,@%=:-]*")
+#: A compose service or profile name.
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_USER_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+_HOST_RE = re.compile(r"[A-Za-z0-9._:%\[\]-]{1,253}")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+MAX_TIMEOUT_S = 86400.0
+TIMEOUT_SCALE_RANGE = (0.01, 100.0)
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:60]}… ({len(value) if isinstance(value, str) else '?'} chars)"
+
+
+def check_plain_path(value: object, key: str) -> None:
+    """``key`` must be a plain path (see ``_PLAIN_PATH_RE``); spaces and a leading ``~/`` are allowed."""
+    if not isinstance(value, str) or not value or len(value) > 1024 or value.startswith("-") \
+            or not _PLAIN_PATH_RE.fullmatch(value):
+        raise ConfigError(
+            f"{key} must be a plain path, got {_shown(value)}",
+            hint="use letters, digits, spaces and _ . / + , @ % = : - (a leading ~/ means the guest user's home); "
+                 "no shell metacharacters (; $ ` | & < > ( ) { } * ? [ ] \\), quotes or newlines",
+        )
+
+
+def check_plain_name(value: object, key: str, *, lists: bool = False, empty: bool = False) -> None:
+    """``key`` must be a plain name (``A-Z a-z 0-9 _ . -``), or with ``lists`` a comma-separated list of them."""
+    ok = isinstance(value, str) and len(value) <= 1024
+    if ok and not (empty and value == ""):
+        parts = value.split(",") if lists else [value]
+        ok = all(_NAME_RE.fullmatch(part) for part in parts)
+    if not ok:
+        what = "a comma-separated list of plain names" if lists else "a plain name"
+        raise ConfigError(f"{key} must be {what} (letters, digits, _ . -), got {_shown(value)}")
+
+
+def check_host(value: object, key: str) -> None:
+    """``key`` must be a host name or an IP address."""
+    if not isinstance(value, str) or not _HOST_RE.fullmatch(value) or any(len(p) > 63 for p in value.split(".")):
+        raise ConfigError(f"{key} must be a host name or IP address (at most 253 characters, labels of at most 63), "
+                          f"got {_shown(value)}")
+
+
+def check_number(value: object, key: str, lo: float, hi: float, *, lo_open: bool = False) -> None:
+    """``key`` must be a finite number in [lo, hi] (``(lo, hi]`` with ``lo_open``)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+        and (lo < value if lo_open else lo <= value) and value <= hi
+    if not ok:
+        raise ConfigError(f"{key} must be a finite number in {'(' if lo_open else '['}{lo:g}, {hi:g}], got {value!r}")
+
+
+def check_int(value: object, key: str, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(f"{key} must be an integer in {lo}..{hi}, got {value!r}")
+
+
+def validate_session_id(value: object, key: str = "--session") -> str:
+    """A ``ses_…`` id (``ses_`` + 26 lowercase ULID characters), or ``ConfigError`` naming ``key``."""
+    from .protocols.cli_output import is_session_id
+
+    if not is_session_id(value):
+        raise ConfigError(f"{key} must be a Helix session id like ses_01ke4rsx7jb62ms9zx8g68tnbe "
+                          f"(ses_ + 26 lowercase letters and digits), got {_shown(value)}")
+    return value  # type: ignore[return-value]
+
+
 @dataclass(frozen=True)
 class VmConfig:
     id: str = ""
@@ -38,6 +111,10 @@ class VmConfig:
     def __post_init__(self) -> None:
         if self.provider not in ("utm",):
             raise ConfigError(f"[vm] provider {self.provider!r} is not supported", hint="use provider = \"utm\"")
+        for name, value in (("id", self.id), *((f"pool[{i}]", v) for i, v in enumerate(self.pool))):
+            if not isinstance(value, str) or len(value) > 256 or _CONTROL_RE.search(value):
+                raise ConfigError(f"[vm] {name} must be a VM UUID or name without control characters, got "
+                                  f"{_shown(value)}")
 
 
 @dataclass(frozen=True)
@@ -55,6 +132,10 @@ class SshConfig:
             raise ConfigError(f"[ssh] port must be 1..65535, got {self.port}")
         if not self.user:
             raise ConfigError("[ssh] user must not be empty")
+        if not isinstance(self.user, str) or not _USER_RE.fullmatch(self.user):
+            raise ConfigError(f"[ssh] user must be a plain user name (letters, digits, _ . -), got {_shown(self.user)}")
+        check_host(self.host, "[ssh] host")
+        check_number(self.connect_timeout, "[ssh] connect_timeout", 0, 3600, lo_open=True)
 
 
 @dataclass(frozen=True)
@@ -70,6 +151,10 @@ class GuestConfig:
     def __post_init__(self) -> None:
         if not (0 < self.api_port < 65536):
             raise ConfigError(f"[guest] api_port must be 1..65535, got {self.api_port}")
+        for name in ("helix_dir", "compose_file", "cli_path", "usercreds"):
+            check_plain_path(getattr(self, name), f"[guest] {name}")
+        check_plain_name(self.sandbox_service, "[guest] sandbox_service")
+        check_plain_name(self.compose_profiles, "[guest] compose_profiles", lists=True, empty=True)
 
     @property
     def usercreds_path(self) -> str:
@@ -104,6 +189,7 @@ class FrameExportConfig:
     def __post_init__(self) -> None:
         if not (0 < self.port < 65536):
             raise ConfigError(f"[frame_export] port must be 1..65535, got {self.port}")
+        check_host(self.host, "[frame_export] host")
 
 
 @dataclass(frozen=True)
@@ -132,8 +218,14 @@ class Timeouts:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if not isinstance(value, (int, float)) or value <= 0:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ConfigError(f"[timeouts] {f.name} must be a positive number, got {value!r}")
+            if f.name != "scale" and value > MAX_TIMEOUT_S:
+                raise ConfigError(f"[timeouts] {f.name} must be at most {MAX_TIMEOUT_S:g} seconds, got {value!r}")
+        lo, hi = TIMEOUT_SCALE_RANGE
+        if not lo <= self.scale <= hi:
+            raise ConfigError(f"[timeouts] scale must be in [{lo:g}, {hi:g}], got {self.scale!r}",
+                              hint="--timeout-scale / HELIX_E2E_TIMEOUT_SCALE multiply every phase timeout")
 
     def __getitem__(self, phase: str) -> float:
         """The scaled timeout of a phase."""
@@ -157,12 +249,22 @@ class StreamConfig:
     cli_cross_check: bool = True
 
     def __post_init__(self) -> None:
+        for name in ("fps_min", "fps_max", "duration", "warmup", "cli_fps_tolerance"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"[stream] {name} must be a finite number, got {value!r}")
         if not (0 < self.fps_min <= self.fps_max):
             raise ConfigError(f"[stream] need 0 < fps_min <= fps_max, got {self.fps_min}..{self.fps_max}")
         if self.duration <= 0:
             raise ConfigError(f"[stream] duration must be > 0, got {self.duration}")
+        check_number(self.duration, "[stream] duration", 0, MAX_TIMEOUT_S, lo_open=True)
         if self.warmup < 0 or self.warmup >= self.duration:
             raise ConfigError(f"[stream] warmup must be in [0, duration), got {self.warmup}")
+        check_int(self.width, "[stream] width", 1, 65535)  # u16 in the frame header
+        check_int(self.height, "[stream] height", 1, 65535)
+        check_int(self.fps, "[stream] fps", 1, 255)  # u8 in StreamInit
+        check_int(self.bitrate, "[stream] bitrate", 1, 2**31 - 1)
+        check_number(self.cli_fps_tolerance, "[stream] cli_fps_tolerance", 0, 1)
         if self.video_mode not in ("", "scanout", "shm", "native", "zerocopy"):
             raise ConfigError(f"[stream] unknown video_mode {self.video_mode!r}")
 

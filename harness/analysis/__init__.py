@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["TimingAnalyzer", "ContentAnalyzer", "StreamAnalyzer", "analyze_recording", "analyze_h264"]
+__all__ = ["TimingAnalyzer", "ContentAnalyzer", "StreamAnalyzer", "analyze_recording", "analyze_h264", "VERDICT_KEYS"]
 
 _WHERE = {
     "TimingAnalyzer": "timing",
@@ -21,11 +21,12 @@ _WHERE = {
     "StreamAnalyzer": "recording",
     "analyze_recording": "recording",
     "analyze_h264": "recording",
+    "VERDICT_KEYS": "recording",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from .content import ContentAnalyzer
-    from .recording import StreamAnalyzer, analyze_h264, analyze_recording
+    from .recording import VERDICT_KEYS, StreamAnalyzer, analyze_h264, analyze_recording
     from .timing import TimingAnalyzer
 
 

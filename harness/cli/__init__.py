@@ -5,15 +5,62 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from .. import __version__
 from ..errors import HarnessError
 from ..redact import redact
 
 EXIT_ERROR = 2  # usage or harness error (not a verdict)
+EXIT_NO_VIDEO = 1  # analyze: the input holds no H.264
+#: Longest `scan-logs` run before it stops and says so (seconds, all files together).
+SCAN_DEADLINE_S = 120.0
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``helix-e2e <cmd>: error: argument --x: what is accepted``."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _number(what: str, lo: float, hi: float, *, lo_open: bool = True) -> Callable[[str], float]:
+    """An argparse type: a finite float in (lo, hi] (or [lo, hi] when not ``lo_open``)."""
+    interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or not (lo < value if lo_open else lo <= value) or value > hi:
+            raise argparse.ArgumentTypeError(f"{text!r} is not accepted: {what} must be a finite number in {interval}")
+        return value
+
+    return parse
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        value = -1
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not accepted: a TCP port is an integer in 1..65535")
+    return value
+
+
+def _host(text: str) -> str:
+    from ..drivers.frame_export import ProbeInputError, check_probe_args
+
+    try:
+        check_probe_args(text, 1, 1.0)
+    except ProbeInputError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+    return text
 
 
 @contextmanager
@@ -49,25 +96,37 @@ def cmd_probe(args) -> int:
         if result.message:
             print(f"message: {result.message}")
         for item in result.exchange:
-            print(f"{item['dir']:>8}: {item['hex'][:160]}{'…' if len(item['hex']) > 160 else ''}")
+            print(f"{item['dir']:>8}: {item['hex'][:160]}{'…' if len(item['hex']) > 160 else ''}"
+                  f" ({item.get('bytes', len(item['hex']) // 2)} bytes)")
+        if result.omitted_bytes:
+            print(f"(kept the first {result.received_bytes - result.omitted_bytes} received bytes as evidence; "
+                  f"{result.omitted_bytes} more not kept)")
     return 0 if result.verdict == "rejected" else 1
 
 
 def cmd_scan_logs(args) -> int:
-    from ..drivers.host import parse_ips
     from ..analysis.logscan import ScanResult, scan_file
+    from ..deadline import Deadline
+    from ..protocols.ips import parse_ips
 
     result = ScanResult()
     crashes = []
+    deadline = Deadline(SCAN_DEADLINE_S)
     for path in args.files:
+        if deadline.expired:
+            result.timed_out = True
+            break
         try:
             if path.endswith(".ips"):
                 crashes.append(parse_ips(path).as_dict())
-            scan_file(path, result)
+            scan_file(path, result, deadline=deadline)
         except OSError as exc:
-            raise HarnessError(f"cannot read {path}: {exc.strerror}", phase="scan-logs") from None
+            raise HarnessError(f"cannot read {path}: {exc.strerror or exc}", phase="scan-logs") from None
     out = result.as_dict()
     out["crashes"] = crashes
+    if result.timed_out:
+        print(f"helix-e2e: warning: scan-logs stopped after {SCAN_DEADLINE_S:g}s; the rest was not scanned",
+              file=sys.stderr)
     if args.json:
         _print_json(out)
     else:
@@ -82,7 +141,14 @@ def cmd_scan_logs(args) -> int:
         for item in out["hangs"] + out["errors"]:
             print(f"{item['severity']}: {item['pattern']}: {item['line']}")
         for crash in crashes:
-            print(f"crash: {crash['path']}: {crash['process']} {crash['indicator']} {', '.join(crash['frames'][:3])}")
+            print(f"crash: {crash['path']}: {crash['process']} {crash['indicator']} {', '.join(crash['frames'][:3])}"
+                  + (f" (unparsed: {crash['parse_error']})" if crash["parse_error"] else ""))
+        for key, count in out["omitted"].items():
+            print(f"omitted: {count} more {key} (lists are capped)")
+        if out["cut_lines"]:
+            print(f"cut: {out['cut_lines']} over-long line piece(s)")
+        if out["timed_out"]:
+            print("timed out: the scan stopped early")
     return 0
 
 
@@ -94,7 +160,8 @@ def cmd_analyze(args) -> int:
             magic = fh.read(8)
     except OSError as exc:
         raise HarnessError(f"cannot read {args.recording}: {exc.strerror or exc}", phase="analysis") from None
-    if magic == b"HXWSREC1":
+    is_recording = magic == b"HXWSREC1"
+    if is_recording:
         result = analyze_recording(args.recording, warmup_s=args.warmup, decode=not args.no_decode)
     else:
         result = analyze_h264(args.recording, decode=not args.no_decode)
@@ -102,6 +169,14 @@ def cmd_analyze(args) -> int:
         _print_json(result)
     else:
         print(redact(_analysis_summary(args.recording, result)))
+    for warning in result.get("warnings") or []:
+        print(redact(f"helix-e2e: warning: {args.recording}: {warning}"), file=sys.stderr)
+    if not result.get("h264_found", True):
+        what = "no video frames in the recording" if is_recording else (
+            "no H.264 found (no Annex-B access unit with a slice "
+            + ("and a parseable SPS)" if args.no_decode else "that decodes)"))
+        print(redact(f"helix-e2e: error: [analysis] {args.recording}: {what}"), file=sys.stderr)
+        return EXIT_NO_VIDEO
     return 0
 
 
@@ -124,6 +199,8 @@ def _analysis_summary(path: str, r: dict) -> str:
     length = f", {r['duration_s']:.2f}s" if r.get("duration_s") is not None else ""
     lines = [f"{path}: {r.get('frames')} live frames ({r.get('replay_frames')} replay, "
              f"{r.get('keyframes')} keyframes), {size}{length}"]
+    if r.get("h264_found") is False:
+        lines.append("no H.264 found")
     if r.get("fps") is None and r.get("warmup_s") is None:
         assumed = r.get("assumed_fps")
         lines.append("fps: n/a (a plain .h264 has no arrival times" +
@@ -142,6 +219,15 @@ def _analysis_summary(path: str, r: dict) -> str:
     errors = r.get("stream_errors") or []
     lines.append(f"first frame IDR+SPS+PPS: {'n/a' if first is None else 'yes' if first else 'NO'}; "
                  f"stream errors: {len(errors)}" + (f" ({errors[0]!r}{', …' if len(errors) > 1 else ''})" if errors else ""))
+    viewers = r.get("viewer_events")
+    if viewers is not None:
+        unknown = r.get("unknown_message_types") or {}
+        ttff = r.get("time_to_first_frame_s")
+        lines.append(f"protocol errors: {r.get('protocol_error_count')}; viewers: {viewers['joins']} joined, "
+                     f"{viewers['leaves']} left; status messages before the first frame: "
+                     f"{len(r.get('status_before_first_frame') or [])}; time to first frame: "
+                     f"{'n/a' if ttff is None else f'{ttff:.3f}s'}; unknown message types: "
+                     + (", ".join(f"{t} x{n}" for t, n in unknown.items()) or "none"))
     return "\n".join(lines)
 
 
@@ -171,14 +257,15 @@ def cmd_sim_up(args, rest: Sequence[str]) -> int:
 
 
 def main_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="helix-e2e", description="End-to-end harness for Helix's macOS video streaming")
+    p = _Parser(prog="helix-e2e", description="End-to-end harness for Helix's macOS video streaming")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     probe = sub.add_parser("probe-frame-export", help="send FRAME_REQUEST resource_id=0 to QEMU and classify the reply")
-    probe.add_argument("--host", default="127.0.0.1")
-    probe.add_argument("--port", type=int, default=15937)
-    probe.add_argument("--timeout", type=float, default=10.0)
+    probe.add_argument("--host", type=_host, default="127.0.0.1")
+    probe.add_argument("--port", type=_port, default=15937, help="1..65535 (default 15937)")
+    probe.add_argument("--timeout", type=_number("--timeout (seconds)", 0, 3600), default=10.0,
+                       help="seconds in (0, 3600] (default 10)")
     probe.add_argument("--json", action="store_true")
     probe.set_defaults(func=cmd_probe)
 
@@ -190,7 +277,8 @@ def main_parser() -> argparse.ArgumentParser:
     an = sub.add_parser("analyze", help="analyze a HXWSREC1 recording or an Annex-B .h264")
     an.add_argument("recording")
     an.add_argument("--json", action="store_true")
-    an.add_argument("--warmup", type=float, default=2.0)
+    an.add_argument("--warmup", type=_number("--warmup (seconds)", 0, 3600, lo_open=False), default=2.0,
+                    help="seconds in [0, 3600] skipped at the start (default 2)")
     an.add_argument("--no-decode", action="store_true", help="timing only")
     an.set_defaults(func=cmd_analyze)
 

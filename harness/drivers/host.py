@@ -7,93 +7,19 @@ Before the VM starts we snapshot the crash-report dir and the log size; afterwar
 from __future__ import annotations
 
 import fnmatch
-import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import HostConfig, expand
 from ..errors import HarnessError
+from ..protocols.ips import CrashReport, parse_ips
 
 
 @dataclass(frozen=True)
 class HostSnapshot:
     crash_reports: dict[str, float]  # name -> mtime
     log_size: int
-
-
-_PLUMBING = frozenset({"__pthread_kill", "pthread_kill", "abort", "__abort", "raise", "__pthread_kill_impl"})
-
-
-@dataclass
-class CrashReport:
-    path: str
-    process: str = ""
-    indicator: str = ""  # e.g. "Abort trap: 6"
-    signal: str = ""
-    frames: list[str] = field(default_factory=list)
-    parse_error: str = ""
-
-    def interesting_frames(self) -> list[str]:
-        """The crashed thread's frames without the libc/pthread abort plumbing at the top."""
-        frames = [f for f in self.frames if f not in _PLUMBING]
-        return frames or self.frames
-
-    def as_dict(self) -> dict:
-        return {
-            "path": self.path,
-            "process": self.process,
-            "indicator": self.indicator,
-            "signal": self.signal,
-            "frames": self.frames,
-            "parse_error": self.parse_error,
-        }
-
-    def summary(self) -> str:
-        top = ", ".join(self.interesting_frames()[:3])
-        return f"{Path(self.path).name}: {self.process or '?'} {self.indicator or self.signal or ''} {top}".strip()
-
-
-def parse_ips(path: str | os.PathLike[str], limit: int = 4 << 20) -> CrashReport:
-    """An `.ips` file: one JSON header line, then a JSON body (macOS 12+). Tolerant of garbage."""
-    report = CrashReport(path=str(path))
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(limit).decode("utf-8", "replace")
-    except OSError as exc:
-        report.parse_error = f"unreadable: {exc.strerror}"
-        return report
-    header_text, _, body_text = raw.partition("\n")
-    try:
-        header = json.loads(header_text)
-        report.process = str(header.get("app_name") or header.get("name") or "")
-    except ValueError:
-        header = {}
-    try:
-        body = json.loads(body_text) if body_text.strip() else {}
-    except ValueError as exc:
-        report.parse_error = f"body is not JSON: {exc}"
-        return report
-    if not isinstance(body, dict):
-        report.parse_error = "body is not a JSON object"
-        return report
-    report.process = str(body.get("procName") or report.process)
-    term = body.get("termination") or {}
-    if isinstance(term, dict):
-        report.indicator = str(term.get("indicator") or "")
-        report.signal = str(term.get("namespace") or "")
-    exc_info = body.get("exception") or {}
-    if isinstance(exc_info, dict) and not report.signal:
-        report.signal = str(exc_info.get("signal") or exc_info.get("type") or "")
-    threads = body.get("threads") or []
-    if isinstance(threads, list):
-        crashed = next((t for t in threads if isinstance(t, dict) and t.get("triggered")), None)
-        if crashed is None and threads and isinstance(threads[0], dict):
-            crashed = threads[0]
-        for frame in (crashed or {}).get("frames", [])[:8] if isinstance(crashed, dict) else []:
-            if isinstance(frame, dict) and frame.get("symbol"):
-                report.frames.append(str(frame["symbol"]))
-    return report
 
 
 class HostArtifacts:

@@ -3,8 +3,12 @@
 - ``parse_stream_output``: the block after ``📊 Final Statistics``, the end-reason line and ``📺 StreamInit:``.
 - ``parse_start_output``: the quiet (``ses_…``/``spt_…`` line) and verbose forms, incl. still-provisioning.
 - ``parse_error_output``: cobra's ``Error: <msg>`` + usage + ``<msg>`` form (exit 1).
+- ``parse_help_flags`` / ``parse_start_help``: the ``Flags:`` of a cobra ``--help``, and which of the two
+  CLI generations ``spectask start --help`` shows (``--agent`` vs ``--runtime``, upstream-corrections.md §2).
 
-Output that is missing what we need raises ``RemoteProtocolError`` with phase ``cli``.
+The ``Codec:`` line of the Final Statistics is conditional (``spectask.go`` ``printStats``: only when a
+StreamInit or a frame set the codec), so a run with no StreamInit and 0 frames parses to that, with
+the CLI's own error. Output that is missing what we need raises ``RemoteProtocolError`` with phase ``cli``.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from .errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
     "FINAL_STATISTICS", "StreamStats", "StartResult", "parse_stream_output", "parse_start_output",
-    "parse_error_output", "parse_go_duration",
+    "parse_error_output", "parse_go_duration", "HelpFlag", "StartHelp", "parse_help_flags", "parse_start_help",
+    "RUNTIMES", "RUNTIME_DESKTOP", "SESSION_ID_RE", "is_session_id",
 ]
 
 FINAL_STATISTICS = "📊 Final Statistics"
@@ -46,6 +51,15 @@ _END_REASONS = (
 )
 _GO_DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 _GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+#: A Helix session id: ``ses_`` + a lowercase ULID (helix-stream.md §2, ``api/pkg/system/uuid.go``).
+SESSION_ID_RE = re.compile(rf"ses_{_ID}")
+
+
+def is_session_id(value: object) -> bool:
+    """True for a well-formed ``ses_…`` id (26 lowercase ULID characters)."""
+    return isinstance(value, str) and SESSION_ID_RE.fullmatch(value) is not None
+
 
 _SESSION_QUIET_RE = re.compile(rf"^(ses_{_ID})[ \t]*$", re.M)
 _SESSION_VERBOSE_RE = re.compile(rf"^   Session ID: (ses_{_ID})$", re.M)
@@ -99,7 +113,7 @@ class StreamStats:
     """What ``helix spectask stream`` reported at the end."""
 
     resolution: tuple[int, int] | None
-    codec: str
+    codec: str | None  # None: no `Codec:` line (no StreamInit and no frame set one)
     video_frames: int
     keyframes: int
     audio_frames: int
@@ -115,6 +129,12 @@ class StreamStats:
     frame_size_range: tuple[str, str] | None = None
     batch_messages: int = 0
     cursor_updates: int = 0
+    cli_error: str | None = None  # cobra's `Error: <msg>` after the statistics (exit 1), if any
+
+    @property
+    def error(self) -> str | None:
+        """The stream's own error as the CLI printed it: the connection error, else cobra's error."""
+        return self.connection_error or self.cli_error
 
 
 def _required(regex: re.Pattern[str], block: str, label: str, text: str) -> re.Match[str]:
@@ -148,7 +168,7 @@ def _parse_stream_output(text: str) -> StreamStats:
         block = "\n".join(lines[separators[0] + 1 : separators[1]])
 
     frames = _required(_VIDEO_FRAMES_RE, block, "Video frames:", text)
-    codec = _required(_CODEC_RE, block, "Codec:", text).group(1)
+    codec_match = _CODEC_RE.search(block)
     audio = _required(_AUDIO_FRAMES_RE, block, "Audio frames:", text)
     total = _required(_TOTAL_DATA_RE, block, "Total data:", text).group(1)
     instant = _required(_INSTANT_FPS_RE, block, "Instant FPS:", text)
@@ -175,7 +195,7 @@ def _parse_stream_output(text: str) -> StreamStats:
 
     return StreamStats(
         resolution=(int(resolution.group(1)), int(resolution.group(2))) if resolution else None,
-        codec=codec,
+        codec=codec_match.group(1) if codec_match else None,
         video_frames=int(frames.group(1)),
         keyframes=int(frames.group(2) or 0),
         audio_frames=int(audio.group(1)),
@@ -191,6 +211,7 @@ def _parse_stream_output(text: str) -> StreamStats:
         frame_size_range=(frame_range.group(1), frame_range.group(2)) if frame_range else None,
         batch_messages=int(batch.group(1)) if batch else 0,
         cursor_updates=int(cursor.group(1)) if cursor else 0,
+        cli_error=parse_error_output(text[header.end() :]),
     )
 
 
@@ -233,3 +254,97 @@ def parse_error_output(output: str | bytes) -> str | None:
             return head[errors[-1].start() + len("Error: ") :].rstrip("\n")
     errors = list(_ERROR_LINE_RE.finditer(text))
     return errors[-1].group(1) if errors else None
+
+
+# ---------------------------------------------------------------- cobra --help
+
+#: ``--runtime`` values of the newer CLI (upstream-corrections.md §2); a headless task has no stream.
+RUNTIME_DESKTOP = "ubuntu-desktop"
+RUNTIMES = (RUNTIME_DESKTOP, "headless-ubuntu")
+
+_FLAGS_HEADER_RE = re.compile(r"^(?:Global )?Flags:[ \t]*$", re.M)
+# pflag FlagUsagesWrapped: "  -a, --agent string   usage" / "      --wait   usage" (2+ spaces before usage).
+_FLAG_LINE_RE = re.compile(
+    r"^ {2}(?:-(?P<short>[^\s-]), | {4})--(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]{0,63})"
+    r"(?: (?P<type>[A-Za-z0-9_]{1,32}))?(?: {2,}(?P<usage>[^\n]*))?$"
+)
+_DEFAULT_RE = re.compile(r' \(default (?P<value>"[^"\n]{0,256}"|[^)\n]{0,256})\)$')
+_CHOICES_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,63}(?:\|[a-z0-9][a-z0-9-]{0,63}){1,16}")
+
+
+@dataclass(frozen=True, slots=True)
+class HelpFlag:
+    """One flag of a cobra ``--help``: ``type`` is pflag's type name (None for a bool flag)."""
+
+    name: str
+    shorthand: str | None
+    type: str | None
+    usage: str
+    default: str | None = None
+
+
+def parse_help_flags(output: str | bytes) -> dict[str, HelpFlag]:
+    """The flags of a cobra ``--help`` text (its ``Flags:`` and ``Global Flags:`` sections), by long name.
+
+    Output without a ``Flags:`` section (e.g. cobra's ``Error: unknown command …``) raises
+    ``RemoteProtocolError`` with the CLI's error.
+    """
+    text = _text(output)
+    sections = list(_FLAGS_HEADER_RE.finditer(text))
+    if not sections:
+        raise _fail("no 'Flags:' section in the --help output", text)
+    flags: dict[str, HelpFlag] = {}
+    for header in sections:
+        for line in text[header.end() + 1 :].split("\n"):
+            if not line.strip():
+                break
+            match = _FLAG_LINE_RE.match(line[:4096])
+            if match is None:
+                continue  # a wrapped usage line
+            usage = (match.group("usage") or "").rstrip()
+            default = _DEFAULT_RE.search(usage)
+            value = default.group("value") if default else None
+            if value and value.startswith('"'):
+                value = value[1:-1]
+            name = match.group("name")
+            flags.setdefault(name, HelpFlag(name, match.group("short"), match.group("type"), usage, value))
+    return flags
+
+
+@dataclass(frozen=True, slots=True)
+class StartHelp:
+    """What ``spectask start --help`` offers. The older CLI has ``--agent``; the newer one has no
+    ``--agent`` and has ``--runtime ubuntu-desktop|headless-ubuntu`` (upstream-corrections.md §2)."""
+
+    flags: dict[str, HelpFlag]
+
+    @property
+    def has_agent(self) -> bool:
+        return "agent" in self.flags
+
+    @property
+    def has_runtime(self) -> bool:
+        return "runtime" in self.flags
+
+    @property
+    def runtime_choices(self) -> tuple[str, ...]:
+        """The ``--runtime`` values its usage text names (``a|b`` lists, else the known names), or ()."""
+        flag = self.flags.get("runtime")
+        if flag is None:
+            return ()
+        listed = _CHOICES_RE.search(flag.usage)
+        if listed:
+            return tuple(dict.fromkeys(listed.group().split("|")))
+        return tuple(name for name in RUNTIMES if name in flag.usage)
+
+    def has_flag(self, name: str) -> bool:
+        return name in self.flags
+
+
+def parse_start_help(output: str | bytes) -> StartHelp:
+    """Parse ``helix spectask start --help`` (see ``StartHelp``); no ``Flags:`` → ``RemoteProtocolError``."""
+    text = _text(output)
+    flags = parse_help_flags(text)
+    if "help" not in flags:
+        raise _fail("the --help output lists no -h/--help flag: not cobra help", text)
+    return StartHelp(flags)

@@ -14,7 +14,7 @@ from .errors import LocalProtocolError, RemoteProtocolError
 __all__ = [
     "NAL_SLICE", "NAL_IDR", "NAL_SEI", "NAL_SPS", "NAL_PPS", "NAL_AUD", "START_CODE",
     "Nal", "Sps", "AuInfo", "BitReader", "iter_nals", "remove_emulation_prevention", "parse_sps", "au_info",
-    "AnnexBAccessUnitSplitter",
+    "AnnexBAccessUnitSplitter", "DEFAULT_MAX_PENDING",
 ]
 
 NAL_SLICE = 1
@@ -274,14 +274,25 @@ def au_info(au: bytes) -> AuInfo:
     return AuInfo(NAL_SPS in types, NAL_PPS in types, NAL_IDR in types, tuple(types), sps)
 
 
+#: Pending bytes the splitter holds before it gives up on the current access unit (a 4K IDR is a few MB).
+DEFAULT_MAX_PENDING = 64 * 1024 * 1024
+
+
 class AnnexBAccessUnitSplitter:
     """Incremental Annex-B → access units, for plain ``.h264`` files.
 
     A new AU starts at an AUD/SPS/PPS/SEI after a slice, or at a slice whose first_mb_in_slice is 0
-    after a slice. Bytes are kept losslessly: the concatenated output equals the input.
+    after a slice. Bytes are kept losslessly (the concatenated output equals the input) as long as no
+    access unit outgrows ``max_pending``: then the bytes already scanned are dropped and counted in
+    ``skipped_bytes`` (``skips`` times), so input without start codes costs bounded memory.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_pending: int = DEFAULT_MAX_PENDING) -> None:
+        if not isinstance(max_pending, int) or max_pending < 16:
+            raise LocalProtocolError(f"max_pending must be an int >= 16, got {max_pending!r}")
+        self.max_pending = max_pending
+        self.skipped_bytes = 0
+        self.skips = 0
         self._buf = bytearray()
         self._scan = 0  # where the next start-code search begins
         self._au_start = 0
@@ -318,7 +329,14 @@ class AnnexBAccessUnitSplitter:
             del buf[: self._au_start]
             pos -= self._au_start
             self._au_start = 0
-        self._scan = max(pos, 0)
+        pos = max(pos, 0)
+        if len(buf) > self.max_pending and pos > 0:  # no AU boundary for too long: drop what was scanned
+            del buf[:pos]
+            self.skipped_bytes += pos
+            self.skips += 1
+            self._seen_slice = False
+            pos = 0
+        self._scan = pos
         return out
 
     def flush(self) -> list[bytes]:

@@ -6,6 +6,15 @@ and back. Most binary messages are big-endian; cursor/presence messages (0x50, 0
 little-endian, so every layout below carries its own byte order.
 
 ``StreamConnection(role)`` tracks ``AWAITING_INIT → STREAMING → CLOSED`` for either end.
+
+Other viewers of the same session are normal traffic (upstream-corrections.md §1): 0x58 SelfId, 0x54
+RemoteUser joined and the 6-byte ``RemoteUserLeft``, and the cursor/presence messages 0x50, 0x51, 0x53
+``RemoteCursor``, 0x55 ``AgentCursor`` and 0x56 ``RemoteTouch`` can arrive at any point. Until the first
+frame a newer server sends a text ``StreamStatus`` (``state: "starting_video"``). Any other binary type is
+an ``UnknownMessage`` (lossless), any other text a ``TextMessage``. Only real errors raise
+``RemoteProtocolError``: a malformed video frame header, or a known fixed layout that is cut short or too
+long. ``classify()`` and ``StreamTally`` give the live capture and the offline ``analyze`` one rule for
+what is a viewer event, a status message and an error.
 """
 
 from __future__ import annotations
@@ -21,12 +30,16 @@ from .errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
     "Kind", "KIND_BINARY", "KIND_TEXT", "MsgType", "Role", "State",
-    "CODEC_H264", "CODEC_NAMES", "FLAG_KEYFRAME", "FLAG_REPLAY", "REMOTE_USER_JOINED", "codec_name",
+    "CODEC_H264", "CODEC_NAMES", "FLAG_KEYFRAME", "FLAG_REPLAY", "REMOTE_USER_JOINED", "REMOTE_USER_LEFT",
+    "codec_name",
     "VideoFrame", "StreamInit", "StreamError", "Ping", "Pong", "CursorImage", "CursorName", "SelfId",
-    "RemoteUser", "ConnectionComplete", "Init", "TextMessage", "UnknownMessage", "Event",
-    "parse_binary", "parse_text", "StreamConnection",
+    "RemoteUser", "RemoteUserLeft", "RemoteCursor", "AgentCursor", "RemoteTouch",
+    "ConnectionComplete", "Init", "StreamStatus", "TextMessage", "UnknownMessage", "Event",
+    "parse_binary", "parse_text", "decode_video_header", "StreamConnection",
+    "Category", "classify", "is_viewer_event", "is_cursor_event", "is_status_event", "is_error", "StreamTally",
     "VIDEO_FRAME_HEADER", "STREAM_INIT", "STREAM_ERROR_HEADER", "PING", "PONG", "CURSOR_IMAGE", "CURSOR_BITMAP",
-    "CURSOR_NAME", "SELF_ID", "REMOTE_USER_HEADER",
+    "CURSOR_NAME", "SELF_ID", "REMOTE_USER_HEADER", "REMOTE_USER_LEFT_LAYOUT", "REMOTE_CURSOR_HEADER",
+    "AGENT_CURSOR", "REMOTE_TOUCH_HEADER", "STATUS_STARTING_VIDEO",
 ]
 
 
@@ -74,6 +87,9 @@ CODEC_NAMES = {
 FLAG_KEYFRAME = 0x01
 FLAG_REPLAY = 0x02
 REMOTE_USER_JOINED = 0x01
+REMOTE_USER_LEFT = 0x00
+#: ``state`` of the newer server's text StreamStatus until the first frame (upstream-corrections.md §2).
+STATUS_STARTING_VIDEO = "starting_video"
 
 
 def codec_name(codec: int) -> str:
@@ -159,9 +175,19 @@ class VideoFrame:
 
     @classmethod
     def decode(cls, data: bytes) -> VideoFrame:
-        _need(data, VIDEO_FRAME_HEADER.size, "VideoFrame header", exact=False)
-        _, codec, flags, pts, width, height = VIDEO_FRAME_HEADER.unpack_from(data)
+        codec, flags, pts, width, height = decode_video_header(data)
         return cls(codec, flags, pts, width, height, data[VIDEO_FRAME_HEADER.size :])
+
+
+def decode_video_header(data: bytes) -> tuple[int, int, int, int, int]:
+    """``(codec, flags, pts_us, width, height)`` of a 0x01 message without copying its access unit.
+
+    The whole validation of a video frame (``VideoFrame.decode`` uses it): a header cut short raises
+    ``RemoteProtocolError``. Offline analysis uses it on its hot path.
+    """
+    if len(data) < VIDEO_FRAME_HEADER.size:
+        _need(data, VIDEO_FRAME_HEADER.size, "VideoFrame header", exact=False)
+    return VIDEO_FRAME_HEADER.unpack_from(data)[1:]  # type: ignore[return-value]
 
 
 STREAM_INIT = struct.Struct(">BBHHBBIB")  # 13 B
@@ -226,17 +252,25 @@ PONG = struct.Struct(">BIQQHHHH")  # 29 B
 
 @dataclass(frozen=True, slots=True)
 class Ping:
-    """0x40 C→S: sequence number and client time in µs."""
+    """0x40 C→S: sequence number and client time in µs (13 B).
+
+    The server answers any 0x40 of at least 13 bytes (upstream-corrections.md §1, ``ws_stream.go``
+    ~L1973: ``len(msg) >= 13``); bytes after the 13th are kept in ``extra`` so the event stays lossless.
+    """
 
     seq: int
     client_time_us: int
+    extra: bytes = b""
+
+    __repr__ = _short_repr
 
     def __post_init__(self) -> None:
         _u(self, 32, "seq")
         _u(self, 64, "client_time_us")
+        _as_bytes(self, "extra")
 
     def encode(self) -> bytes:
-        return PING.pack(MsgType.PING, self.seq, self.client_time_us)
+        return PING.pack(MsgType.PING, self.seq, self.client_time_us) + self.extra
 
     def response(
         self,
@@ -252,8 +286,9 @@ class Ping:
 
     @classmethod
     def decode(cls, data: bytes) -> Ping:
-        _need(data, PING.size, "Ping")
-        return cls(*PING.unpack(data)[1:])
+        _need(data, PING.size, "Ping", exact=False)
+        _, seq, client_time = PING.unpack_from(data)
+        return cls(seq, client_time, data[PING.size :])
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,7 +443,11 @@ _U16LE = struct.Struct("<H")
 
 @dataclass(frozen=True, slots=True)
 class RemoteUser:
-    """0x54 S→C (LE): action, user id, name (u8 len), color (u8 len), avatar URL (u16 len)."""
+    """0x54 S→C (LE), a viewer **joined**: action (0x01), user id, name (u8 len), color (u8 len), avatar URL
+    (u16 len). Sent to every viewer of the session, the new one included, and to a new viewer for each
+    existing one (``session_registry.go`` ``broadcastUserJoined``/``sendExistingUsers``). Action 0x00 is
+    the 6-byte ``RemoteUserLeft``; another non-zero action is kept as sent (the browser reads it as a join).
+    """
 
     action: int
     user_id: int
@@ -416,8 +455,14 @@ class RemoteUser:
     color: str
     avatar: str = ""
 
+    @property
+    def joined(self) -> bool:
+        return True
+
     def __post_init__(self) -> None:
         _u(self, 8, "action")
+        if self.action == REMOTE_USER_LEFT:
+            raise LocalProtocolError("RemoteUser action 0x00 is 'left': use RemoteUserLeft (6 bytes, no name)")
         _u(self, 32, "user_id")
         _check_str(self, "name", 0xFF)
         _check_str(self, "color", 0xFF)
@@ -431,9 +476,12 @@ class RemoteUser:
         ))
 
     @classmethod
-    def decode(cls, data: bytes) -> RemoteUser:
+    def decode(cls, data: bytes) -> RemoteUser | RemoteUserLeft:
+        """Either layout of 0x54: action 0x00 → ``RemoteUserLeft`` (exactly 6 bytes), else a join."""
         _need(data, REMOTE_USER_HEADER.size, "RemoteUser header", exact=False)
         _, action, user_id = REMOTE_USER_HEADER.unpack_from(data)
+        if action == REMOTE_USER_LEFT:
+            return RemoteUserLeft.decode(data)
         pos = REMOTE_USER_HEADER.size
         fields = []
         for what, length_struct in (("name", _U8), ("color", _U8), ("avatar", _U16LE)):
@@ -445,6 +493,156 @@ class RemoteUser:
             pos += length
         _need(data, pos, "RemoteUser")
         return cls(action, user_id, *fields)
+
+
+REMOTE_USER_LEFT_LAYOUT = struct.Struct("<BBI")  # type, action 0x00, userId: exactly 6 B, LE
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteUserLeft:
+    """0x54 S→C (LE), a viewer **left**: exactly ``54 00 <userId u32 LE>`` (6 bytes).
+
+    Sent to every remaining viewer when another viewer's socket ends, and by the stale-client sweep
+    (30 s without a data message) although that viewer's socket stays open (``session_registry.go``
+    ``broadcastUserLeft``; upstream-corrections.md §1). Normal traffic, never an error.
+    """
+
+    user_id: int
+
+    @property
+    def action(self) -> int:
+        return REMOTE_USER_LEFT
+
+    @property
+    def joined(self) -> bool:
+        return False
+
+    def __post_init__(self) -> None:
+        _u(self, 32, "user_id")
+
+    def encode(self) -> bytes:
+        return REMOTE_USER_LEFT_LAYOUT.pack(MsgType.REMOTE_USER, REMOTE_USER_LEFT, self.user_id)
+
+    @classmethod
+    def decode(cls, data: bytes) -> RemoteUserLeft:
+        _need(data, REMOTE_USER_LEFT_LAYOUT.size, "RemoteUser left")
+        _, action, user_id = REMOTE_USER_LEFT_LAYOUT.unpack(data)
+        if action != REMOTE_USER_LEFT:
+            raise RemoteProtocolError(f"RemoteUser left has action 0x{action:02x}, not 0x00", data=data[:64])
+        return cls(user_id)
+
+
+def _decode_color(data: bytes, pos: int, what: str) -> str:
+    """A u8-length UTF-8 string at ``pos`` that must end the message exactly."""
+    _need(data, pos + 1, f"{what} color length", exact=False)
+    length = data[pos]
+    _need(data, pos + 1 + length, what)
+    return _utf8(data[pos + 1 :], f"{what} color")
+
+
+REMOTE_CURSOR_HEADER = struct.Struct("<BIiiB")  # type, userId, x, y, colorLen: 14 B, LE; then color
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteCursor:
+    """0x53 S→C (LE): another viewer's cursor position and colour.
+
+    ``type(1) + userId u32 + x i32 + y i32 + colorLen u8 + color`` (``session_registry.go``
+    ``BroadcastCursorPosition``; the browser reads x/y as signed).
+    """
+
+    user_id: int
+    x: int
+    y: int
+    color: str = ""
+
+    def __post_init__(self) -> None:
+        _u(self, 32, "user_id")
+        _i(self, 32, "x", "y")
+        _check_str(self, "color", 0xFF)
+
+    def encode(self) -> bytes:
+        raw = self.color.encode("utf-8")
+        return REMOTE_CURSOR_HEADER.pack(MsgType.REMOTE_CURSOR, self.user_id, self.x, self.y, len(raw)) + raw
+
+    @classmethod
+    def decode(cls, data: bytes) -> RemoteCursor:
+        _need(data, REMOTE_CURSOR_HEADER.size, "RemoteCursor header", exact=False)
+        _, user_id, x, y, _length = REMOTE_CURSOR_HEADER.unpack_from(data)
+        return cls(user_id, x, y, _decode_color(data, REMOTE_CURSOR_HEADER.size - 1, "RemoteCursor"))
+
+
+AGENT_CURSOR = struct.Struct("<BIHHBB")  # type, agentId, x u16, y u16, action, visible: 11 B, LE
+
+
+@dataclass(frozen=True, slots=True)
+class AgentCursor:
+    """0x55 S→C (LE), the AI agent's cursor: ``agentId u32, x u16, y u16, action u8, visible u8`` (11 B).
+
+    ``session_registry.go`` ``BroadcastAgentCursor`` (action 0 idle, 1 moving, 2 clicking, 3 typing,
+    4 scrolling, 5 dragging; visible 0/1, kept as the byte sent).
+    """
+
+    agent_id: int
+    x: int
+    y: int
+    action: int = 0
+    visible: int = 1
+
+    def __post_init__(self) -> None:
+        _u(self, 32, "agent_id")
+        _u(self, 16, "x", "y")
+        _u(self, 8, "action", "visible", allow_bool=True)
+
+    def encode(self) -> bytes:
+        return AGENT_CURSOR.pack(MsgType.AGENT_CURSOR, self.agent_id, self.x, self.y, self.action, self.visible)
+
+    @classmethod
+    def decode(cls, data: bytes) -> AgentCursor:
+        _need(data, AGENT_CURSOR.size, "AgentCursor")
+        return cls(*AGENT_CURSOR.unpack(data)[1:])
+
+
+REMOTE_TOUCH_HEADER = struct.Struct("<BIIBiiIB")  # type, userId, touchId, eventType, x, y, pressure, colorLen: 23 B
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteTouch:
+    """0x56 S→C (LE), another viewer's touch: ``userId u32, touchId u32, eventType u8, x i32, y i32,
+    pressure u32 (fixed point, ×65535), colorLen u8, color`` (``session_registry.go`` ``BroadcastTouchEvent``).
+    """
+
+    user_id: int
+    touch_id: int
+    event_type: int
+    x: int
+    y: int
+    pressure_raw: int = 0
+    color: str = ""
+
+    def __post_init__(self) -> None:
+        _u(self, 32, "user_id", "touch_id", "pressure_raw")
+        _u(self, 8, "event_type")
+        _i(self, 32, "x", "y")
+        _check_str(self, "color", 0xFF)
+
+    @property
+    def pressure(self) -> float:
+        return self.pressure_raw / 65535
+
+    def encode(self) -> bytes:
+        raw = self.color.encode("utf-8")
+        return REMOTE_TOUCH_HEADER.pack(
+            MsgType.REMOTE_TOUCH, self.user_id, self.touch_id, self.event_type, self.x, self.y, self.pressure_raw,
+            len(raw),
+        ) + raw
+
+    @classmethod
+    def decode(cls, data: bytes) -> RemoteTouch:
+        _need(data, REMOTE_TOUCH_HEADER.size, "RemoteTouch header", exact=False)
+        _, user_id, touch_id, event_type, x, y, pressure, _length = REMOTE_TOUCH_HEADER.unpack_from(data)
+        color = _decode_color(data, REMOTE_TOUCH_HEADER.size - 1, "RemoteTouch")
+        return cls(user_id, touch_id, event_type, x, y, pressure, color)
 
 
 @dataclass(frozen=True, slots=True)
@@ -599,6 +797,74 @@ class Init:
         return cls(video_mode=mode, extra=extra, **values)
 
 
+_STATUS_WRAPPERS = ("StreamStatus", "stream_status", "status")
+
+
+def _status_body(obj: object) -> dict | None:
+    """The status object of a StreamStatus text, or None.
+
+    Upstream's exact JSON beyond ``state`` is not in the references (a newer commit, corrections §2), so
+    any JSON object with a string ``state`` is one, bare or wrapped as ``{"StreamStatus": {...}}``.
+    """
+    if not isinstance(obj, dict):
+        return None
+    if isinstance(obj.get("state"), str):
+        return obj
+    if len(obj) == 1:
+        inner = next(iter(obj.values()))
+        if next(iter(obj)) in _STATUS_WRAPPERS and isinstance(inner, dict) and isinstance(inner.get("state"), str):
+            return inner
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStatus:
+    """S→C text JSON status of a newer server, e.g. ``state: "starting_video"`` every few seconds until
+    the first frame (upstream-corrections.md §2). Evidence for time-to-first-frame, never an error.
+
+    ``fields`` holds the body's other keys; ``text`` is the message as received (``to_text`` returns it,
+    so a parsed status is lossless) and is ignored by ``==``. A status built here renders as
+    ``{"message":…,"state":…,<fields>}`` in Go's key order.
+    """
+
+    state: str
+    message: str = ""
+    fields: dict[str, Any] = field(default_factory=dict, hash=False)
+    text: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        _check_str(self, "state")
+        _check_str(self, "message")
+        if not isinstance(self.text, str):
+            raise LocalProtocolError(f"StreamStatus.text must be a str, got {type(self.text).__name__}")
+        if not isinstance(self.fields, dict) or not all(isinstance(k, str) for k in self.fields):
+            raise LocalProtocolError("StreamStatus.fields must be a dict with str keys")
+        if not self.text and {"state", "message"} & set(self.fields):
+            raise LocalProtocolError("StreamStatus.fields repeats 'state' or 'message'")
+        object.__setattr__(self, "fields", dict(self.fields))
+
+    @property
+    def starting_video(self) -> bool:
+        return self.state == STATUS_STARTING_VIDEO
+
+    def to_text(self) -> str:
+        if self.text:
+            return self.text
+        body: dict[str, Any] = {"state": self.state, **self.fields}
+        if self.message:
+            body["message"] = self.message
+        try:
+            return _go_json(body)
+        except (TypeError, ValueError) as exc:
+            raise LocalProtocolError(f"StreamStatus.fields is not JSON-serialisable: {exc}") from exc
+
+    @classmethod
+    def from_json(cls, body: dict, text: str) -> StreamStatus:
+        message = body.get("message")
+        fields_ = {k: v for k, v in body.items() if k != "state" and not (k == "message" and isinstance(v, str))}
+        return cls(body["state"], message if isinstance(message, str) else "", fields_, text)
+
+
 @dataclass(frozen=True, slots=True)
 class TextMessage:
     """Any other text message, verbatim."""
@@ -614,8 +880,8 @@ class TextMessage:
 
 
 Event = Union[
-    VideoFrame, StreamInit, StreamError, Ping, Pong, CursorImage, CursorName, SelfId, RemoteUser,
-    UnknownMessage, ConnectionComplete, Init, TextMessage,
+    VideoFrame, StreamInit, StreamError, Ping, Pong, CursorImage, CursorName, SelfId, RemoteUser, RemoteUserLeft,
+    RemoteCursor, AgentCursor, RemoteTouch, UnknownMessage, ConnectionComplete, Init, StreamStatus, TextMessage,
 ]
 
 _DECODERS = {
@@ -628,6 +894,9 @@ _DECODERS = {
     MsgType.CURSOR_NAME: CursorName.decode,
     MsgType.SELF_ID: SelfId.decode,
     MsgType.REMOTE_USER: RemoteUser.decode,
+    MsgType.REMOTE_CURSOR: RemoteCursor.decode,
+    MsgType.AGENT_CURSOR: AgentCursor.decode,
+    MsgType.REMOTE_TOUCH: RemoteTouch.decode,
 }
 
 
@@ -654,7 +923,7 @@ def parse_binary(data: bytes) -> Event:
 
 
 def parse_text(text: str) -> Event:
-    """Decode one text message: ``Init``, ``ConnectionComplete`` or ``TextMessage``."""
+    """Decode one text message: ``Init``, ``ConnectionComplete``, ``StreamStatus`` or ``TextMessage``."""
     if not isinstance(text, str):
         raise LocalProtocolError(f"text message must be str, got {type(text).__name__}")
     try:
@@ -669,6 +938,12 @@ def parse_text(text: str) -> Event:
                 return ConnectionComplete.from_json(obj, text)
     except LocalProtocolError as exc:  # e.g. a lone surrogate in a JSON string
         raise RemoteProtocolError(exc.message, data=text.encode("utf-8", "replace")[:256]) from exc
+    status = _status_body(obj)
+    if status is not None:
+        try:
+            return StreamStatus.from_json(status, text)
+        except LocalProtocolError:  # a status we cannot represent stays lossless text, never an error
+            pass
     return TextMessage(text)
 
 
@@ -690,11 +965,11 @@ class State(enum.Enum):
 
 
 _SERVER_SENDS = (
-    StreamInit, VideoFrame, Pong, CursorImage, CursorName, SelfId, RemoteUser, StreamError,
-    ConnectionComplete, TextMessage, UnknownMessage,
+    StreamInit, VideoFrame, Pong, CursorImage, CursorName, SelfId, RemoteUser, RemoteUserLeft, RemoteCursor,
+    AgentCursor, RemoteTouch, StreamError, ConnectionComplete, StreamStatus, TextMessage, UnknownMessage,
 )
 _CLIENT_SENDS = (Ping, TextMessage, UnknownMessage)
-_TEXT_EVENTS = (ConnectionComplete, Init, TextMessage)
+_TEXT_EVENTS = (ConnectionComplete, Init, StreamStatus, TextMessage)
 
 
 class StreamConnection:
@@ -776,3 +1051,197 @@ class StreamConnection:
         if isinstance(event, _TEXT_EVENTS):
             return Kind.TEXT, event.to_text()
         return Kind.BINARY, event.encode()
+
+
+# ---------------------------------------------------------------- classification (one rule, live and offline)
+
+
+class Category(str, enum.Enum):
+    """What a received event means for a stream verdict (``classify``)."""
+
+    #: 0x01, live or replay
+    VIDEO = "video"
+    #: 0x30
+    STREAM_INIT = "stream_init"
+    #: 0x31: the only event that is an error
+    ERROR = "error"
+    #: 0x58 SelfId, 0x54 joined/left: other viewers are normal traffic
+    VIEWER = "viewer"
+    #: 0x50, 0x51, 0x53, 0x55, 0x56
+    CURSOR = "cursor"
+    #: text StreamStatus (``starting_video``)
+    STATUS = "status"
+    #: ConnectionComplete, Pong, Init, a Ping
+    CONTROL = "control"
+    #: any other text
+    TEXT = "text"
+    #: any other binary type (counted by type byte)
+    UNKNOWN = "unknown"
+
+
+_CATEGORIES: dict[type, Category] = {
+    VideoFrame: Category.VIDEO,
+    StreamInit: Category.STREAM_INIT,
+    StreamError: Category.ERROR,
+    SelfId: Category.VIEWER,
+    RemoteUser: Category.VIEWER,
+    RemoteUserLeft: Category.VIEWER,
+    CursorImage: Category.CURSOR,
+    CursorName: Category.CURSOR,
+    RemoteCursor: Category.CURSOR,
+    AgentCursor: Category.CURSOR,
+    RemoteTouch: Category.CURSOR,
+    StreamStatus: Category.STATUS,
+    ConnectionComplete: Category.CONTROL,
+    Pong: Category.CONTROL,
+    Ping: Category.CONTROL,
+    Init: Category.CONTROL,
+    TextMessage: Category.TEXT,
+    UnknownMessage: Category.UNKNOWN,
+}
+
+
+def classify(event: Event) -> Category:
+    """The category of a decoded event (see ``Category``)."""
+    try:
+        return _CATEGORIES[type(event)]
+    except KeyError:
+        raise LocalProtocolError(f"not a stream event: {type(event).__name__}") from None
+
+
+def is_viewer_event(event: Event) -> bool:
+    """SelfId, RemoteUser (joined) or RemoteUserLeft: another viewer, never an error."""
+    return classify(event) is Category.VIEWER
+
+
+def is_cursor_event(event: Event) -> bool:
+    return classify(event) is Category.CURSOR
+
+
+def is_status_event(event: Event) -> bool:
+    return classify(event) is Category.STATUS
+
+
+def is_error(event: Event) -> bool:
+    """A 0x31 StreamError. A malformed message is a ``RemoteProtocolError`` instead (``StreamTally.add_error``)."""
+    return classify(event) is Category.ERROR
+
+
+def _capped(items: list, item: object, cap: int) -> bool:
+    if len(items) < cap:
+        items.append(item)
+        return True
+    return False
+
+
+class StreamTally:
+    """The stream verdict facts besides frame timing and content, from events (sans-I/O, no clock).
+
+    Feed every received message, in order, with its arrival time: ``add(t_ns, event)`` for a decoded
+    event, ``add_error(t_ns, exc)`` for one that raised ``RemoteProtocolError``. The live capture and
+    ``helix-e2e analyze`` both do this, so the same recording gives the same ``result()``:
+
+    - ``stream_error_count`` (the texts are the timing analyzer's ``stream_errors``), ``protocol_errors``
+      (capped list of messages) and ``protocol_error_count``;
+    - ``viewer_events``: ``self_id``, ``joins``, ``leaves``, ``joined_ids``, ``left_ids`` (capped);
+    - ``cursor_messages``, ``status_messages``, ``text_messages``, ``unknown_messages`` and
+      ``unknown_message_types`` (``{"0x20": n}``);
+    - ``status_before_first_frame``: ``[{"t_s", "state", "text"}]`` for each StreamStatus or other text
+      before the first live frame (capped), ``t_s`` from the first message;
+    - ``time_to_first_frame_s``: first message → first live (non-replay) video frame, or None.
+    """
+
+    def __init__(self, *, max_items: int = 20) -> None:
+        self.max_items = max_items
+        self.messages = 0
+        self.stream_error_count = 0
+        self.protocol_errors: list[str] = []
+        self.protocol_error_count = 0
+        self.self_id: int | None = None
+        self.joins = 0
+        self.leaves = 0
+        self.joined_ids: list[int] = []
+        self.left_ids: list[int] = []
+        self.cursor_messages = 0
+        self.status_messages = 0
+        self.text_messages = 0
+        self.unknown_types: dict[int, int] = {}
+        self.status_before_first_frame: list[dict] = []
+        self.first_ns: int | None = None
+        self.first_frame_ns: int | None = None
+
+    def _seen(self, t_ns: int) -> None:
+        self.messages += 1
+        if self.first_ns is None:
+            self.first_ns = t_ns
+
+    def add_video(self, t_ns: int, flags: int) -> None:
+        """A video frame by its header flags: the same as ``add(t_ns, VideoFrame(...))``, without the event."""
+        self._seen(t_ns)
+        if self.first_frame_ns is None and not flags & FLAG_REPLAY:
+            self.first_frame_ns = t_ns
+
+    def add(self, t_ns: int, event: Event) -> Category:
+        """One decoded event; returns its category."""
+        category = classify(event)
+        if category is Category.VIDEO:
+            self.add_video(t_ns, event.flags)  # type: ignore[union-attr]
+            return category
+        self._seen(t_ns)
+        if category is Category.ERROR:
+            self.stream_error_count += 1
+        elif category is Category.VIEWER:
+            if isinstance(event, SelfId):
+                self.self_id = event.client_id
+            elif isinstance(event, RemoteUserLeft):
+                self.leaves += 1
+                _capped(self.left_ids, event.user_id, self.max_items)
+            else:
+                self.joins += 1
+                _capped(self.joined_ids, event.user_id, self.max_items)  # type: ignore[union-attr]
+        elif category is Category.CURSOR:
+            self.cursor_messages += 1
+        elif category in (Category.STATUS, Category.TEXT):
+            if category is Category.STATUS:
+                self.status_messages += 1
+            else:
+                self.text_messages += 1
+            if self.first_frame_ns is None:
+                _capped(self.status_before_first_frame, {
+                    "t_s": round((t_ns - self.first_ns) / 1e9, 3),  # type: ignore[operator]
+                    "state": event.state if isinstance(event, StreamStatus) else None,
+                    "text": event.to_text()[:200],  # type: ignore[union-attr]
+                }, self.max_items)
+        elif category is Category.UNKNOWN:
+            self.unknown_types[event.type_byte] = self.unknown_types.get(event.type_byte, 0) + 1  # type: ignore[union-attr]
+        return category
+
+    def add_error(self, t_ns: int, error: RemoteProtocolError | str) -> None:
+        """A message that did not decode (a malformed video frame header, a cut fixed layout, bad UTF-8)."""
+        self._seen(t_ns)
+        self.protocol_error_count += 1
+        _capped(self.protocol_errors, error if isinstance(error, str) else error.message, self.max_items)
+
+    @property
+    def time_to_first_frame_s(self) -> float | None:
+        if self.first_frame_ns is None or self.first_ns is None:
+            return None
+        return round((self.first_frame_ns - self.first_ns) / 1e9, 3)
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "stream_error_count": self.stream_error_count,
+            "protocol_errors": list(self.protocol_errors),
+            "protocol_error_count": self.protocol_error_count,
+            "viewer_events": {
+                "self_id": self.self_id, "joins": self.joins, "leaves": self.leaves,
+                "joined_ids": list(self.joined_ids), "left_ids": list(self.left_ids),
+            },
+            "cursor_messages": self.cursor_messages,
+            "status_messages": self.status_messages,
+            "text_messages": self.text_messages,
+            "unknown_messages": sum(self.unknown_types.values()),
+            "unknown_message_types": {f"0x{t:02x}": n for t, n in sorted(self.unknown_types.items())},
+            "status_before_first_frame": [dict(item) for item in self.status_before_first_frame],
+            "time_to_first_frame_s": self.time_to_first_frame_s,
+        }

@@ -293,12 +293,17 @@ def test_stream_analyzer_tolerates_odd_messages(small_stream) -> None:
     analyzer.add_message(T0, KIND_TEXT, b"{}")
     analyzer.add_message(T0, KIND_BINARY, b"\x01\x01\x00")  # a video frame shorter than its header
     analyzer.add_message(T0, KIND_BINARY, b"\x31\x00")  # a truncated StreamError
-    analyzer.add_message(T0, KIND_BINARY, b"\x31\x00\x04\xff\xfeok")  # bad UTF-8 is replaced
+    analyzer.add_message(T0, KIND_BINARY, b"\x31\x00\x04\xff\xfeok")  # bad UTF-8
+    analyzer.add_message(T0, KIND_BINARY, b"\x31\x00\x02ok")
     for i, au in enumerate(small_stream[:10]):
         analyzer.add_message(T0 + i * 25_000_000, KIND_BINARY, VIDEO_HEADER.pack(1, 1, 0, 0, 320, 192) + au)
     r = analyzer.result()
     assert r["frames"] == 10 and r["decode_errors"] == 1  # the malformed frame
-    assert r["stream_errors"] == ["", "\ufffd\ufffdok"]
+    # The stream core's rule, as in the live capture: malformed messages are protocol errors, not 0x31 texts.
+    assert r["stream_errors"] == ["ok"] and r["stream_error_count"] == 1
+    assert r["protocol_error_count"] == 4 and len(r["protocol_errors"]) == 4
+    assert any("VideoFrame header" in e for e in r["protocol_errors"])
+    assert any("not valid UTF-8" in e for e in r["protocol_errors"])
     assert r["fps_pts"] is None  # all PTS are 0
 
 

@@ -62,3 +62,95 @@ def test_unreadable_and_invalid_files(tmp_path):
 def test_unknown_timeout_phase():
     with pytest.raises(ConfigError):
         TargetConfig().timeouts["nap"]
+
+
+# ---------------------------------------------------------------- values are data, never shell (issue 12)
+
+
+@pytest.mark.parametrize(("section", "key", "value", "words"), [
+    ("guest", "usercreds", ".env.usercreds;touch${IFS}pwned", "[guest] usercreds must be a plain path"),
+    ("guest", "usercreds", "$(id)", "[guest] usercreds"),
+    ("guest", "cli_path", "/tmp/helix`id`", "[guest] cli_path"),
+    ("guest", "cli_path", "/tmp/helix && reboot", "[guest] cli_path"),
+    ("guest", "cli_path", "-rf", "[guest] cli_path"),
+    ("guest", "helix_dir", "~/helix\nreboot", "[guest] helix_dir"),
+    ("guest", "helix_dir", "~root/helix", "[guest] helix_dir"),
+    ("guest", "helix_dir", "'~/helix'", "[guest] helix_dir"),
+    ("guest", "helix_dir", "/srv/{a,b}", "[guest] helix_dir"),
+    ("guest", "helix_dir", "/srv/*", "[guest] helix_dir"),
+    ("guest", "helix_dir", "", "[guest] helix_dir"),
+    ("guest", "compose_file", "a|b.yaml", "[guest] compose_file"),
+    ("guest", "sandbox_service", "sandbox macos", "[guest] sandbox_service must be a plain name"),
+    ("guest", "sandbox_service", "", "[guest] sandbox_service"),
+    ("guest", "compose_profiles", "code-macos;id", "[guest] compose_profiles"),
+    ("guest", "compose_profiles", "a,,b", "[guest] compose_profiles"),
+    ("ssh", "user", "helix;id", "[ssh] user"),
+    ("ssh", "host", "h" * 300, "[ssh] host"),
+    ("ssh", "host", "127.0.0.1 -oProxyCommand=x", "[ssh] host"),
+    ("ssh", "connect_timeout", -1, "[ssh] connect_timeout"),
+    ("ssh", "connect_timeout", 0, "[ssh] connect_timeout"),
+    ("frame_export", "host", "a b", "[frame_export] host"),
+    ("vm", "id", "vm\nid", "[vm] id"),
+    ("timeouts", "scale", 1e8, "[timeouts] scale must be in [0.01, 100]"),
+    ("timeouts", "scale", 0.001, "[timeouts] scale"),
+    ("timeouts", "boot", 1e9, "[timeouts] boot must be at most"),
+    ("stream", "duration", 0, "[stream] duration"),
+    ("stream", "duration", -3, "[stream] duration"),
+    ("stream", "width", -1920, "[stream] width"),
+    ("stream", "height", 70000, "[stream] height"),
+    ("stream", "fps", 0, "[stream] fps"),
+    ("stream", "fps", 300, "[stream] fps"),
+    ("stream", "bitrate", -1, "[stream] bitrate"),
+    ("stream", "cli_fps_tolerance", -0.1, "[stream] cli_fps_tolerance"),
+    ("stream", "warmup", -1, "[stream] warmup"),
+    ("stream", "fps_min", -30, "[stream] need 0 < fps_min"),
+])
+def test_bad_values_are_refused_at_load_naming_the_key(section, key, value, words):
+    with pytest.raises(ConfigError) as err:
+        parse_target({section: {key: value}}, source="t.toml")
+    assert words in err.value.message, err.value.message
+    assert err.value.phase == "config" and "\n" not in err.value.message
+
+
+@pytest.mark.parametrize(("dotted", "value", "words"), [
+    ("timeouts.scale", 1e8, "[timeouts] scale"),
+    ("timeouts.scale", "inf", "timeouts.scale (override) must be a finite number"),
+    ("stream.duration", 0, "[stream] duration must be > 0"),
+    ("stream.duration", "-1", "[stream] duration"),
+    ("guest.cli_path", "/tmp/x;id", "[guest] cli_path"),
+])
+def test_overrides_are_validated_the_same_way(dotted, value, words):
+    with pytest.raises(ConfigError) as err:
+        TargetConfig().with_overrides({dotted: value})
+    assert words in err.value.message
+
+
+@pytest.mark.parametrize(("section", "key", "value"), [
+    ("guest", "helix_dir", "~/my helix"),
+    ("guest", "helix_dir", "~"),
+    ("guest", "helix_dir", "/Users/ana/src/helix-2026.08"),
+    ("guest", "usercreds", ".env.usercreds"),
+    ("guest", "usercreds", "~/secrets/helix=prod,v2@x"),
+    ("guest", "cli_path", "/tmp/helix"),
+    ("guest", "compose_profiles", ""),
+    ("guest", "compose_profiles", "code-macos,gpu"),
+    ("guest", "sandbox_service", "sandbox_macos.1"),
+    ("ssh", "host", "::1"),
+    ("ssh", "host", "mac-mini.local"),
+    ("ssh", "user", "ana.b"),
+    ("timeouts", "scale", 0.01),
+    ("timeouts", "scale", 100),
+    ("stream", "fps", 255),
+])
+def test_plain_values_are_accepted(section, key, value):
+    cfg = parse_target({section: {key: value}}, source="t.toml")
+    assert getattr(getattr(cfg, section), key) == value
+
+
+def test_session_ids_are_validated():
+    from harness.config import validate_session_id
+
+    assert validate_session_id("ses_01ke4rsx7jb62ms9zx8g68tnbe") == "ses_01ke4rsx7jb62ms9zx8g68tnbe"
+    for bad in ("", "ses_x", "spt_01ke4rsx7jb62ms9zx8g68tnbe", "ses_01ke4rsx7jb62ms9zx8g68tnbe;id", None):
+        with pytest.raises(ConfigError, match="--session must be a Helix session id"):
+            validate_session_id(bad)

@@ -114,12 +114,19 @@ STREAM_SAMPLES = [
     stream.CursorName(1, 2, 3, "pointer").encode(),
     stream.SelfId(42).encode(),
     stream.RemoteUser(1, 9, "luke", "#ff0000", "https://x/a.png").encode(),
+    stream.RemoteUserLeft(9).encode(),
+    stream.RemoteCursor(2, 100, -5, "#0D99FF").encode(),
+    stream.AgentCursor(1, 1920, 1080, 2, 1).encode(),
+    stream.RemoteTouch(3, 9, 1, 10, -10, 32767, "#ff0000").encode(),
+    stream.Ping(7, 1, b"\xde\xad").encode(),
 ]
 TEXT_SAMPLES = [
     stream.Init("ses_01jabc", 1920, 1080, 60, 10000, video_mode="scanout", extra={"gop_size": 120}).to_text(),
     stream.ConnectionComplete(1920, 1080).to_text(),
     '{"type":"init","width":1e999,"session_id":null}',
     '{"ConnectionComplete":{"capabilities":[],"width":-0.0,"height":true}}',
+    '{"type":"stream_status","state":"starting_video","message":"waiting"}',
+    '{"StreamStatus":{"state":"starting_video","attempt":3}}',
 ]
 stream_binary = st.one_of(st.sampled_from(STREAM_SAMPLES).flatmap(mutated), st.binary(max_size=64))
 stream_text = st.one_of(st.sampled_from(TEXT_SAMPLES).flatmap(mutated), st.sampled_from(TEXT_SAMPLES).flatmap(
@@ -160,6 +167,28 @@ def test_stream_connection_receive_mutated(role: str, messages: list) -> None:
             conn.receive(kind, data)
         except RemoteProtocolError:
             pass
+
+
+@fuzz(300)
+@given(st.lists(st.one_of(st.tuples(st.just(0), stream_binary), st.tuples(st.just(1), stream_text)), max_size=12),
+       st.lists(st.integers(0, 10**12), min_size=1, max_size=12))
+def test_stream_tally_never_fails(messages: list, times: list[int]) -> None:
+    """The live capture's and analyze's shared rule: any message sequence gives a reportable tally."""
+    conn = stream.StreamConnection("client")
+    tally = stream.StreamTally(max_items=4)
+    for i, (kind, data) in enumerate(messages):
+        t_ns = sum(times[: i % len(times) + 1])
+        try:
+            event = conn.receive(kind, data)
+        except RemoteProtocolError as exc:
+            tally.add_error(t_ns, exc)
+            continue
+        category = tally.add(t_ns, event)
+        assert category is stream.classify(event)
+        assert stream.is_error(event) == isinstance(event, stream.StreamError)
+    result = tally.result()
+    json.dumps(result)
+    assert tally.messages == len(messages) and len(result["protocol_errors"]) <= 4
 
 
 # ---------------------------------------------------------------- HXFR
@@ -286,9 +315,118 @@ def test_cli_go_duration(text: str) -> None:
         pass
 
 
+HELP = """\
+Usage:
+  helix spectask start [task-id] [flags]
+
+Flags:
+  -a, --agent string         Agent ID to use (e.g., app_01xxx)
+  -h, --help                 help for start
+  -n, --name string          Task name (default "CLI Test Task")
+      --runtime string       Sandbox runtime: ubuntu-desktop|headless-ubuntu
+      --wait                 Block until the sandbox has booted
+
+Global Flags:
+      --url string   Helix API URL
+"""
+
+
+@fuzz(300)
+@given(st.one_of(st.just(HELP).flatmap(mutated), lines_of(HELP.splitlines(), max_lines=16), st.text(max_size=80)),
+       st.booleans())
+def test_help_parsers(text: str, as_bytes: bool) -> None:
+    data = text.encode("utf-8", "surrogatepass") if as_bytes else text
+    try:
+        help_ = cli_output.parse_start_help(data)
+    except RemoteProtocolError as exc:
+        assert exc.phase == "cli"
+        return
+    assert isinstance(help_.has_agent, bool) and isinstance(help_.runtime_choices, tuple)
+    assert all(isinstance(f, cli_output.HelpFlag) for f in help_.flags.values())
+
+
+# ---------------------------------------------------------------- probe and config arguments
+
+hostile_numbers = st.one_of(st.floats(), st.integers(-(2**70), 2**70), st.booleans(), st.none(), st.text(max_size=8))
+
+
+@fuzz(400)
+@given(st.one_of(st.text(max_size=300), st.just("h" * 300), st.none(), st.integers()), hostile_numbers, hostile_numbers)
+def test_probe_arguments_only_raise_probe_input_errors(host, port, timeout) -> None:
+    from harness.drivers.frame_export import MAX_TIMEOUT, ProbeInputError, check_probe_args
+
+    try:
+        h, p, t = check_probe_args(host, port, timeout)
+    except ProbeInputError as exc:
+        assert "\n" not in exc.message
+        return
+    assert 1 <= p <= 65535 and 0 < t <= MAX_TIMEOUT and len(h) <= 253
+
+
+# ---------------------------------------------------------------- .ips crash reports
+
+def _nested(depth: int, leaf: str = "1") -> str:
+    return "[" * depth + leaf + "]" * depth
+
+
+json_values = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=6)),
+                           lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                   st.dictionaries(st.sampled_from(["threads", "frames", "symbol", "triggered",
+                                                                                    "termination", "indicator", "procName",
+                                                                                    "exception", "signal", "x"]), inner,
+                                                                   max_size=4)),
+                           max_leaves=12)
+IPS = ('{"app_name":"QEMULauncher","bug_type":"309"}\n{"procName":"QEMULauncher","termination":{"namespace":"SIGNAL",'
+       '"indicator":"Abort trap: 6"},"threads":[{"triggered":true,"frames":[{"symbol":"abort"},{"symbol":"qemu_spice_init"}]}]}')
+
+
+@fuzz(400)
+@given(st.one_of(
+    st.just(IPS).flatmap(mutated),
+    st.tuples(json_values, json_values).map(lambda hb: json.dumps(hb[0]) + "\n" + json.dumps(hb[1])),
+    st.integers(1, 50_000).map(lambda d: "{}\n" + _nested(d)),
+    st.integers(1, 50_000).map(lambda d: '{}\n{"threads":' + _nested(d) + "}"),
+    st.binary(max_size=64),
+))
+def test_ips_parser_never_raises(data) -> None:
+    from harness.protocols.ips import MAX_FRAMES, CrashReport, parse_ips_bytes
+
+    report = parse_ips_bytes(data, "x.ips")
+    assert isinstance(report, CrashReport)
+    assert all(isinstance(v, str) for v in (report.process, report.indicator, report.signal, report.parse_error))
+    assert len(report.frames) <= MAX_FRAMES and all(isinstance(f, str) for f in report.frames)
+    json.dumps(report.as_dict())
+    report.summary()
+
+
+# ---------------------------------------------------------------- Annex-B splitter under a cap
+
+@fuzz(300)
+@given(st.lists(st.one_of(st.binary(max_size=40), st.sampled_from([b"\x00\x00\x01\x65\x88", b"\x00\x00\x00\x01\x67",
+                                                                   b"\x00\x00\x01\x41\x9a", b"\xff" * 90])), max_size=30),
+       st.integers(16, 128), st.lists(st.integers(1, 64), min_size=1, max_size=6))
+def test_capped_splitter_accounts_for_every_byte(parts: list[bytes], cap: int, cuts: list[int]) -> None:
+    from harness.protocols.h264 import AnnexBAccessUnitSplitter
+
+    data = b"".join(parts)
+    splitter = AnnexBAccessUnitSplitter(max_pending=cap)
+    out, pos, i = [], 0, 0
+    while pos < len(data):
+        step = cuts[i % len(cuts)]
+        out += splitter.feed(data[pos : pos + step])
+        pos, i = pos + step, i + 1
+        assert len(splitter._buf) <= cap + 64 + 2
+    out += splitter.flush()
+    assert sum(map(len, out)) + splitter.skipped_bytes == len(data)
+    if not splitter.skipped_bytes:
+        assert b"".join(out) == data
+
+
 # ---------------------------------------------------------------- log classifier
 
 LOG_SAMPLES = [
+    "[FRAME_READY] Dropping frame — VT still processing previous frame (dropped 12 total)",
+    "[HELIX] Client 1: dropping frame (need 4625, have 106/1048576 bytes free, total drops=364100)",
     "0:00:34.030216978   333 0xe7a330000c00 DEBUG            vsockenc gstvsockenc.c:570:gst_vsockenc_handle_frame:"
     "<vsockenc0> Sent frame 1, resource_id=17, size=1920x1080, keyframe=1",
     "0:00:34.030216978   333 0xe7a330000c00 ERROR            vsockenc gstvsockenc.c:611:gst_vsockenc_read:"
@@ -318,6 +456,20 @@ def test_logscan_never_fails(data: str | bytes) -> None:
     result = logscan.scan_text(data)  # never raises: undecodable bytes are counted
     json.dumps(result.as_dict())  # and the result is always reportable
     assert result.resource_ids.nonzero >= 0 and result.resource_ids.zero >= 0
+    assert not result.timed_out
+
+
+@fuzz(60)
+@given(st.sampled_from(LOG_SAMPLES), st.integers(0, 200), st.sampled_from(["", "1", " ", "(", "total drops="]))
+def test_logscan_repeated_pattern_lines_stay_fast(sample: str, cut: int, glue: str) -> None:
+    """A 256 KiB line of one real line's prefix repeated: linear patterns finish in milliseconds."""
+    import time
+
+    unit = sample[: max(1, cut % (len(sample) + 1))] + glue
+    line = (unit * ((1 << 18) // len(unit) + 1))[: 1 << 18]
+    start = time.perf_counter()
+    logscan.scan_text(line)
+    assert time.perf_counter() - start < 1.0, unit
 
 
 # ---------------------------------------------------------------- .env.usercreds

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.protocols import h264
-from harness.protocols.errors import RemoteProtocolError
+from harness.protocols.errors import LocalProtocolError, RemoteProtocolError
 
 
 def encode(width: int, height: int, frames: int, pix_fmt: str = "yuv420p", **options: str) -> list[bytes]:
@@ -253,6 +253,27 @@ def test_splitter_rules_on_synthetic_units() -> None:
     assert splitter.feed(aus[0]) == [] and splitter.feed(aus[1][:3]) == []
     assert splitter.feed(aus[1][3:]) == [aus[0]]
     assert splitter.flush() == [aus[1]] and splitter.flush() == []
+
+
+def test_splitter_bounds_what_it_holds_and_counts_what_it_drops() -> None:
+    splitter = h264.AnnexBAccessUnitSplitter(max_pending=1024)
+    sc = b"\x00\x00\x00\x01"
+    good = sc + b"\x67\x42" + sc + b"\x68\xce" + sc + b"\x65\x88" + b"\xab" * 100
+    out = []
+    for _ in range(50):  # 50 KiB without a start code
+        out += splitter.feed(b"\xff" * 1000)
+        assert len(splitter._buf) <= 1024 + 1000
+    assert out == [] and splitter.skips > 0 and splitter.skipped_bytes >= 48_000
+    out += splitter.feed(good + good)
+    out += splitter.flush()
+    assert len(out) == 2 and out[1] == good  # what follows the cut splits normally again
+    assert out[0].endswith(good) and set(out[0][: -len(good)]) <= {0xFF}  # the unscanned tail leads the next AU
+    assert splitter.skipped_bytes + sum(map(len, out)) == 50_000 + 2 * len(good)  # every byte is accounted for
+    # below the cap the splitter stays lossless
+    small = h264.AnnexBAccessUnitSplitter(max_pending=1 << 20)
+    assert b"".join(small.feed(good * 3) + small.flush()) == good * 3 and small.skipped_bytes == 0
+    with pytest.raises(LocalProtocolError):
+        h264.AnnexBAccessUnitSplitter(max_pending=0)
 
 
 def test_splitter_and_au_info_are_fast() -> None:

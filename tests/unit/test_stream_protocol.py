@@ -258,13 +258,13 @@ def test_client_flow() -> None:
 
 # ---------------------------------------------------------------- fuzz
 
-KNOWN_TYPES = [0x01, 0x30, 0x31, 0x40, 0x41, 0x50, 0x51, 0x54, 0x58, 0x02, 0x20]
+KNOWN_TYPES = [0x01, 0x30, 0x31, 0x40, 0x41, 0x50, 0x51, 0x53, 0x54, 0x55, 0x56, 0x58, 0x02, 0x20]
 binary_messages = st.one_of(
     st.binary(max_size=48),
     st.builds(lambda t, rest: bytes([t]) + rest, st.sampled_from(KNOWN_TYPES), st.binary(max_size=48)),
     st.builds(  # length-prefixed messages with a plausible length byte
         lambda t, n, rest: bytes([t]) + rest[:13] + bytes([n]) + rest[13:],
-        st.sampled_from([0x31, 0x51, 0x54]), st.integers(0, 20), st.binary(max_size=40),
+        st.sampled_from([0x31, 0x51, 0x53, 0x54, 0x56]), st.integers(0, 20), st.binary(max_size=40),
     ),
 )
 
@@ -334,8 +334,13 @@ events = st.one_of(
     st.builds(s.CursorImage, u(32), i32, i32, i32, i32, u(32), u(32), u(32), i32, st.binary(max_size=20)),
     st.builds(s.CursorName, u(32), i32, i32, short),
     st.builds(s.SelfId, u(32)),
-    st.builds(s.RemoteUser, u(8), u(32), short, short, short),
-    st.builds(s.UnknownMessage, st.sampled_from([0x02, 0x03, 0x10, 0x20, 0x53, 0x55]), st.binary(max_size=10)),
+    st.builds(s.RemoteUser, st.integers(1, 255), u(32), short, short, short),
+    st.builds(s.RemoteUserLeft, u(32)),
+    st.builds(s.RemoteCursor, u(32), i32, i32, short),
+    st.builds(s.AgentCursor, u(32), u(16), u(16), u(8), u(8)),
+    st.builds(s.RemoteTouch, u(32), u(32), u(8), i32, i32, u(32), short),
+    st.builds(s.Ping, u(32), u(64), st.binary(max_size=8)),
+    st.builds(s.UnknownMessage, st.sampled_from([0x02, 0x03, 0x10, 0x20, 0x52, 0x57, 0x59]), st.binary(max_size=10)),
 )
 
 
