@@ -121,8 +121,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     temp_root: Path | None = None
     root = args.root
-    if root is None:
-        temp_root = root = Path(tempfile.mkdtemp(prefix="helix-sim-"))
+    try:
+        if root is None:
+            temp_root = root = Path(tempfile.mkdtemp(prefix="helix-sim-"))
+        else:
+            root.mkdir(parents=True, exist_ok=True)
+            probe = root / ".helix-sim-write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+    except OSError as exc:
+        print(f"{PROG}: error: --root {root}: not a writable folder ({exc.strerror or exc}); "
+              "pass a folder you can write, or omit --root for a temp dir", file=sys.stderr)
+        return 2
     try:
         try:
             config = _config(args, root)

@@ -21,43 +21,45 @@ QEMU_VERSIONS = {
 
 @dataclass(frozen=True, slots=True)
 class Fault:
-    """An injectable fault: its public name, the layer a triage must blame, and who implements it."""
+    """An injectable fault: its public name, the cause a triage must name (a row of the harness's table of
+    causes, ``harness/causes.py``, which gives its layer; ``None``: not a fault, the run must pass), and
+    who implements it."""
 
     name: str
-    layer: str
+    cause: str | None
     place: str  # the helix_sim module that implements it (host.utm_app, stack.api, desktop.pipeline, …)
     description: str
 
 
 _FAULT_ROWS = [
-    ("vm_crash_boot", "vm", "host.utm_app", "the VM goes to `stopped` during boot and a QEMULauncher-*.ips appears"),
-    ("vm_crash_stream", "vm", "host.utm_app", "the VM goes to `stopped` mid-stream and a QEMULauncher-*.ips appears"),
-    ("utmctl_osstatus", "utm", "host.utm_app", "utmctl prints `Error from event: ... OSStatus -1743` and exits 0"),
-    ("utmctl_no_gui", "utm", "host.utm_app", "utmctl fails: does not work from SSH sessions or before logging in"),
-    ("ssh_refused", "ssh", "vm.sshd", "the guest's SSH port refuses connections"),
-    ("ssh_blackhole", "ssh", "vm.sshd", "the guest's SSH port accepts and never answers"),
-    ("host_key_changed", "ssh", "vm.sshd", "the guest presents a different host key"),
-    ("stack_fails", "stack", "stack.docker_engine", "`./stack start` exits non-zero with compose output"),
-    ("api_5xx", "api", "stack.api", "/api/v1/status answers 502"),
-    ("no_container", "session", "stack.api", "the session never gets dev_container_id"),
-    ("exec_forbidden", "desktop", "desktop.exec", "exec answers 403 `command not allowed: vkcube`"),
-    ("vkcube_dies", "desktop", "desktop.exec", "exec succeeds, then `pkill -0 -f vkcube` fails"),
-    ("ws_503", "stream", "stack.api", "plain-text `HTTP/1.1 503 ... Sandbox not connected` instead of upgrading"),
-    ("stream_error", "stream", "desktop.session", "a 0x31 StreamError, then an abrupt TCP close"),
-    ("frames_stop", "stream", "desktop.pipeline", "frames stop but pings continue and the socket stays open"),
-    ("superseded", "stream", "stack.api", "close code 4000 \"superseded\""),
-    ("low_fps", "stream", "desktop", "20 fps"),
-    ("frozen", "stream", "desktop.pipeline", "identical content for 3 s"),
-    ("black", "stream", "desktop.pipeline", "black frames for 2 s"),
-    ("corrupt_h264", "encoder", "desktop.pipeline", "damaged AUs"),
-    ("replay_burst", "client", "desktop.pipeline", "a GOP replay burst at join (not a fault: must pass)"),
-    ("resource_ids_zero", "encoder", "desktop.logs", "vsockenc `Buffer is not DMA-BUF backed` with every resource_id=0"),
-    ("qemu_ignores_zero", "frame_export", "host.qemu", "v10 behaviour: FRAME_REQUEST gets no reply"),
-    ("qemu_accepts_zero", "frame_export", "host.qemu", "v7 behaviour: FRAME_REQUEST with resource_id=0 is answered"),
-    ("stale_qemu", "host", "host.qemu", "the host log's VERSION differs from the expected one"),
-    ("sysroot_paths", "host", "host.qemu_binary", "the QEMU binary has sysroot load commands"),
-    ("container_oom", "desktop", "desktop.session", "the desktop container restarts with OOMKilled"),
-    ("slow_after_running", "vm", "stack.api", "each successive session is 30 % slower"),
+    ("vm_crash_boot", "vm_crashed_boot", "host.utm_app", "the VM goes to `stopped` during boot and a QEMULauncher-*.ips appears"),
+    ("vm_crash_stream", "vm_crashed", "host.utm_app", "the VM goes to `stopped` mid-stream and a QEMULauncher-*.ips appears"),
+    ("utmctl_osstatus", "utmctl_osstatus", "host.utm_app", "utmctl prints `Error from event: ... OSStatus -1743` and exits 0"),
+    ("utmctl_no_gui", "utmctl_no_gui", "host.utm_app", "utmctl fails: does not work from SSH sessions or before logging in"),
+    ("ssh_refused", "ssh_refused", "vm.sshd", "the guest's SSH port refuses connections"),
+    ("ssh_blackhole", "ssh_unresponsive", "vm.sshd", "the guest's SSH port accepts and never answers"),
+    ("host_key_changed", "host_key_changed", "vm.sshd", "the guest presents a different host key"),
+    ("stack_fails", "stack_start_failed", "stack.docker_engine", "`./stack start` exits non-zero with compose output"),
+    ("api_5xx", "api_5xx", "stack.api", "/api/v1/status answers 502"),
+    ("no_container", "no_container", "stack.api", "the session never gets dev_container_id"),
+    ("exec_forbidden", "exec_forbidden", "desktop.exec", "exec answers 403 `command not allowed: vkcube`"),
+    ("vkcube_dies", "vkcube_dies", "desktop.exec", "exec succeeds, then `pkill -0 -f vkcube` fails"),
+    ("ws_503", "ws_upgrade_refused", "stack.api", "plain-text `HTTP/1.1 503 ... Sandbox not connected` instead of upgrading"),
+    ("stream_error", "stream_error", "desktop.session", "a 0x31 StreamError, then an abrupt TCP close"),
+    ("frames_stop", "frames_stop", "desktop.pipeline", "frames stop but pings continue and the socket stays open"),
+    ("superseded", "superseded", "stack.api", "close code 4000 \"superseded\""),
+    ("low_fps", "low_fps", "desktop", "20 fps"),
+    ("frozen", "frozen", "desktop.pipeline", "identical content for 3 s"),
+    ("black", "black", "desktop.pipeline", "black frames for 2 s"),
+    ("corrupt_h264", "corrupt_h264", "desktop.pipeline", "damaged AUs"),
+    ("replay_burst", None, "desktop.pipeline", "a GOP replay burst at join (not a fault: must pass)"),
+    ("resource_ids_zero", "resource_ids_zero", "desktop.logs", "vsockenc `Buffer is not DMA-BUF backed` with every resource_id=0"),
+    ("qemu_ignores_zero", "qemu_ignored", "host.qemu", "v10 behaviour: FRAME_REQUEST gets no reply"),
+    ("qemu_accepts_zero", "qemu_accepted", "host.qemu", "v7 behaviour: FRAME_REQUEST with resource_id=0 is answered"),
+    ("stale_qemu", "stale_qemu", "host.qemu", "the host log's VERSION differs from the expected one"),
+    ("sysroot_paths", "qemu_dylib_paths", "host.qemu_binary", "the QEMU binary has sysroot load commands"),
+    ("container_oom", "container_oom", "desktop.session", "the desktop container restarts with OOMKilled"),
+    ("slow_after_running", "slow_after_running", "stack.api", "each successive session is 30 % slower"),
 ]
 
 FAULTS: dict[str, Fault] = {row[0]: Fault(*row) for row in _FAULT_ROWS}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ..config import TARGET_ENV, TargetConfig, load_target
+from ..config import TARGET_ENV, TargetConfig, load_target, validate_session_id
 from ..errors import HarnessError
 from ..record import RunRecord, StreamRecord
 from ..redact import install_logging_filter, redact
@@ -101,19 +101,34 @@ def _sim_faults(config: pytest.Config) -> list[str]:
     return sorted(validate_faults(names))
 
 
+def requested_target(config: pytest.Config) -> tuple[TargetConfig, list[str]]:
+    """The target config the options ask for, with their overrides applied and checked, and the sim
+    faults to inject. Raises ConfigError (the plugin turns it into one usage error line)."""
+    cfg = load_target(target_path(config))
+    overrides = {}
+    # `is not None`: a 0 must reach the config's own checks, not be dropped as "unset".
+    if config.getoption("e2e_stream_duration") is not None:
+        overrides["stream.duration"] = config.getoption("e2e_stream_duration")
+    if config.getoption("e2e_timeout_scale") is not None:
+        overrides["timeouts.scale"] = config.getoption("e2e_timeout_scale")
+    cfg = cfg.with_overrides(overrides) if overrides else cfg
+    faults = _sim_faults(config)
+    if faults and not cfg.is_sim:
+        raise HarnessError("--sim-fault needs a simulator target", phase="config",
+                           hint="faults are injected by the simulator; drop --sim-fault for a real Mac")
+    session_id = config.getoption("e2e_session")
+    if session_id:
+        validate_session_id(session_id)
+    return cfg, faults
+
+
 @pytest.fixture(scope="session")
 def target(request: pytest.FixtureRequest) -> TargetConfig:
     """The validated target config. A target with a [sim] table gets a fresh simulator."""
     config = request.config
     install_logging_filter()
-    path = target_path(config)
-    cfg = load_target(path)
+    cfg, faults = requested_target(config)
     overrides = {}
-    if config.getoption("e2e_stream_duration"):
-        overrides["stream.duration"] = config.getoption("e2e_stream_duration")
-    if config.getoption("e2e_timeout_scale"):
-        overrides["timeouts.scale"] = config.getoption("e2e_timeout_scale")
-    faults = _sim_faults(config)
     session = E2ESession.of(config)
     if cfg.is_sim and not cfg.sim.get("external"):
         settings = {k: v for k, v in cfg.sim.items()}
@@ -130,9 +145,6 @@ def target(request: pytest.FixtureRequest) -> TargetConfig:
 
         request.addfinalizer(stop_sim)
         overrides.update(sim.overrides())
-    elif faults:
-        raise HarnessError("--sim-fault needs a simulator target", phase="config",
-                           hint="faults are injected by the simulator; drop --sim-fault for a real Mac")
     cfg = cfg.with_overrides(overrides) if overrides else cfg
     wid = worker_id(config)
     if wid:

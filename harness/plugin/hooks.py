@@ -12,6 +12,7 @@ import re
 
 import pytest
 
+from ..errors import HarnessError
 from ..redact import install_logging_filter, redact
 from ..report.extras import KINDS, build_extras
 from ..report.html import merged_verdicts_html, provenance_html, verdict_html
@@ -102,8 +103,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """The streaming tests this run must run (an xdist worker runs only what it is sent: the controller,
-    which sees every outcome, counts them instead)."""
+    """Check the target config once, before any test (a bad config is one usage error line, not one
+    traceback per test); then note the streaming tests this run must run (an xdist worker runs only what
+    it is sent: the controller, which sees every outcome, counts them instead)."""
+    if any("target" in getattr(i, "fixturenames", ()) for i in session.items):
+        from .fixtures import requested_target
+
+        try:
+            requested_target(session.config)
+        except HarnessError as exc:
+            raise pytest.UsageError(f"helix-e2e: {redact(str(exc))}") from None
     if worker_id(session.config):
         return
     E2ESession.of(session.config).expected = [i.nodeid for i in session.items

@@ -11,7 +11,7 @@ around the centre of each block (clear of deblocked edges) and only accepts a ro
 1 and 0 and whose every block is clearly light or dark, so a black frame, a white frame or ordinary
 screen content reads as ``None``.
 
-``helix_sim.video`` writes the stamp; ``harness.analysis.content`` reads it.
+``helix_sim.desktop.video`` writes the stamp; ``harness.analysis.content`` reads it.
 """
 
 from __future__ import annotations

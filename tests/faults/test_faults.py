@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.causes import CAUSES
 from harness.redact import redact
 from harness.runs.runner import run_once
 from helix_sim.config import FAULTS
@@ -32,39 +33,40 @@ pytestmark = pytest.mark.faults
 
 ROOT = Path(__file__).resolve().parents[2]
 
-#: What each fault's verdict must say besides its layer (FAULTS): the cause, a phrase of the evidence
-#: (the lines that prove it) and a phrase of the hint (what to do). ``None``: the run must pass.
-EXPECT: dict[str, tuple[str, str, str] | None] = {
-    "vm_crash_boot": ("vm_crashed_boot", "QEMULauncher-", ".ips"),
-    "vm_crash_stream": ("vm_crashed", "QEMULauncher-", ".ips"),
-    "utmctl_osstatus": ("utmctl_osstatus", "OSStatus error -1743", "rerun"),
-    "utmctl_no_gui": ("utmctl_no_gui", "does not work from SSH sessions", "GUI session"),
-    "ssh_refused": ("ssh_refused", "Unable to connect", "port forward"),
-    "ssh_blackhole": ("ssh_unresponsive", "SSH to", "never sends a banner"),
-    "host_key_changed": ("host_key_changed", "does not match known_hosts", "ssh-keygen -R"),
-    "stack_fails": ("stack_start_failed", "port is already allocated", "compose"),
-    "api_5xx": ("api_5xx", "kept answering 502", "logs api"),
-    "no_container": ("no_container", "Starting desktop container", "sandbox"),
-    "exec_forbidden": ("exec_forbidden", "command not allowed: vkcube", "allowlist"),
-    "vkcube_dies": ("vkcube_dies", "pkill -0 -f vkcube", "vkcube"),
-    "ws_503": ("ws_upgrade_refused", "Sandbox not connected", "Sandbox not connected"),
-    "stream_error": ("stream_error", "StreamError: failed to start", "pipeline"),
-    "frames_stop": ("frames_stop", "last frame", "stopped sending"),
-    "superseded": ("superseded", "4000", "client_id"),
-    "low_fps": ("low_fps", "fps_windows=", "FPS band"),
-    "frozen": ("frozen", "duration_s", "identical content"),
-    "black": ("black", "black_frames=", "black"),
-    "corrupt_h264": ("corrupt_h264", "decode_errors=", "encoder"),
+#: What each fault's verdict must say besides its cause (FAULTS names it; harness/causes.py gives its layer):
+#: a phrase of the evidence (the lines that prove it) and a phrase of the hint (what to do). ``None``: the run
+#: must pass.
+EXPECT: dict[str, tuple[str, str] | None] = {
+    "vm_crash_boot": ("QEMULauncher-", ".ips"),
+    "vm_crash_stream": ("QEMULauncher-", ".ips"),
+    "utmctl_osstatus": ("OSStatus error -1743", "rerun"),
+    "utmctl_no_gui": ("does not work from SSH sessions", "GUI session"),
+    "ssh_refused": ("Unable to connect", "port forward"),
+    "ssh_blackhole": ("SSH to", "never sends a banner"),
+    "host_key_changed": ("does not match known_hosts", "ssh-keygen -R"),
+    "stack_fails": ("port is already allocated", "compose"),
+    "api_5xx": ("kept answering 502", "logs api"),
+    "no_container": ("Starting desktop container", "sandbox"),
+    "exec_forbidden": ("command not allowed: vkcube", "allowlist"),
+    "vkcube_dies": ("pkill -0 -f vkcube", "vkcube"),
+    "ws_503": ("Sandbox not connected", "Sandbox not connected"),
+    "stream_error": ("StreamError: failed to start", "pipeline"),
+    "frames_stop": ("last frame", "stopped sending"),
+    "superseded": ("4000", "client_id"),
+    "low_fps": ("fps_windows=", "FPS band"),
+    "frozen": ("duration_s", "identical content"),
+    "black": ("black_frames=", "black"),
+    "corrupt_h264": ("decode_errors=", "encoder"),
     "replay_burst": None,
-    "resource_ids_zero": ("resource_ids_zero", "Buffer is not DMA-BUF backed",
+    "resource_ids_zero": ("Buffer is not DMA-BUF backed",
                           "vsockenc fell back to resource_id=0 because buffers are not DMA-BUF backed; use scanout mode"),
-    "qemu_ignores_zero": ("qemu_ignored", "sent: 48584652", "FRAME_REQUEST handler"),
-    "qemu_accepts_zero": ("qemu_accepted", "received: 48584652", "DisplaySurface"),
-    "stale_qemu": ("stale_qemu", "[HELIX] VERSION: 2026-02-04-stale-build",
+    "qemu_ignores_zero": ("sent: 48584652", "FRAME_REQUEST handler"),
+    "qemu_accepts_zero": ("received: 48584652", "DisplaySurface"),
+    "stale_qemu": ("[HELIX] VERSION: 2026-02-04-stale-build",
                    "installed QEMU is stale: rebuild and run fix-qemu-paths.sh"),
-    "sysroot_paths": ("qemu_dylib_paths", "install name", "fix-qemu-paths.sh"),
-    "container_oom": ("container_oom", "OOM-killed", "memory"),
-    "slow_after_running": ("slow_after_running", "session 2", "restart the VM"),
+    "sysroot_paths": ("install name", "fix-qemu-paths.sh"),
+    "container_oom": ("OOM-killed", "memory"),
+    "slow_after_running": ("session 2", "restart the VM"),
 }
 
 #: run_once arguments a fault needs besides the defaults: resource_ids_zero is vsockenc's fault (shm
@@ -110,8 +112,9 @@ def _options(fault: str) -> dict:
 def test_every_fault_has_an_expectation():
     assert set(EXPECT) == set(FAULTS)
     for name, expected in EXPECT.items():
-        if expected is None:
-            assert FAULTS[name].layer == "client", name  # not a fault: nothing to blame
+        # a fault names a cause of the one table; only the one that is not a fault names none
+        assert (FAULTS[name].cause is None) is (expected is None), name
+        assert FAULTS[name].cause is None or FAULTS[name].cause in CAUSES, name
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
@@ -127,10 +130,11 @@ def test_fault_is_detected_and_explained(fault, fault_runs):
         assert result.verdict is None, result.verdict.summary()
         assert result.findings and all(f.ok for f in result.findings), [f.as_dict() for f in result.failed]
         return
-    cause, evidence, hint = expected
+    evidence, hint = expected
+    cause = FAULTS[fault].cause
     v = result.verdict
     assert v is not None, f"{fault} went unnoticed: {[f.as_dict() for f in result.findings]}"
-    assert (v.layer, v.cause) == (FAULTS[fault].layer, cause), v.as_dict()
+    assert (v.layer, v.cause) == (CAUSES[cause].layer, cause), v.as_dict()
     assert any(evidence in line for line in v.evidence), v.as_dict()
     assert hint in v.hint, v.as_dict()
     assert v.transient is (cause in TRANSIENT_CAUSES), v.as_dict()
@@ -224,7 +228,8 @@ def test_verdict_survives_rewording_every_message(case, fault_runs):
     fault = case[len(REWORDED):]
     got = fault_runs.result(("case", case))
     assert "reworded " in got["message"], got  # the harness's own words really were replaced
-    assert (got["layer"], got["cause"]) == (FAULTS[fault].layer, EXPECT[fault][0]), got
+    cause = FAULTS[fault].cause
+    assert (got["layer"], got["cause"]) == (CAUSES[cause].layer, cause), got
 
 
 def _reword_chain(exc: BaseException | None, depth: int = 0) -> BaseException | None:
