@@ -75,6 +75,8 @@ _ROWS: tuple[Cause, ...] = (
     Cause("vm_not_started", "vm", "the VM is not running after boot: read UTM's window and QEMU's log",
           rank=CATASTROPHE),
     Cause("boot_failed", "vm", "read the VM's crash reports and QEMU's log"),
+    Cause("boot_timeout", "vm", "the VM did not finish booting within the boot phase's timeout and nothing crashed: "
+          "on a slow host raise [timeouts] boot or --timeout-scale; otherwise look at the VM's console in UTM"),
     Cause("power_off_failed", "vm", "the VM did not power off: stop it in UTM by hand"),
     Cause("slow_after_running", "vm", "each new session on this VM is slower: restart the VM between runs and report "
           "it"),
@@ -102,6 +104,10 @@ _ROWS: tuple[Cause, ...] = (
           "(docker compose logs sandbox-macos)"),
     Cause("cli_build_failed", "session", "is Go installed in the guest and does ~/helix/api build by hand?"),
     Cause("session_start_timeout", "session", "`spectask start --wait` did not return: the session never got ready"),
+    Cause("no_agent", "session", "the task has no agent: set DefaultHelixAppID on the project (Project settings → "
+          "default agent), or start it with an agent (`spectask start --agent`, older CLIs)"),
+    Cause("task_failed", "session", "the spec task failed before it got a session: read its error in the evidence "
+          "and the API's logs"),
     Cause("session_failed", "session", "read the sandbox's logs"),
     # -- desktop -------------------------------------------------------------------------------------------
     Cause("container_not_running", "desktop", "read the desktop container's logs"),
@@ -136,10 +142,14 @@ _ROWS: tuple[Cause, ...] = (
           "port and the QEMU build"),
     Cause("qemu_reset", "frame_export", "QEMU's frame export reset the connection: QEMU may have crashed on the "
           "request (read the .ips report and helix-debug.log)"),
+    Cause("qemu_unexpected_msg", "frame_export", "QEMU sent the scanout stream something other than "
+          "FRAME_RESPONSE, which the API treats as fatal: check the QEMU build's frame-export replies"),
     Cause("bad_error_code", "frame_export", "the frame export's ERROR reply must carry a negative error code"),
     # -- stream --------------------------------------------------------------------------------------------
     Cause("ws_upgrade_refused", "stream", "the API did not upgrade the WebSocket (`Sandbox not connected`: no tunnel "
           "to the desktop)"),
+    Cause("no_first_frame", "stream", "the server kept the socket open (status `starting_video`) but no video "
+          "frame came within the first-frame timeout: read the desktop's pipeline logs (scanout source, encoder)"),
     Cause("stream_error", "stream", "the desktop could not start its video pipeline: read the StreamError text and "
           "the desktop logs"),
     Cause("superseded", "stream", "another viewer with the same client_id took the stream over"),

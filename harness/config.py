@@ -234,6 +234,10 @@ class Timeouts:
         return float(getattr(self, phase)) * self.scale
 
 
+#: Seconds of stream the checks need after the warm-up (see StreamConfig's duration check).
+MIN_MEASURED_S = 1.0
+
+
 @dataclass(frozen=True)
 class StreamConfig:
     fps_min: float = 30.0
@@ -260,6 +264,13 @@ class StreamConfig:
         check_number(self.duration, "[stream] duration", 0, MAX_TIMEOUT_S, lo_open=True)
         if self.warmup < 0 or self.warmup >= self.duration:
             raise ConfigError(f"[stream] warmup must be in [0, duration), got {self.warmup}")
+        if self.duration < self.warmup + MIN_MEASURED_S:
+            raise ConfigError(
+                f"[stream] duration must be at least warmup + {MIN_MEASURED_S:g}s = {self.warmup + MIN_MEASURED_S:g}s, "
+                f"got {self.duration:g}s",
+                hint=f"the FPS check measures whole 1-s windows after the {self.warmup:g}s warm-up, so it needs at "
+                f"least {MIN_MEASURED_S:g}s of stream after it; use --stream-duration "
+                f"{self.warmup + MIN_MEASURED_S:g} or more")
         check_int(self.width, "[stream] width", 1, 65535)  # u16 in the frame header
         check_int(self.height, "[stream] height", 1, 65535)
         check_int(self.fps, "[stream] fps", 1, 255)  # u8 in StreamInit

@@ -69,8 +69,10 @@ class StreamRecord:
     cli_h264_head: bytes = b""  # the first 64 KiB of the CLI's .h264
     desktop_logs: str = ""
     host_log: str = ""
+    vkcube_pid: int = 0  # what the exec API gave back when it started vkcube (0: unknown)
     vkcube_running_before: bool = False
     vkcube_running_after: bool = False
+    vkcube_state_after: str = ""  # running | gone | zombie (a crashed vkcube stays a zombie)
     vkcube_error: str = ""  # launching vkcube failed (exec refused or errored)
     vkcube_after_error: str = ""  # checking vkcube after the stream failed (the desktop was unreachable)
     #: The latest :class:`harness.verdict.checks.Finding` of each stream check, by check name.

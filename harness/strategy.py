@@ -27,6 +27,7 @@ from pathlib import Path
 
 from .config import TargetConfig
 from .deadline import Deadline
+from .drivers.helix_cli import TaskWithoutSession
 from .drivers.wiring import Drivers
 from .errors import CheckFailed, HarnessError
 from .protocols import stream as sp
@@ -327,7 +328,14 @@ class Strategy:
         name = f"helix-e2e-{uuid.uuid4().hex[:8]}"
         h.update("helix spectask start --wait")
         since_start = Deadline(0)  # only its `elapsed`: spectask start plus the container lookup
-        started = d.cli.start_session(d.creds.project, name, timeout=min(self._timeout("session"), deadline.remaining))
+        try:
+            started = d.cli.start_session(d.creds.project, name, agent=d.creds.agent,
+                                          timeout=min(self._timeout("session"), deadline.remaining))
+        except TaskWithoutSession as exc:  # provisioning still, or failed? The task's status says which.
+            failure = d.api.task_failure(exc.task_id)
+            if failure is not None:
+                raise failure from exc
+            raise
         self.record.session = SessionRecord(session_id=started.session_id, own=True, name=name, cli_built=built,
                                             started_wall=started.started_wall)
         self._attach(Status.session_ready, timeout=deadline.remaining)
@@ -341,11 +349,12 @@ class Strategy:
         run = StreamRecord(session_id=sid, session_start_s=session.start_s, session_started_wall=session.started_wall)
         h.update("starting vkcube")
         try:
-            d.api.start_vkcube(sid)
+            run.vkcube_pid = d.api.start_vkcube(sid).pid
         except HarnessError as exc:
             run.vkcube_error = str(exc)
         else:  # launched, then gone: the vkcube check says so
-            run.vkcube_running_before = d.api.wait_vkcube(sid, timeout=min(3.0, self._timeout("first_frame") / 2))
+            run.vkcube_running_before = d.api.wait_vkcube(sid, timeout=min(3.0, self._timeout("first_frame") / 2),
+                                                          pid=run.vkcube_pid)
         duration = cfg.duration
         h.update(f"capturing {duration:.0f}s of stream")
         init = sp.Init(session_id=sid, width=cfg.width, height=cfg.height, fps=cfg.fps, bitrate=cfg.bitrate,
@@ -366,7 +375,8 @@ class Strategy:
         else:
             capture()
         try:
-            run.vkcube_running_after = d.api.vkcube_running(sid)
+            run.vkcube_state_after = d.api.vkcube_state(sid, run.vkcube_pid)
+            run.vkcube_running_after = run.vkcube_state_after == "running"
         except HarnessError as exc:
             run.vkcube_after_error = str(exc)
         h.update("collecting container and host logs")

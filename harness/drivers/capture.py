@@ -57,6 +57,11 @@ class CaptureResult:
     error: str = ""
     trailing_gap_s: float | None = None
     pings_answered: bool = True
+    #: No live video frame came within the first-frame timeout (the socket stayed open).
+    first_frame_timed_out: bool = False
+    #: Everything besides video, counted by the stream core's StreamTally (the same facts ``analyze`` gives
+    #: offline): viewer joins/leaves, cursor/status/unknown messages, statuses before the first frame, ttff.
+    tally: dict = field(default_factory=dict)
     timing: dict = field(default_factory=dict)
     content: dict = field(default_factory=dict)
     content_skipped: int = 0
@@ -85,6 +90,7 @@ async def capture_stream(
     sinks = CaptureSinks(out_dir, name, warmup_s=warmup_s, decode=decode, thumbnails=thumbnails)
     result = CaptureResult(url=url, recording=str(sinks.recording_path), h264=str(sinks.h264_path))
     conn = sp.StreamConnection(sp.Role.CLIENT)
+    tally = sp.StreamTally()
     t0 = time.monotonic()
     first_frame_ns: int | None = None
     last_frame_ns: int | None = None
@@ -131,7 +137,8 @@ async def capture_stream(
                         wait = min(wait, t_init + first_frame_timeout - now)
                         if wait <= 0:
                             result.end = "error"
-                            result.error = f"no video frame within {first_frame_timeout:.0f}s of the init"
+                            result.first_frame_timed_out = True
+                            result.error = f"no video frame within {first_frame_timeout:.1f}s of the init"
                             break
                     try:
                         msg = await asyncio.wait_for(ws.recv(), timeout=wait)
@@ -151,9 +158,11 @@ async def capture_stream(
                     try:
                         event = conn.receive(kind_in, raw)
                     except RemoteProtocolError as exc:
+                        tally.add_error(t_ns, exc)
                         if len(result.protocol_errors) < 20:
                             result.protocol_errors.append(exc.message)
                         continue
+                    tally.add(t_ns, event)
                     if len(result.message_order) < 12:
                         result.message_order.append(type(event).__name__)
                     if isinstance(event, sp.VideoFrame):
@@ -185,6 +194,7 @@ async def capture_stream(
         result.duration_s = round(time.monotonic() - t0, 3)
         if last_frame_ns is not None:
             result.trailing_gap_s = round((stop - last_frame_ns) / 1e9, 3)
+        result.tally = tally.result()
         done = sinks.finish()
         result.timing = done["timing"]
         result.content = done["content"]

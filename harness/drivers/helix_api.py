@@ -11,10 +11,13 @@ import requests
 
 from ..deadline import Deadline, poll_until
 from ..errors import HarnessError, PhaseTimeout
+from ..protocols.procfs import proc_state
 from ..redact import redact, register
 
 log = logging.getLogger(__name__)
 
+#: The error upstream records on a task that no agent can run (spec_driven_task_service.go).
+NO_AGENT_ERROR = "no agent configured"
 #: vkcube as Helix's own `spectask benchmark` launches it (benchmark_cmd.go startVkcube).
 VKCUBE_COMMAND = ["vkcube", "--wsi", "wayland", "--present_mode", "1"]
 VKCUBE_ENV = {"WAYLAND_DISPLAY": "wayland-0", "XDG_RUNTIME_DIR": "/run/user/1000"}
@@ -163,6 +166,28 @@ class HelixApi:
         cid = cfg.get("dev_container_id") or cfg.get("container_id") or ""
         return cid, cfg.get("container_name") or ""
 
+    def spec_task(self, task_id: str) -> dict[str, Any]:
+        """GET /api/v1/spec-tasks/{id} (types.SpecTask: ``status``, ``metadata.error`` when it failed)."""
+        data = self._json("GET", f"/api/v1/spec-tasks/{quote(task_id, safe='')}", phase="session")
+        if not isinstance(data, dict):
+            raise HelixApiError(f"/api/v1/spec-tasks/{task_id} returned {type(data).__name__}, not an object",
+                                phase="session")
+        return data
+
+    def task_failure(self, task_id: str) -> HelixApiError | None:
+        """Why a task that got no session failed, from its status on the API (``None``: it did not fail;
+        it is still provisioning). Upstream marks a failed task by ``metadata.error``
+        (``SpecDrivenTaskService.markTaskFailedWithCause``), e.g. ``no agent configured - set DefaultHelixAppID
+        on project`` when neither the request nor the project names an agent."""
+        task = self.spec_task(task_id)
+        metadata = task.get("metadata") if isinstance(task.get("metadata"), dict) else {}
+        error = str(metadata.get("error") or "").strip()
+        if not error:
+            return None
+        cause = "no_agent" if NO_AGENT_ERROR in error else "task_failed"
+        return HelixApiError(f"spec task {task_id} failed (status {task.get('status')!r}): {redact(error)[:300]}",
+                             phase="session", cause=cause)
+
     def stop_session(self, session_id: str) -> None:
         self._json("DELETE", f"/api/v1/sessions/{session_id}/stop-external-agent", phase="teardown", timeout=30)
 
@@ -209,14 +234,28 @@ class HelixApi:
             raise HelixApiError(f"starting vkcube failed: {result.error or result.output}", phase="desktop")
         return result
 
-    def vkcube_running(self, session_id: str) -> bool:
-        """`pkill -0 -f vkcube`: exit 0 when a vkcube process exists."""
-        return self.exec(session_id, ["pkill", "-0", "-f", "vkcube"]).exit_code == 0
+    def vkcube_running(self, session_id: str, pid: int = 0) -> bool:
+        """`pkill -0 -f vkcube` exits 0, and (when its pid is known) vkcube is not a zombie."""
+        return self.vkcube_state(session_id, pid) == "running"
 
-    def wait_vkcube(self, session_id: str, *, timeout: float) -> bool:
+    def vkcube_state(self, session_id: str, pid: int = 0) -> str:
+        """``running``, ``gone`` (`pkill -0 -f vkcube` finds none) or ``zombie``. Upstream's background exec
+        starts vkcube and never waits for it, so a vkcube that crashed stays a zombie that `pkill -0` still
+        matches: its state is read from ``/proc/<pid>/stat`` (``cat`` is on the exec allowlist)."""
+        if self.exec(session_id, ["pkill", "-0", "-f", "vkcube"]).exit_code != 0:
+            return "gone"
+        if pid > 0:
+            stat = self.exec(session_id, ["cat", f"/proc/{pid}/stat"])
+            if stat.exit_code != 0:
+                return "gone"  # our vkcube is gone; what pkill found is some other process
+            if proc_state(stat.output) == "Z":
+                return "zombie"
+        return "running"
+
+    def wait_vkcube(self, session_id: str, *, timeout: float, pid: int = 0) -> bool:
         """Whether vkcube shows up within ``timeout`` after launching it (False: launched, then gone)."""
         try:
-            return bool(poll_until(lambda: self.vkcube_running(session_id), timeout=timeout,
+            return bool(poll_until(lambda: self.vkcube_running(session_id, pid), timeout=timeout,
                                    what="vkcube (pkill -0 -f vkcube)", phase="desktop"))
         except PhaseTimeout:
             return False

@@ -29,6 +29,17 @@ class HelixCliError(HarnessError):
     default_phase = "session"
 
 
+class TaskWithoutSession(HelixCliError):
+    """`spectask start --wait` gave back only the task id (``spt_…``) after its wait: the task may still be
+    provisioning, or it may have failed (no agent configured); its status on the API says which."""
+
+    default_cause = "no_container"
+
+    def __init__(self, message: str, *, task_id: str, **kw) -> None:
+        super().__init__(message, **kw)
+        self.task_id = task_id
+
+
 @dataclass(frozen=True)
 class CliStream:
     stats: "cli_output.StreamStats"
@@ -59,6 +70,7 @@ class HelixCliDriver:
     def __init__(self, runner: CommandRunner, guest: GuestConfig) -> None:
         self.runner = runner
         self.guest = guest
+        self._start_help: cli_output.StartHelp | None = None
 
     @property
     def cli(self) -> str:
@@ -94,14 +106,41 @@ class HelixCliDriver:
             self.runner.run(f"echo {shlex.quote(git_sha)} > {stamp}", timeout=20, phase="build")
         return True
 
-    def start_session(self, project: str, name: str, *, timeout: float) -> StartedSession:
-        """`helix spectask start --project P -n NAME --wait -q` → `ses_…` (anything else is an error)."""
+    def start_help(self, *, timeout: float = 20) -> "cli_output.StartHelp":
+        """What this CLI's `spectask start` accepts (read once): CLI generations differ (`--agent` went away,
+        `--runtime ubuntu-desktop|headless-ubuntu` came)."""
+        if self._start_help is None:
+            res = self.runner.run(f"{self.cli} spectask start --help", timeout=timeout, phase="session", check=False)
+            try:
+                self._start_help = cli_output.parse_start_help(res.stdout + res.stderr)
+            except RemoteProtocolError as exc:
+                raise HelixCliError(f"cannot read `spectask start --help` (exit {res.exit_status}): {exc.message}",
+                                    cause="session_failed") from None
+        return self._start_help
+
+    def start_args(self, agent: str = "") -> list[str]:
+        """The generation-dependent flags: `--runtime ubuntu-desktop` where it exists (a headless task has no
+        desktop and no stream), `--agent A` only where it exists and the usercreds name an agent."""
+        help_ = self.start_help()
+        args: list[str] = []
+        if help_.has_runtime and (not help_.runtime_choices or cli_output.RUNTIME_DESKTOP in help_.runtime_choices):
+            args += ["--runtime", cli_output.RUNTIME_DESKTOP]
+        if help_.has_agent and agent:
+            args += ["--agent", agent]
+        return args
+
+    def start_session(self, project: str, name: str, *, timeout: float, agent: str = "") -> StartedSession:
+        """`helix spectask start --project P -n NAME [--runtime …] [--agent …] --wait -q` → `ses_…` (anything
+        else is an error; a bare task id is :class:`TaskWithoutSession`)."""
+        extra = self.start_args(agent)
         started_wall, t0 = time.time(), time.monotonic()
-        session_id = self._start(project, name, timeout=timeout)
+        session_id = self._start(project, name, extra, timeout=timeout)
         return StartedSession(session_id, started_wall, round(time.monotonic() - t0, 3))
 
-    def _start(self, project: str, name: str, *, timeout: float) -> str:
-        cmd = f"{self.cli} spectask start --project {shlex.quote(project)} -n {shlex.quote(name)} --wait -q"
+    def _start(self, project: str, name: str, extra: list[str], *, timeout: float) -> str:
+        flags = "".join(f" {shlex.quote(a)}" for a in extra)
+        cmd = (f"{self.cli} spectask start --project {shlex.quote(project)} -n {shlex.quote(name)}{flags} "
+               "--wait -q")
         try:
             res = self.runner.run(self._creds_prefix() + cmd, timeout=timeout, phase="session", check=False,
                                   log_command=cmd)
@@ -125,10 +164,9 @@ class HelixCliDriver:
         if started.session_id:
             return started.session_id
         if started.task_id:
-            raise HelixCliError(
-                f"spectask start printed only the task id {started.task_id}: the sandbox was still provisioning after "
-                "the CLI's 3-minute wait",
-                cause="no_container",
+            raise TaskWithoutSession(
+                f"spectask start printed only the task id {started.task_id}: no session after the CLI's wait",
+                task_id=started.task_id,
                 hint="check the sandbox (`docker compose ps`, sandbox logs); `spectask start` exits 0 even then",
             )
         raise HelixCliError(f"spectask start printed no ses_ id: {text.strip()[-300:]!r}")

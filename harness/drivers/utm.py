@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import subprocess
 import time
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 from ..config import VmConfig
 from ..deadline import Deadline
@@ -70,6 +71,12 @@ class UtmDriver:
         self.command_timeout = command_timeout
         self._sleep = sleep
         self.calls: list[str] = []
+        #: The deadline of the phase being waited for: no retry or call runs past it.
+        self._deadline: Deadline | None = None
+
+    def _time_left(self) -> float:
+        return self.command_timeout if self._deadline is None else max(0.5, min(self.command_timeout,
+                                                                                self._deadline.remaining))
 
     # -- one utmctl call -------------------------------------------------------------
     def _once(self, args: list[str]) -> str:
@@ -84,12 +91,13 @@ class UtmDriver:
         except PermissionError:
             raise UtmError(f"utmctl at {self.cfg.utmctl} is not executable", hint="chmod +x it or fix [vm] utmctl") from None
         try:
-            out_b, err_b = proc.communicate(timeout=self.command_timeout)
+            limit = self._time_left()
+            out_b, err_b = proc.communicate(timeout=limit)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
             raise UtmError(
-                f"`utmctl {' '.join(args)}` did not return within {self.command_timeout:.0f}s",
+                f"`utmctl {' '.join(args)}` did not return within {limit:.1f}s",
                 hint="UTM.app may be hung or waiting on a permission dialog",
             ) from None
         except BaseException:  # Ctrl-C: never leave utmctl behind unreaped
@@ -135,6 +143,8 @@ class UtmDriver:
             except UtmError as exc:
                 if not exc.transient or pause is None:
                     raise
+                if self._deadline is not None and pause >= self._deadline.remaining:
+                    raise  # no retry past the phase's deadline
                 log.warning("utmctl %s: OSStatus %s, retry %d in %.0fs", args[0], exc.osstatus, attempt + 1, pause)
                 self._sleep(pause)
         raise AssertionError("unreachable")
@@ -166,10 +176,26 @@ class UtmDriver:
         self._call(["stop", self.cfg.id, f"--{mode}"])
 
     def wait_status(self, wanted: str, *, timeout: float, phase: str, on_wait=None,
-                    check: Callable[[str, list[str], float], None] | None = None) -> None:
+                    check: Callable[[str, list[str], float], None] | None = None, cause: str | None = None) -> None:
         """Poll ``status`` until it reads ``wanted``. ``check(status, history, elapsed_s)`` may raise to
         fail at once (a VM that went back to ``stopped`` while booting)."""
         deadline = Deadline(timeout)
+        with self.within(deadline):
+            self._poll_status(wanted, deadline, phase, on_wait, check, cause)
+
+    @contextmanager
+    def within(self, deadline: Deadline) -> Iterator[None]:
+        """No utmctl call or retry in the body runs past ``deadline`` (or an outer, earlier one)."""
+        outer = self._deadline
+        if outer is None or deadline.remaining < outer.remaining:
+            self._deadline = deadline
+        try:
+            yield
+        finally:
+            self._deadline = outer
+
+    def _poll_status(self, wanted, deadline: Deadline, phase, on_wait, check, cause) -> None:
+        timeout = deadline.timeout
         pause = 0.2
         seen: list[str] = []
         while True:
@@ -182,9 +208,11 @@ class UtmDriver:
                 check(status, seen, deadline.elapsed)
             if deadline.expired:
                 raise PhaseTimeout(
-                    f"VM status still `{status}` after {timeout:.0f}s (wanted `{wanted}`; history: {' → '.join(seen)})",
+                    f"VM status still `{status}` when the {phase} phase ran out of time ({timeout:.1f}s; wanted "
+                    f"`{wanted}`; history: {' → '.join(seen)})",
                     phase=phase,
-                    hint="check UTM's window for errors",
+                    cause=cause,
+                    hint=None if cause else "check UTM's window for errors",
                 )
             if on_wait:
                 on_wait(f"utmctl status: {status}")
@@ -223,9 +251,11 @@ class UtmVm(VmProvider):
         """`utmctl start`, then poll `utmctl status` until `started`. Back to `stopped` after `starting`
         (or 5 s in) means QEMU died at start; a new crash report during boot means the same."""
         before = self.host.snapshot()
+        deadline = Deadline(timeout)
         if on_wait:
             on_wait("utmctl start")
-        self.utm.start()
+        with self.utm.within(deadline):
+            self.utm.start()
 
         def crashed(status: str, history: list[str], elapsed: float) -> None:
             if status == "stopped" and (any(s in ("starting", "resuming") for s in history) or elapsed > 5):
@@ -238,11 +268,14 @@ class UtmVm(VmProvider):
                     "(sysroot dylib paths or a stale QEMU build are the usual causes)",
                 )
 
-        self.utm.wait_status("started", timeout=timeout, phase="boot", on_wait=on_wait, check=crashed)
+        self.utm.wait_status("started", timeout=deadline.remaining, phase="boot", on_wait=on_wait, check=crashed,
+                             cause="boot_timeout")
         crashes = self.host.new_crash_reports(before)
         if crashes:
             raise BootError(f"new crash report during boot: {crashes[0].summary()}", cause=_boot_crash_cause(crashes))
 
     def power_off(self, *, timeout: float, phase: str, on_wait=None) -> None:
-        self.utm.stop("force")
-        self.utm.wait_status("stopped", timeout=timeout, phase=phase, on_wait=on_wait)
+        deadline = Deadline(timeout)
+        with self.utm.within(deadline):
+            self.utm.stop("force")
+        self.utm.wait_status("stopped", timeout=deadline.remaining, phase=phase, on_wait=on_wait)

@@ -49,7 +49,13 @@ def build_metrics(record, target, timeline, *, status: str = "", broken: tuple[s
                 "fps": timing.get("fps"),
                 "fps_windows": timing.get("fps_windows"),
                 "fps_min_window": timing.get("fps_min_window"),
-                "fps_pts": timing.get("fps_pts"),
+                # Scanout PTS is synthetic upstream (frameCount × 16666 µs, scanout_source.go): never a rate.
+                "fps_pts": None if _scanout(t) else timing.get("fps_pts"),
+                "fps_pts_note": SYNTHETIC_PTS if _scanout(t) else "",
+                "time_to_first_frame_s": cap.first_frame_s,
+                "status_before_first_frame": (cap.tally or {}).get("status_before_first_frame", []),
+                "viewer_events": (cap.tally or {}).get("viewer_events", {}),
+                "stream_tally": cap.tally,
                 "frames": timing.get("frames"),
                 "replay_frames": timing.get("replay_frames"),
                 "keyframes": timing.get("keyframes"),
@@ -83,6 +89,8 @@ def build_metrics(record, target, timeline, *, status: str = "", broken: tuple[s
                 "vkcube": {
                     "running_before": run.vkcube_running_before,
                     "running_after": run.vkcube_running_after,
+                    "state_after": run.vkcube_state_after,
+                    "pid": run.vkcube_pid,
                     "error": run.vkcube_error,
                 },
             }
@@ -133,6 +141,15 @@ def write_json(path: str | os.PathLike[str], data: dict[str, Any]) -> Path:
     tmp.write_text(text + "\n")
     tmp.replace(p)
     return p
+
+
+SYNTHETIC_PTS = ("scanout: the stream's PTS is synthetic upstream (frameCount × 16666 µs), so a PTS rate reads ~60 "
+                 "whatever the real rate; arrival time is the only FPS source")
+
+
+def _scanout(target) -> bool:
+    """The macOS scanout path (the default when no video_mode is asked for)."""
+    return (target.stream.video_mode or "scanout") == "scanout"
 
 
 def provenance(record, target) -> dict[str, Any]:

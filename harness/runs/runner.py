@@ -60,6 +60,9 @@ class RunResult:
     preflight: list[dict[str, str]] = field(default_factory=list)  # doctor checks that did not pass
     teardown_errors: list[str] = field(default_factory=list)
     broken: tuple[str, BaseException] | None = None  # the phase that failed and its error, if one did
+    #: The live capture's stream verdict facts (StreamTally + stream_errors) and its recording's path,
+    #: when a stream ran: ``helix-e2e analyze`` of the recording must reach the same.
+    stream: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -196,8 +199,16 @@ def _drive(strat: Strategy, cfg: TargetConfig, names: tuple[str, ...], *, sessio
     return RunResult(
         findings=findings, verdict=verdict, timings=timings, faults=names, elapsed_s=elapsed,
         budget_s=sum(p["timeout_s"] for p in phases) + checks_allowance + SLACK_S, phases=phases,
-        preflight=doctor_failed, teardown_errors=list(errors), broken=broken,
+        preflight=doctor_failed, teardown_errors=list(errors), broken=broken, stream=_stream_facts(strat),
     )
+
+
+def _stream_facts(strat: Strategy) -> dict[str, Any] | None:
+    run = strat.record.stream
+    if run is None or run.capture is None:
+        return None
+    cap = run.capture
+    return {**cap.tally, "stream_errors": list(cap.stream_errors), "recording": cap.recording}
 
 
 def all_stream_checks(s: Strategy, target: TargetConfig) -> list[Finding]:

@@ -120,6 +120,11 @@ def vkcube(run) -> Finding:
     if run.vkcube_after_error:
         return _fail(name, f"vkcube could not be checked after the stream: {run.vkcube_after_error}",
                      "desktop_unreachable", [run.vkcube_after_error])
+    if run.vkcube_state_after == "zombie":
+        return _fail(name, f"vkcube (pid {run.vkcube_pid}) crashed during the stream and is a zombie (state Z): "
+                     "`pkill -0 -f vkcube` still matches it", "vkcube_dies",
+                     [f"/proc/{run.vkcube_pid}/stat: state Z (zombie) after streaming",
+                      "pkill -0 -f vkcube: exit 0 (it matches the zombie)"])
     if not run.vkcube_running_after:
         return _fail(name, "vkcube was no longer running after the stream (it died)", "vkcube_dies",
                      ["pkill -0 -f vkcube: exit 1 after streaming"])
@@ -132,18 +137,37 @@ def vkcube(run) -> Finding:
     return _ok(name, f"motion {motion:.0%}")
 
 
+#: StreamError (0x31) texts upstream sends for a known cause (the wire's own words, not ours):
+#: api/pkg/desktop/scanout_source.go turns any QEMU message but FRAME_RESPONSE into this error.
+UPSTREAM_STREAM_ERRORS = {"unexpected msg_type: 0x": "qemu_unexpected_msg"}
+
+
+def _stream_error_cause(texts: list[str]) -> str:
+    for text in texts:
+        for fragment, cause in UPSTREAM_STREAM_ERRORS.items():
+            if fragment in text:
+                return cause
+    return "stream_error"
+
+
 def _stream_ended(run) -> Finding | None:
     cap = run.capture
     if cap.end == "duration":
         return None
     detail = f"{cap.end} (close code {cap.close_code} {cap.close_reason!r}) {cap.error}".strip()
     evidence = [detail] + [f"StreamError: {e}" for e in cap.stream_errors]
+    if cap.first_frame_timed_out and not cap.stream_errors:
+        statuses = (cap.tally or {}).get("status_before_first_frame") or []
+        shown = [f"{s.get('t_s')}s: {s.get('state') or s.get('text')}" for s in statuses[:5]]
+        return _fail("stream", f"no video frame came within the first-frame timeout ({cap.error}); "
+                     f"{len(statuses)} status message(s) before it", "no_first_frame",
+                     evidence + [f"status before the first frame: {x}" for x in shown])
     if cap.close_code == 4000:
         return _fail("stream", f"the stream was superseded: {detail}", "superseded", evidence,
                      "another viewer with the same client_id took over the stream")
     if cap.stream_errors:
         return _fail("stream", f"the server sent StreamError (0x31) and dropped the stream: {cap.stream_errors[0]}",
-                     "stream_error", evidence)
+                     _stream_error_cause(cap.stream_errors), evidence)
     return _fail("stream", f"the stream ended early: {detail}", "stream_ended", evidence)
 
 
@@ -157,6 +181,13 @@ def fps_in_band(run, target) -> Finding:
         ended = _stream_ended(run)
         return _fail(name, f"no live video frames were received ({cap.end}: {cap.error or cap.close_reason})",
                      ended.cause if ended else "no_frames", ended.evidence if ended else [])
+    # Frames that stopped while the socket stayed open come first: the FPS shortfall they cause is a symptom.
+    gap = cap.trailing_gap_s
+    allowed = max(1.0, 3.0 / band[0])
+    if gap is None or gap > allowed:
+        return _fail(name, f"frames stopped {gap or 0:.1f}s before the end of the capture while the socket stayed "
+                     "open", "frames_stop", [f"last frame {gap}s before the end", f"end={cap.end}"],
+                     "the desktop's pipeline stopped sending (pipeline error or a too-slow client)")
     fps = t.get("fps")
     if fps is None:
         return _fail(name, "too few frames after the warm-up to measure FPS", "too_few_frames")
@@ -168,12 +199,6 @@ def fps_in_band(run, target) -> Finding:
     if min_window is not None and min_window < band[0] * 0.8:
         return _fail(name, f"the slowest 1-s window had {min_window} frames (band {band[0]:g}–{band[1]:g}): "
                      f"windows {t.get('fps_windows')}", "fps_dip", [f"fps_windows={t.get('fps_windows')}"])
-    gap = cap.trailing_gap_s
-    allowed = max(1.0, 3.0 / band[0])
-    if gap is None or gap > allowed:
-        return _fail(name, f"frames stopped {gap or 0:.1f}s before the end of the capture while the socket stayed "
-                     "open", "frames_stop", [f"last frame {gap}s before the end", f"end={cap.end}"],
-                     "the desktop's pipeline stopped sending (pipeline error or a too-slow client)")
     return _ok(name, f"{fps:.1f} fps")
 
 
@@ -187,8 +212,8 @@ def stream_errors(run) -> Finding:
         ended.check = name
         return ended
     if cap.stream_errors:
-        return _fail(name, f"the server sent StreamError (0x31): {cap.stream_errors}", "stream_error",
-                     cap.stream_errors)
+        return _fail(name, f"the server sent StreamError (0x31): {cap.stream_errors}",
+                     _stream_error_cause(cap.stream_errors), cap.stream_errors)
     if cap.protocol_errors:
         return _fail(name, f"malformed stream messages: {cap.protocol_errors[:3]}", "protocol_error",
                      cap.protocol_errors[:3])
@@ -228,8 +253,8 @@ def resource_ids(run) -> Finding:
                      hint="is GST_DEBUG=vsockenc:5 set in the desktop container?")
     if zero:
         msg = f"{zero} frame(s) used resource_id=0 ({nonzero} non-zero; by source {where})"
-        if reasons:
-            msg += f"; vsockenc says: {reasons[0]}"
+        if reasons:  # vsockenc's "not DMA-BUF backed": the shm path (BGRx buffers from Mutter's MemFds)
+            msg = f"shm path: vsockenc sends resource_id=0: {msg}; vsockenc says: {reasons[0]}"
         if reasons or run.desktop_scan and run.desktop_scan.resource_ids.zero:
             hint = "vsockenc fell back to resource_id=0 because buffers are not DMA-BUF backed; use scanout mode"
         else:

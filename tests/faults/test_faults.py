@@ -95,9 +95,15 @@ def cost(key) -> float:
     return COST.get(key[1], 10)
 
 
+#: Each fault run keeps its artifacts (the recording) here until the module ends.
+_ARTIFACTS = tempfile.TemporaryDirectory(prefix="helix-e2e-faults-")
+
+
 def make_job(kind: str, value: str):
     if kind == "fault":
-        return lambda: run_once(faults=[value], stream_duration=3.0, **_options(value))
+        out = Path(_ARTIFACTS.name) / value
+        out.mkdir(parents=True, exist_ok=True)
+        return lambda: run_once(faults=[value], stream_duration=3.0, artifacts_dir=out, **_options(value))
     if value.startswith(REWORDED):
         return lambda: run_reworded(value[len(REWORDED):])
     return lambda: run_plugin(value)
@@ -267,3 +273,25 @@ def test_classification_reads_no_message_text(fault_runs):
     # and the other preflight faults are caught by the doctor, whose checks name their causes as data).
     assert {"vm_crash_boot", "ssh_refused", "ssh_blackhole", "stack_fails", "api_5xx", "no_container",
             "ws_503", "host_key_changed"} <= set(checked), checked
+
+
+# -- the offline verdict equals the live one ---------------------------------------------------------------
+
+
+def test_analyze_reaches_the_live_stream_verdict(fault_runs):
+    """`helix-e2e analyze` of each fault's recording gives the same stream verdict facts (stream errors,
+    protocol errors, viewer events, unknown types, statuses before the first frame, time to first frame)
+    as the live capture did: one sans-I/O core on both sides."""
+    from harness.analysis.recording import VERDICT_KEYS, analyze_recording
+
+    compared = []
+    for fault in FAULTS:
+        live = fault_runs.result(("fault", fault)).stream
+        if live is None or not Path(live["recording"]).exists():
+            continue  # no stream ran (an earlier phase broke)
+        offline = analyze_recording(live["recording"], decode=False)
+        for key in VERDICT_KEYS:
+            assert offline[key] == live[key], (fault, key, offline[key], live[key])
+        compared.append(fault)
+    assert {"stream_error", "frames_stop", "superseded", "corrupt_h264", "replay_burst", "low_fps"} <= set(compared), \
+        compared

@@ -153,7 +153,7 @@ class FakeCli(_Fake):
         self._rec("ensure_built")
         return True
 
-    def start_session(self, project, name, *, timeout) -> StartedSession:
+    def start_session(self, project, name, *, timeout, agent="") -> StartedSession:
         self._rec("start_session")
         return StartedSession("ses_fake", 1000.0, 0.5)
 
@@ -184,16 +184,21 @@ class FakeApi(_Fake):
         self._rec("wait_container")
         return "cid", "ubuntu-external-fake"
 
-    def start_vkcube(self, session_id) -> None:
+    def start_vkcube(self, session_id):
         self._rec("start_vkcube")
+        return SimpleNamespace(pid=4242)
 
-    def wait_vkcube(self, session_id, *, timeout) -> bool:
+    def wait_vkcube(self, session_id, *, timeout, pid=0) -> bool:
         self._rec("wait_vkcube")
         return True
 
-    def vkcube_running(self, session_id) -> bool:
-        self._rec("vkcube_running")
-        return True
+    def vkcube_state(self, session_id, pid=0) -> str:
+        self._rec("vkcube_state")
+        return "running"
+
+    def task_failure(self, task_id):
+        self._rec("task_failure")
+        return None
 
     def stop_vkcube(self, session_id) -> None:
         self._rec("stop_vkcube")

@@ -43,6 +43,14 @@ def test_every_cause_the_code_names_is_in_the_table():
     assert not unknown, f"add these to harness/causes.py: {unknown}"
 
 
+def test_causes_chosen_from_data_are_in_the_table():
+    from harness.verdict import checks
+
+    assert set(checks.UPSTREAM_STREAM_ERRORS.values()) <= set(CAUSES)
+    assert set(checks._PROBE_CAUSES.values()) <= set(CAUSES)
+    assert set(checks._DOCTOR.values()) <= set(CAUSES)
+
+
 def test_the_table_is_consistent():
     assert set(LAYER_HINTS) == set(LAYERS)
     assert {c.name for c in CAUSES.values() if c.rank == CATASTROPHE} == set(CATASTROPHE_ORDER)
