@@ -27,8 +27,12 @@ def lock_dir() -> Path:
 
 
 def _lock_for(target: TargetConfig, vm_id: str) -> FileLock:
-    key = hashlib.sha256(f"{os.path.realpath(os.path.expanduser(target.vm.utmctl))}\0{vm_id}".encode()).hexdigest()[:24]
-    return FileLock(str(lock_dir() / f"vm-{key}.lock"))
+    utmctl = os.path.realpath(os.path.expanduser(target.vm.utmctl))
+    key = hashlib.sha256(f"{utmctl}\0{vm_id}".encode()).hexdigest()[:24]
+    # A simulator's utmctl lives in the simulator's own root, which goes away with it: its lock lives there
+    # too, so runs leave no lock file behind. A real Mac's VMs share the per-user cache.
+    where = Path(utmctl).parent if target.is_sim and Path(utmctl).parent.is_dir() else lock_dir()
+    return FileLock(str(where / f"vm-{key}.lock"))
 
 
 def acquire_vm(target: TargetConfig, *, timeout: float) -> tuple[TargetConfig, FileLock | None]:

@@ -27,3 +27,16 @@ def test_pool_from_config_text():
     assert cfg.vm.pool == ("B", "C")
     with pytest.raises(Exception, match="list of strings"):
         parse_target({"vm": {"pool": [1]}})
+
+
+def test_a_simulators_lock_lives_and_goes_with_the_simulator(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("HELIX_E2E_LOCK_DIR", str(cache))
+    sim_root = tmp_path / "sim" / "host" / "bin"
+    sim_root.mkdir(parents=True)
+    utmctl = sim_root / "utmctl"
+    utmctl.write_text("#!/bin/sh\n")
+    target = TargetConfig(vm=VmConfig(id="VM-A", utmctl=str(utmctl)), sim={})
+    _, lock = acquire_vm(target, timeout=1)
+    lock.release()
+    assert list(sim_root.glob("vm-*.lock")) and not list(cache.glob("vm-*.lock"))  # nothing piles up in the cache
