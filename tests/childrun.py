@@ -93,10 +93,11 @@ class ChildPytest:
         self._threads: list[threading.Thread] = []
 
     # -- running ---------------------------------------------------------------------
-    def start(self) -> "ChildPytest":
+    def start(self, preexec_fn=None) -> "ChildPytest":
+        """``preexec_fn``: run in the child before pytest starts (e.g. ignore SIGINT, as a background job)."""
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(self.argv, cwd=REPO, env=self.env, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=preexec_fn)
         for target, name in ((self._read, "child-output"), (self._watch, "child-watch")):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
