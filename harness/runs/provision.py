@@ -28,7 +28,9 @@ INFO_KEYS = (
 )
 
 _OPTION_OF = {"fps": "--fps", "resolution": "--resolution", "video_mode": "--video-mode", "qemu": "--qemu",
-              "gop": "--gop", "boot_delay": "--boot-delay", "delay_scale": "--delay-scale"}
+              "gop": "--gop", "boot_delay": "--boot-delay", "delay_scale": "--delay-scale", "cli": "--cli",
+              "cli_wait_timeout": "--cli-wait-timeout", "stale_client_timeout": "--stale-client-timeout",
+              "stale_sweep_interval": "--stale-sweep-interval"}
 
 
 class SimLaunchError(HarnessError):

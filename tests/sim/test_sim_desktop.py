@@ -8,6 +8,7 @@ Fault timings are shortened with ``SimConfig.delay_scale`` (the simulator's own 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import threading
 import time
@@ -231,7 +232,7 @@ async def test_screenshot_is_the_desktop(make_desktop):
 
 
 async def test_pipeline_gop_pacing_and_keepalive(make_desktop):
-    d = await make_desktop(fps=40, gop=10)
+    d = await make_desktop(fps=40, gop=10, video_mode="shm")  # vsockenc path: the PTS is the running time
     await d.exec(VKCUBE, background=True)
     sub = await d.open_stream(init())
     assert sub.replay == ()  # the first live-pipeline client gets no replay
@@ -269,6 +270,10 @@ async def test_second_viewer_gets_the_gop_as_replay(make_desktop):
     assert nxt.number == second.replay[-1].number + 1  # live frames continue without a gap
     assert frames[0][1].number == 1
     assert d.viewers == 2 and d.pipelines_started == 1  # ONE shared pipeline
+    # Scanout: the header PTS is synthetic, frameCount * 16666 µs (~60 fps at any rate), replay included.
+    assert [f.pts_us for _, f in frames] == [f.number * 16666 for _, f in frames]
+    assert [f.pts_us for f in second.replay] == [f.number * 16666 for f in second.replay]
+    assert nxt.pts_us == nxt.number * 16666
 
 
 async def test_replay_burst_fault_first_viewer(make_desktop):
@@ -323,17 +328,23 @@ async def test_scanout_logs_and_frame_ready(make_desktop):
     assert f'msg="subscribed to QEMU scanout" scanout_id=1 qemu_addr=10.0.2.2:{d.qemu.port}' in text
     assert re.search(r'msg="scanout stream stats" frames=1 fps=\d+\.\d last_size=\d+ keyframe=true', text)
     assert "vsockenc" not in text
-    ready = [line for line in d.qemu.log_path.read_text().splitlines() if line.startswith("[FRAME_READY]")]
+    host = d.qemu.log_path.read_text().splitlines()
+    ready = [line for line in host if line.startswith("[FRAME_READY] #")]
     ids = [int(re.search(r"resource=(\d+)", line)[1]) for line in ready]
     assert ready[0] == "[FRAME_READY] #1 scanout=1 resource=37 has_subscriber=YES"
     assert len(set(ids)) == 3 and 0 not in ids  # a triple-buffered scanout
+    assert f"[HELIX] Created encoder for scanout 1: {W}x{H} bitrate=5000000" in host
+    assert f"[ENCODE] scanout=1 frame=1 slot=0 status=0 {W}x{H}" in host
+    assert not any("NO_SUBSCRIBER" in line for line in host)
 
 
-@pytest.mark.parametrize("zero", [False, True])
-async def test_shm_vsockenc_lines(make_desktop, zero):
-    d = await make_desktop(video_mode="scanout", faults={"resource_ids_zero"} if zero else set())
+@pytest.mark.parametrize("source", ["shm", "native", "zerocopy"])
+async def test_vsockenc_path_never_has_resource_ids(make_desktop, source):
+    """shm/native/zerocopy on virtio-gpu: MemFd buffers only, so every frame is resource_id=0, vsockenc never
+    opens the DRM device and no DMA-BUF line appears; QEMU sees page flips without a scanout subscriber."""
+    d = await make_desktop(video_mode="scanout")
     await d.exec(VKCUBE, background=True)
-    sub = await d.open_stream(init(video_mode="shm"))  # the init's video_mode wins over the container env
+    sub = await d.open_stream(init(video_mode=source, fps=30))  # the init's video_mode wins over the container env
     assert sub.mode == "shm"
     await collect(sub, 0.25)
     lines = log_text(d.container).splitlines()
@@ -345,16 +356,37 @@ async def test_shm_vsockenc_lines(make_desktop, zero):
     assert len(sent) >= 5 and all(sent)
     assert [int(s[1]) for s in sent] == list(range(1, len(sent) + 1))
     assert sent[0][5] == "1" and (sent[0][3], sent[0][4]) == (str(W), str(H))
-    if zero:
-        assert {s[2] for s in sent} == {"0"}
-        assert msgs.count("Buffer is not DMA-BUF backed") == len(sent)
-        assert msgs.count("Failed to get resource ID for frame") == len(sent)
-    else:
-        assert "0" not in {s[2] for s in sent}
-        assert any(re.fullmatch(r"DMA-BUF fd=\d+ -> GEM handle=\d+ -> resource_id=[1-9]\d* \(size=\d+, blob_mem=1\)", m) for m in msgs)
-        assert "Buffer is not DMA-BUF backed" not in msgs
+    assert {s[2] for s in sent} == {"0"}
+    assert msgs.count("Buffer is not DMA-BUF backed") == len(sent)
+    assert msgs.count("Failed to get resource ID for frame") == len(sent)
+    assert not any("DMA-BUF fd=" in m or "Opened DRM device" in m for m in msgs)
     ts = [m["ts"] for m in gst]
     assert ts == sorted(ts)  # time since gst_init, monotonic
+    pipeline = next(json.loads(line)["pipeline"] for line in lines if "[SHARED_VIDEO] Pipeline string" in line)
+    caps = {"shm": "video/x-raw,format=BGRx,framerate=30/1", "native": "video/x-raw,framerate=30/1",
+            "zerocopy": "videoconvert ! video/x-raw,format=NV12"}[source]
+    assert pipeline.startswith(f"pipewiresrc path=47 do-timestamp=true keepalive-time=500 ! {caps} ! queue ")
+    assert f"vsockenc tcp-host=10.0.2.2 tcp-port={d.qemu.port} bitrate=4000 keyframe-interval=120" in pipeline
+    nv12 = [line for line in lines if "[STREAM] macOS ARM virtio-gpu detected, using native pipewiresrc with NV12" in line]
+    assert bool(nv12) is (source == "zerocopy")  # only the plugin mode detects the platform
+    assert f'msg="starting video capture (shared source)" source=pipewire:47 video_mode={source} encoder=vsock' in "\n".join(lines)
+    host = d.qemu.log_path.read_text().splitlines()
+    assert not any(line.startswith("[FRAME_READY] #") for line in host)  # no non-zero ids on the host either
+    assert "[FRAME_READY_ENTRY] #1 scanout=1 active_clients=1 NO_SUBSCRIBER" in host
+
+
+async def test_log_streams(make_desktop):
+    """desktop-bridge's slog goes to stdout; zerolog JSON ([SHARED_VIDEO], [MULTIPLAYER]) and GStreamer to stderr."""
+    d = await make_desktop(video_mode="shm")
+    await d.open_stream(init())
+    entries = d.container.log_entries()
+    streams = {e.stream for e in entries if e.data.startswith(b"time=")}
+    assert streams == {1}  # the multiplexed stream id: 1 stdout, 2 stderr
+    zero = [e for e in entries if e.data.startswith(b"{")]
+    assert zero and {e.stream for e in zero} == {2}
+    obj = json.loads(zero[0].data)
+    assert list(obj)[0] == "level" and list(obj)[-2:] == ["time", "message"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", obj["time"])
 
 
 # --------------------------------------------------------------------------- content faults

@@ -78,7 +78,6 @@ class HelixApiServer:
         self._sessions: dict[str, Session] = {}
         self._streams: set[StreamClient] = set()
         self._by_client_id: dict[tuple[str, str], StreamClient] = {}
-        self._by_unique_id: dict[tuple[str, str], StreamClient] = {}
         self._bg: set[asyncio.Task[Any]] = set()
         self._canary = Canary()
         self._sandbox_online_at: float | None = None
@@ -161,7 +160,6 @@ class HelixApiServer:
             await runner.cleanup()
         self._streams.clear()
         self._by_client_id.clear()
-        self._by_unique_id.clear()
         log.info("helix api stopped")
 
     def _revive(self, sess: Session) -> None:
@@ -269,8 +267,6 @@ class HelixApiServer:
         self._streams.discard(client)
         if client.client_id is not None and self._by_client_id.get((client.session.id, client.client_id)) is client:
             del self._by_client_id[(client.session.id, client.client_id)]
-        if client.unique_id is not None and self._by_unique_id.get((client.session.id, client.unique_id)) is client:
-            del self._by_unique_id[(client.session.id, client.unique_id)]
 
     # -- unauthenticated --------------------------------------------------------------------
 
