@@ -106,7 +106,7 @@ class Sim:
         task = await r.json()
         r = await self.http.post(f"/api/v1/spec-tasks/{task['id']}/start-planning")
         assert r.status == 200
-        sid = (await r.json())["planning_session_id"]
+        sid = await self.planning_session(task["id"])
         if wait:
             async def has_container():
                 data = await (await self.http.get(f"/api/v1/sessions/{sid}?skipInteractions=1")).json()
@@ -114,6 +114,13 @@ class Sim:
 
             await wait_until(has_container, 10, "dev_container_id")
         return sid
+
+    async def planning_session(self, task_id: str) -> str:
+        """The orchestrator gives the queued task its planning session (``planning_session_id``)."""
+        async def sid():
+            return (await (await self.http.get(f"/api/v1/spec-tasks/{task_id}")).json()).get("planning_session_id")
+
+        return await wait_until(sid, 5, "planning_session_id")
 
     async def exec(self, sid: str, body: dict) -> tuple[int, object]:
         r = await self.http.post(f"/api/v1/external-agents/{sid}/exec", json=body)
@@ -240,14 +247,19 @@ async def test_spec_task_session_lifecycle(make_sim):
     r = await sim.http.post("/api/v1/spec-tasks/from-prompt", json={"prompt": "Testing RevDial connectivity"})
     assert r.status == 201
     task = await r.json()
-    assert re.fullmatch(rf"spt_{ULID}", task["id"]) and task["planning_session_id"] == ""
+    assert re.fullmatch(rf"spt_{ULID}", task["id"]) and "planning_session_id" not in task  # omitempty
+    assert task["status"] == "backlog" and task["helix_app_id"] == sim.config.agent_id  # the project's default
     assert (await sim.http.post("/api/v1/spec-tasks/from-prompt", json={})).status == 400
     r = await sim.http.post(f"/api/v1/spec-tasks/{task['id']}/start-planning")
     assert r.status == 200
-    sid = (await r.json())["planning_session_id"]
+    queued = await r.json()  # answered before the orchestrator picks it up
+    assert queued["status"] == "queued_spec_generation" and "status_updated_at" in queued
+    sid = await sim.planning_session(task["id"])
     assert re.fullmatch(rf"ses_{ULID}", sid)
     got = await (await sim.http.get(f"/api/v1/spec-tasks/{task['id']}")).json()
-    assert got["planning_session_id"] == sid and got["status"] == "spec_generation"
+    assert got["planning_session_id"] == sid and got["status"] == "spec_generation" and "metadata" not in got
+    r = await sim.http.post(f"/api/v1/spec-tasks/{task['id']}/start-planning")
+    assert (r.status, await r.text()) == (400, "task is not in backlog status (current: spec_generation)\n")
     assert (await sim.http.get("/api/v1/spec-tasks/spt_nope")).status == 404
 
     session = await (await sim.http.get(f"/api/v1/sessions/{sid}")).json()
@@ -280,9 +292,27 @@ async def test_spec_task_session_lifecycle(make_sim):
     assert r.status == 200
     assert await r.json() == {"message": "external Zed agent stopped", "session_id": sid}
     assert sim.engine.get(cid) is None
+    # A desktop already stopped is not an error: 400 is only for a session that is not zed_external.
+    r = await sim.http.delete(f"/api/v1/sessions/{sid}/stop-external-agent")
+    assert r.status == 200 and (await r.json())["session_id"] == sid
+    assert (await sim.http.delete("/api/v1/sessions/ses_nope/stop-external-agent")).status == 404
+    # POST /sessions/{id}/resume starts the desktop again (SessionResumeResponse).
+    r = await sim.http.post(f"/api/v1/sessions/{sid}/resume")
+    assert r.status == 200
+    resumed = await r.json()
+    assert resumed["session_id"] == sid and resumed["status"] == "resumed"
+    assert resumed["screenshot_url"] == f"/api/v1/sessions/{sid}/screenshot"
+    assert resumed["dev_container_id"] == await container_id() and resumed["dev_container_id"] != cid
+    assert (await sim.http.get(f"/api/v1/external-agents/{sid}/screenshot")).status == 200
+    assert (await (await sim.http.post(f"/api/v1/sessions/{sid}/resume")).json())["dev_container_id"] == \
+        resumed["dev_container_id"]  # already running: the same container
+    r = await sim.http.post("/api/v1/sessions/ses_nope/resume")
+    assert (r.status, await r.text()) == (404, "session not found: not found\n")
+    sim.api._sessions[sid].agent_type = ""
     r = await sim.http.delete(f"/api/v1/sessions/{sid}/stop-external-agent")
     assert (r.status, await r.text()) == (400, "session does not have an external Zed agent\n")
-    assert (await sim.http.delete("/api/v1/sessions/ses_nope/stop-external-agent")).status == 404
+    r = await sim.http.post(f"/api/v1/sessions/{sid}/resume")
+    assert (r.status, await r.text()) == (400, "only external agent sessions can be resumed\n")
 
 
 async def test_no_container_fault(make_sim):
@@ -317,8 +347,10 @@ async def test_exec_allowlist_and_vkcube(make_sim):
     assert status == 200 and body["success"] is True and body["pid"] > 0
     assert await sim.exec(sid, {"command": ["pkill", "-0", "-f", "vkcube"]}) == (200, {"success": True, "exit_code": 0})
     assert (await sim.exec(sid, {"command": ["pkill", "-f", "vkcube"]}))[1]["exit_code"] == 0
-    assert await sim.exec(sid, {"command": ["pkill", "-0", "-f", "vkcube"]}) == (
-        200, {"success": False, "exit_code": 1, "error": "exit status 1"})
+    # never reaped: the killed vkcube is a zombie that pkill still finds
+    assert await sim.exec(sid, {"command": ["pkill", "-0", "-f", "vkcube"]}) == (200, {"success": True, "exit_code": 0})
+    status, body = await sim.exec(sid, {"command": ["cat", f"/proc/{body['pid']}/status"]})
+    assert status == 200 and "\nState:\tZ (zombie)\n" in body["output"]
     r = await sim.http.post("/api/v1/external-agents/ses_nope/exec", json={"command": ["echo"]})
     assert (r.status, await r.text()) == (404, "Session not found\n")
 
@@ -334,7 +366,13 @@ async def test_vkcube_dies_fault(make_sim):
     sid = await sim.new_session()
     status, body = await sim.exec(sid, VKCUBE)
     assert status == 200 and body["success"] is True
-    assert (await sim.exec(sid, {"command": ["pkill", "-0", "-f", "vkcube"]}))[1]["exit_code"] == 1
+    # The zombie: pkill -0 -f vkcube exits 0; the state is readable with an allowed command (cat /proc/PID/…).
+    assert (await sim.exec(sid, {"command": ["pkill", "-0", "-f", "vkcube"]}))[1]["exit_code"] == 0
+    status, stat = await sim.exec(sid, {"command": ["cat", f"/proc/{body['pid']}/stat"]})
+    assert stat["output"].split()[:3] == [str(body["pid"]), "(vkcube)", "Z"]
+    status, st = await sim.exec(sid, {"command": ["cat", f"/proc/{body['pid']}/status"]})
+    assert "\nState:\tZ (zombie)\n" in st["output"]
+    assert (await sim.exec(sid, {"command": ["ps", "-o", "stat=", "-p", str(body["pid"])]}))[0] == 403  # not allowed
 
 
 async def test_screenshot(make_sim):
@@ -345,10 +383,23 @@ async def test_screenshot(make_sim):
     data = await r.read()
     assert data[:3] == b"\xff\xd8\xff"
     etag = r.headers["ETag"]
+    # external_agent_handlers.go: fmt.Sprintf(`"%x"`, fnv64a) (no zero padding) and a private no-cache policy.
+    from helix_sim.stack.api.rest import _fnv64a
+    assert etag == f'"{_fnv64a(data):x}"' and re.fullmatch(r'"[0-9a-f]{1,16}"', etag)
+    assert r.headers["Cache-Control"] == "private, no-cache, must-revalidate"
     r = await sim.http.get(f"/api/v1/external-agents/{sid}/screenshot", headers={"If-None-Match": etag})
-    assert r.status == 304  # a static desktop: the same picture
+    assert r.status == 304 and r.headers["ETag"] == etag  # a static desktop: the same picture
     r = await sim.http.get(f"/api/v1/external-agents/{sid}/screenshot?format=png")
-    assert r.content_type == "image/png"
+    assert r.content_type == "image/png" and (await r.read())[:8] == b"\x89PNG\r\n\x1a\n"
+    # quality is forwarded (40 when absent); the desktop clamps it and falls back to 70 on garbage
+    sizes = {}
+    for q in ("1", "100", "bogus"):
+        r = await sim.http.get(f"/api/v1/external-agents/{sid}/screenshot", params={"quality": q})
+        assert r.status == 200 and r.content_type == "image/jpeg"
+        sizes[q] = len(await r.read())
+    assert sizes["1"] < len(data) < sizes["bogus"] < sizes["100"]
+    log = "".join(e.data.decode() for e in sim.api.session_desktop(sid).container.log_entries())
+    assert 'msg="screenshot captured" format=jpeg quality=40 ' in log and " quality=70 " in log
     assert (await sim.http.get("/api/v1/external-agents/ses_nope/screenshot")).status == 404
 
 

@@ -191,14 +191,29 @@ async def test_vkcube_lifecycle(make_desktop):
     assert d.vkcube_running
     assert (await d.exec(["pkill", "-0", "-f", "vkcube"])).json == {"success": True, "exit_code": 0}
     assert (await d.exec(["pkill", "-0", "-f", "gnome-shell"])).json["exit_code"] == 0  # the desktop's own
+    pid = r.json["pid"]
+    status = (await d.exec(["cat", f"/proc/{pid}/status"])).json["output"]
+    assert "Name:\tvkcube\n" in status and "\nState:\tS (sleeping)\n" in status
+    assert f"\nPPid:\t{d.processes.bridge_pid}\n" in status  # desktop-bridge started it
     assert (await d.exec(["pkill", "-f", "vkcube"])).json["exit_code"] == 0
-    assert not d.vkcube_running
-    assert (await d.exec(["pkill", "-0", "-f", "vkcube"])).json["exit_code"] == 1
-    assert (await d.exec(["killall", "vkcube"])).json["output"] == "vkcube: no process found"
-    # A foreground vkcube runs until the request's timeout kills it (exec.CommandContext).
+    assert not d.vkcube_running and not d.animating
+    # Start() without Wait(): nothing reaps it, it stays a zombie that pkill still finds (exec.go ~L104-116).
+    assert (await d.exec(["pkill", "-0", "-f", "vkcube"])).json == {"success": True, "exit_code": 0}
+    status = (await d.exec(["cat", f"/proc/{pid}/status"])).json["output"]
+    assert "\nState:\tZ (zombie)\n" in status and "VmRSS" not in status
+    stat = (await d.exec(["cat", f"/proc/{pid}/stat"])).json["output"]
+    assert stat.startswith(f"{pid} (vkcube) Z {d.processes.bridge_pid} ") and len(stat.split()) == 52
+    assert (await d.exec(["cat", f"/proc/{pid}/cmdline"])).json == {"success": True, "exit_code": 0}
+    assert (await d.exec(["test", "-d", f"/proc/{pid}"])).json["exit_code"] == 0
+    assert str(pid) in (await d.exec(["ls", "/proc"])).json["output"].split("\n")
+    assert (await d.exec(["cat", "/proc/999999/status"])).json["exit_code"] == 1
+    # A foreground vkcube runs until the request's timeout kills it (exec.CommandContext), and is reaped.
     r = await d.exec(["vkcube"], timeout=1)
     assert r.json == {"success": False, "exit_code": -1, "error": "signal: killed"}
     assert not d.vkcube_running
+    # A background command that ends at once is a zombie too.
+    echo = (await d.exec(["echo", "hi"], background=True)).json["pid"]
+    assert d.processes.state_of(echo) == "Z"
 
 
 async def test_exec_forbidden_fault(make_desktop):
@@ -212,7 +227,11 @@ async def test_vkcube_dies_fault(make_desktop):
     d = await make_desktop(faults={"vkcube_dies"})
     r = await d.exec(VKCUBE, background=True)
     assert r.json["success"] is True and r.json["pid"] > 0  # Start() only: the crash is not seen
-    assert (await d.exec(["pkill", "-0", "-f", "vkcube"])).json["exit_code"] == 1
+    # The crashed vkcube stays a zombie: pkill -0 still finds it; only its state tells.
+    assert (await d.exec(["pkill", "-0", "-f", "vkcube"])).json == {"success": True, "exit_code": 0}
+    status = (await d.exec(["cat", f"/proc/{r.json['pid']}/status"])).json["output"]
+    assert "\nState:\tZ (zombie)\n" in status
+    assert not d.vkcube_running and not d.animating
 
 
 async def test_screenshot_is_the_desktop(make_desktop):

@@ -1,11 +1,17 @@
 """The Helix API server (:class:`HelixApiServer`): REST for spec tasks, sessions, sandboxes, exec and
 screenshots, the session's provisioning, and the route to the WebSocket stream (:mod:`.stream`).
 
-Shapes, status codes and texts follow ``shared/reference/helix-stream.md`` §0–§4 and
-``macos-frame-export.md`` §8. Auth as ``getRequestToken``: ``Authorization: Bearer``, ``x-api-key``,
-``api-key``, cookie ``access_token``, query ``?access_token=`` (the first one present counts). Valid:
-``SimConfig.api_key`` and the runner token. A raw ``503 Sandbox not connected`` when the desktop is
-unreachable (or fault ``ws_503``); faults ``api_5xx`` and ``no_container`` live here too.
+Shapes, status codes and texts follow ``shared/reference/helix-stream.md`` §0–§4,
+``macos-frame-export.md`` §8 and ``upstream-corrections.md``. Auth as ``getRequestToken``:
+``Authorization: Bearer``, ``x-api-key``, ``api-key``, cookie ``access_token``, query ``?access_token=`` (the
+first one present counts). Valid: ``SimConfig.api_key`` and the runner token. A raw ``503 Sandbox not
+connected`` when the desktop is unreachable (or fault ``ws_503``).
+
+Spec tasks as upstream runs them: ``start-planning`` answers the task ``queued_spec_generation``; the
+orchestrator then starts spec generation (status ``spec_generation``, a planning session) or, with no agent
+(no request ``app_id`` and no project ``DefaultHelixAppID``), marks it failed: status ``backlog``,
+``metadata.error`` = ``no agent configured - set DefaultHelixAppID on project``. Faults ``api_5xx``,
+``no_container`` and ``no_agent`` (the project has no default agent) live here.
 """
 
 from __future__ import annotations
@@ -31,9 +37,12 @@ from .models import (
     RUNNER_TOKEN,
     SANDBOX_CONTAINER,
     SANDBOX_ID,
+    NO_AGENT_ERROR,
     STATUS_READY,
     STATUS_STARTING,
     STATUS_WAITING,
+    TASK_QUEUED_SPEC_GENERATION,
+    TASK_SPEC_GENERATION,
     ApiError,
     Session,
     SpecTask,
@@ -120,6 +129,7 @@ class HelixApiServer:
         r.add_get("/api/v1/sessions", self._list_sessions)
         r.add_get("/api/v1/sessions/{id}", self._get_session)
         r.add_delete("/api/v1/sessions/{id}/stop-external-agent", self._stop_agent)
+        r.add_post("/api/v1/sessions/{id}/resume", self._resume)
         r.add_get("/api/v1/external-agents/{id}/screenshot", self._screenshot)
         r.add_post("/api/v1/external-agents/{id}/exec", self._exec)
         r.add_get("/api/v1/external-agents/{id}/ws/stream", self._ws_stream)
@@ -353,7 +363,8 @@ class HelixApiServer:
         if not isinstance(prompt, str) or not prompt.strip():
             return _text(400, "prompt is required")
         project = body.get("project_id") if isinstance(body.get("project_id"), str) and body.get("project_id") else self.config.project_id
-        app_id = body.get("app_id") if isinstance(body.get("app_id"), str) and body.get("app_id") else self.config.agent_id
+        # CreateTaskFromPrompt: the request's app_id, else the project's DefaultHelixAppID (none under no_agent).
+        app_id = body.get("app_id") if isinstance(body.get("app_id"), str) and body.get("app_id") else self.default_agent
         now = time.time()
         first_line = prompt.strip().splitlines()[0]
         name = first_line if len(first_line) <= 60 else first_line[:57] + "..."
@@ -377,18 +388,37 @@ class HelixApiServer:
         task = self._tasks.get(request.match_info["id"])
         if task is None:
             return _text(404, "spec task not found")
-        if task.planning_session_id:
-            return _json(task.to_json())
+        if task.status != "backlog":
+            return _text(400, f"task is not in backlog status (current: {task.status})")
+        task.set_status(TASK_QUEUED_SPEC_GENERATION, time.time())
+        self._spawn(self._orchestrate(task, user))
+        log.info("spec task %s queued for spec generation", task.id)
+        return _json(task.to_json())
+
+    @property
+    def default_agent(self) -> str:
+        """The project's DefaultHelixAppID (empty under fault no_agent)."""
+        return "" if "no_agent" in self.config.faults else self.config.agent_id
+
+    async def _orchestrate(self, task: SpecTask, user: User) -> None:
+        """The spec-task orchestrator picks the queued task up: StartSpecGeneration."""
+        await asyncio.sleep(0)
         now = time.time()
+        if not task.app_id:
+            task.app_id = self.default_agent
+        if not task.app_id:
+            log.info("spec task %s failed: %s (fault no_agent)", task.id, NO_AGENT_ERROR)
+            task.mark_failed(NO_AGENT_ERROR, now)
+            return
+        task.metadata.pop("error", None)
+        task.metadata.pop("error_timestamp", None)
         sess = Session(new_id("ses"), task, user.id, now, now, index=self._sessions_started)
         self._sessions_started += 1
         self._sessions[sess.id] = sess
         task.planning_session_id = sess.id
-        task.status = "spec_generation"
-        task.updated = now
+        task.set_status(TASK_SPEC_GENERATION, now)
         sess.provision = self._spawn(self._provision(sess))
         log.info("spec task %s: planning session %s", task.id, sess.id)
-        return _json(task.to_json())
 
     def _slowdown(self, sess: Session) -> float:
         return SLOWDOWN ** sess.index if "slow_after_running" in self.config.faults else 1.0
@@ -465,28 +495,64 @@ class HelixApiServer:
         })
 
     async def _stop_agent(self, request: web.Request) -> web.Response:
+        """stopExternalAgentSession: 400 only for a session that is not zed_external; stopping a desktop that is
+        already gone is not an error (StopDesktop logs it); 500 when stopping fails."""
         if self._user(request) is None:
             return _text(401, "unauthorized")
         sess = self._session_or_404(request, "session not found")
         if isinstance(sess, web.Response):
             return sess
-        if sess.container is None or sess.desktop is None:
+        if sess.agent_type != "zed_external":
             return _text(400, "session does not have an external Zed agent")
+        try:
+            await self._stop_desktop(sess)
+        except SimError as exc:
+            log.warning("stopping session %s failed: %s", sess.id, exc)
+            return _text(500, "failed to stop external Zed agent")
+        log.info("session %s stopped", sess.id)
+        return _json({"message": "external Zed agent stopped", "session_id": sess.id})
+
+    async def _stop_desktop(self, sess: Session) -> None:
+        """HydraExecutor.StopDesktop: the viewers' sockets end, the desktop container is deleted."""
+        if sess.provision is not None and not sess.provision.done():
+            sess.provision.cancel()
         desktop, container = sess.desktop, sess.container
         for client in self._viewers_of(sess.id):
             client.abort("session stopped")
-        await desktop.shutdown("session stopped")
-        try:
+        if desktop is not None:
+            await desktop.shutdown("session stopped")
+        if container is not None and self.engine.get(container.id) is not None:
             self.engine.remove(container.id)
-        except SimError as exc:
-            log.debug("removing %s: %s", container.name, exc)
         sess.container = None
         sess.desktop = None
         sess.stopped = True
         sess.agent_status = "stopped"
         self._set_status(sess, "")
-        log.info("session %s stopped", sess.id)
-        return _json({"message": "external Zed agent stopped", "session_id": sess.id})
+
+    async def _resume(self, request: web.Request) -> web.Response:
+        """resumeSession: start (or keep) the session's desktop; ``SessionResumeResponse``."""
+        if self._user(request) is None:
+            return _text(401, "unauthorized")
+        sess = self._sessions.get(request.match_info["id"])
+        if sess is None:
+            return _text(404, "session not found: not found")
+        if sess.agent_type != "zed_external":
+            return _text(400, "only external agent sessions can be resumed")
+        if sess.desktop is None or not sess.desktop.available:
+            sess.stopped = False
+            if sess.provision is None or sess.provision.done():
+                sess.provision = self._spawn(self._provision(sess))
+            try:
+                await asyncio.shield(sess.provision)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the executor's error, as a 500
+                return _text(500, f"failed to resume agent: {exc}")
+            if sess.container is None:  # no_container: the sandbox never started one
+                return _text(500, "failed to resume agent: desktop container did not start")
+        log.info("session %s resumed (container %s)", sess.id, sess.container_name)
+        return _json({"session_id": sess.id, "status": "resumed", "dev_container_id": sess.container_id,
+                      "screenshot_url": f"/api/v1/sessions/{sess.id}/screenshot"})
 
     # -- desktop proxies ------------------------------------------------------------------------
 
@@ -526,18 +592,20 @@ class HelixApiServer:
         if isinstance(sess, web.Response):
             return sess
         desktop = self._desktop_of(sess)
-        fmt = request.query.get("format", "jpeg").lower()
-        if fmt not in ("jpeg", "jpg", "png"):
-            return _text(400, f"unsupported format: {fmt}")
+        # The query goes to the desktop as it came, with quality=40 when absent; the desktop reads format
+        # (default jpeg; anything else gives PNG) and quality (an integer clamped to 1..100, else 70).
+        fmt = request.query.get("format", "")
+        raw_quality = request.query.get("quality", "") or "40"
         try:
-            quality = int(request.query.get("quality", "40"))  # the API's default; the desktop's is 70
+            quality = int(raw_quality)
         except ValueError:
-            return _text(400, "invalid quality")
-        data, ctype = await desktop.screenshot("png" if fmt == "png" else "jpeg", quality)
-        etag = f'"{await asyncio.to_thread(_fnv64a, data):016x}"'
+            quality = 70
+        data, ctype = await desktop.screenshot(fmt, quality)
+        etag = f'"{await asyncio.to_thread(_fnv64a, data):x}"'  # fmt.Sprintf(`"%x"`, h.Sum64()): no padding
+        headers = {"ETag": etag, "Cache-Control": "private, no-cache, must-revalidate"}
         if request.headers.get("If-None-Match") == etag:
-            return web.Response(status=304, headers={"ETag": etag})
-        return web.Response(body=data, content_type=ctype, headers={"ETag": etag, "Cache-Control": "no-cache"})
+            return web.Response(status=304, headers=headers)
+        return web.Response(body=data, content_type=ctype, headers=headers)
 
     # -- the WebSocket stream ---------------------------------------------------------------------
 
