@@ -25,6 +25,7 @@ GUEST_FILES: tuple[tuple[str, str, int], ...] = (
     ("helix/gitignore", "home/helix/.gitignore", 0o644),
     ("helix/api/go.mod", "home/helix/api/go.mod", 0o644),
     ("helix/api/main.go", "home/helix/api/main.go", 0o644),
+    ("helix/api/pkg/cli/spectask/cli_generation.go", "home/helix/api/pkg/cli/spectask/cli_generation.go", 0o644),
     ("bin/go", "bin/go", 0o755),
     ("bin/docker", "bin/docker", 0o755),
 )

@@ -227,7 +227,9 @@ class GuestVM:
             "API_URL": self.api_url,
             "API_PORT": str(api_port),
             "API_KEY": self.config.api_key,
-            "AGENT_ID": self.config.agent_id,
+            # no_agent: the user has no agent to name (and the project has no DefaultHelixAppID)
+            "AGENT_ID": "" if "no_agent" in self.config.faults else self.config.agent_id,
+            "CLI_GENERATION": self.config.cli,
             "PROJECT_ID": self.config.project_id,
             # HELIX_SIM_DELAY_SCALE, HELIX_SIM_CLI_*: rendered as DELAY_SCALE, CLI_* into guest-env.sh
             **{name.removeprefix("HELIX_SIM_"): value for name, value in self.cli_env().items()},

@@ -56,6 +56,9 @@ class User:
 TASK_BACKLOG = "backlog"
 TASK_QUEUED_SPEC_GENERATION = "queued_spec_generation"
 TASK_SPEC_GENERATION = "spec_generation"
+#: The sandbox runtimes of the newer CLI's ``--runtime`` (the sim's project defaults to the desktop one).
+RUNTIME_DESKTOP = "ubuntu-desktop"
+RUNTIME_HEADLESS = "headless-ubuntu"
 #: spec_driven_task_service.go StartSpecGeneration: no request app_id and no project DefaultHelixAppID.
 NO_AGENT_ERROR = "no agent configured - set DefaultHelixAppID on project"
 
@@ -75,6 +78,8 @@ class SpecTask:
     status_updated: float | None = None
     #: types.SpecTask.Metadata: markTaskFailed stores ``error`` and ``error_timestamp`` here (status stays backlog)
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: the newer CLI's ``--runtime`` (``sandbox_runtime``): ubuntu-desktop, or headless-ubuntu (no desktop, no stream)
+    runtime: str = "ubuntu-desktop"
 
     def set_status(self, status: str, now: float) -> None:
         self.status = status
@@ -86,6 +91,10 @@ class SpecTask:
         self.set_status(TASK_BACKLOG, now)
         self.metadata["error"] = message
         self.metadata["error_timestamp"] = rfc3339_seconds(int(now))
+
+    @property
+    def headless(self) -> bool:
+        return self.runtime == RUNTIME_HEADLESS
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {

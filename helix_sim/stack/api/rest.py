@@ -38,6 +38,8 @@ from .models import (
     SANDBOX_CONTAINER,
     SANDBOX_ID,
     NO_AGENT_ERROR,
+    RUNTIME_DESKTOP,
+    RUNTIME_HEADLESS,
     STATUS_READY,
     STATUS_STARTING,
     STATUS_WAITING,
@@ -57,6 +59,9 @@ log = logging.getLogger("helix_sim.api")
 #: slow_after_running: each successive session's fps is multiplied by this (its start delay divided).
 SLOWDOWN = 0.7
 RAW_503 = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\r\nSandbox not connected"
+#: proxyStreamWebSocket when the desktop answers the upgrade with a status (desktop.go handleWSStream: 503 "Video
+#: streaming not available - no screen capture session" on a desktop without PipeWire, e.g. a headless runtime).
+RAW_DESKTOP_503 = b"HTTP/1.1 503 503 Service Unavailable\r\n\r\n"
 
 
 def _text(status: int, message: str) -> web.Response:
@@ -365,10 +370,13 @@ class HelixApiServer:
         project = body.get("project_id") if isinstance(body.get("project_id"), str) and body.get("project_id") else self.config.project_id
         # CreateTaskFromPrompt: the request's app_id, else the project's DefaultHelixAppID (none under no_agent).
         app_id = body.get("app_id") if isinstance(body.get("app_id"), str) and body.get("app_id") else self.default_agent
+        runtime = body.get("sandbox_runtime") or RUNTIME_DESKTOP
+        if runtime not in (RUNTIME_DESKTOP, RUNTIME_HEADLESS):
+            return _text(400, f"invalid sandbox runtime {json.dumps(runtime)} (use {RUNTIME_DESKTOP} or {RUNTIME_HEADLESS})")
         now = time.time()
         first_line = prompt.strip().splitlines()[0]
         name = first_line if len(first_line) <= 60 else first_line[:57] + "..."
-        task = SpecTask(new_id("spt"), project, app_id, prompt, name, user.id, now, now)
+        task = SpecTask(new_id("spt"), project, app_id, prompt, name, user.id, now, now, runtime=runtime)
         self._tasks[task.id] = task
         log.info("spec task %s created", task.id)
         return _json(task.to_json(), status=201)
@@ -618,6 +626,8 @@ class HelixApiServer:
         desktop = sess.desktop
         if "ws_503" in self.config.faults or desktop is None or not desktop.available:
             return self._raw_503(request)
+        if sess.task.headless:  # no screen capture session to stream
+            return self._raw_503(request, RAW_DESKTOP_503)
         client_id = request.query.get("client_id") or None
         self._stream_numbers += 1
         client = StreamClient(self, sess, request, self._stream_numbers, client_id)
@@ -632,11 +642,11 @@ class HelixApiServer:
         finally:
             self._forget(client)
 
-    def _raw_503(self, request: web.Request) -> web.StreamResponse:
+    def _raw_503(self, request: web.Request, raw: bytes = RAW_503) -> web.StreamResponse:
         """After the hijack the proxy writes a hand-made response and drops the connection."""
         transport = request.transport
         if transport is not None and not transport.is_closing():
-            transport.write(RAW_503)
+            transport.write(raw)
             transport.close()
         request.protocol.force_close()
         return web.Response(status=503)
