@@ -132,6 +132,16 @@ def _stop_on_stdin_eof() -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
+def _clean_leftovers() -> None:
+    """Remove what killed simulators left in the temp dir (only roots provably ours and dead)."""
+    from .leftovers import clean_leftovers
+
+    try:
+        clean_leftovers()
+    except Exception as exc:  # noqa: BLE001 - a cleanup problem never stops a start
+        logging.getLogger("helix_sim").warning("cleaning up after earlier simulators failed: %s", exc)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -141,6 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
+    _clean_leftovers()
     temp_root: Path | None = None
     root = args.root
     try:

@@ -16,6 +16,7 @@ _PLACEHOLDER = re.compile(r"@@(Q:)?([A-Z_]+)@@")
 #: without their dot so package-data globs pick them up.
 GUEST_FILES: tuple[tuple[str, str, int], ...] = (
     ("guest-shell", "guest-shell", 0o755),
+    ("guest-tmpns", "guest-tmpns", 0o755),
     ("guest-env.sh", "guest-env.sh", 0o644),
     ("profile", "home/.profile", 0o644),
     ("helix/stack", "home/helix/stack", 0o755),

@@ -231,6 +231,29 @@ def test_go_build_writes_a_runnable_helix_launcher(vm, ssh, tmp_path):
     assert status == 2 and stderr.startswith("flag provided but not defined: -bogus\nusage: go build")
 
 
+def test_the_guest_tmp_is_the_vm_own(vm, ssh):
+    """Nothing a guest command writes to /tmp reaches the host's /tmp: it lands in <vm>/tmp (also over SFTP)."""
+    from helix_sim.vm.sshd import tmp_namespace_mode
+
+    if not tmp_namespace_mode(vm.root):
+        pytest.skip("no mount namespace on this host: the guest gets TMPDIR only")
+    name = f"helix-e2e-ses_probe{os.getpid()}.h264"
+    status, stdout, _ = _run(ssh, f"echo frames > /tmp/{name} && echo $TMPDIR && cat /tmp/{name}")
+    assert (status, stdout) == (0, "/tmp\nframes\n")
+    assert (vm.tmp_dir / name).read_text() == "frames\n"
+    assert not Path("/tmp", name).exists()
+    sftp = ssh.open_sftp()
+    try:
+        with sftp.open(f"/tmp/{name}") as fh:
+            assert fh.read() == b"frames\n"
+    finally:
+        sftp.close()
+    assert _run(ssh, f"rm -f /tmp/{name} && test ! -e /tmp/{name}")[0] == 0
+    assert not (vm.tmp_dir / name).exists()
+    status, stdout, _ = _run(ssh, f"test -d {vm.home} && test -x {vm.bin_dir}/go && echo ok")  # the root stays reachable
+    assert (status, stdout) == (0, "ok\n")
+
+
 def test_the_older_cli_generation_is_built_from_its_checkout(tmp_path):
     from helix_sim.guest.go.build import build
 

@@ -20,6 +20,9 @@ import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from harness.protocols.stream import (
+    FLAG_REPLAY,
+    RemoteUserLeft,
+    StreamStatus,
     ConnectionComplete,
     CursorName,
     Init,
@@ -34,6 +37,9 @@ from harness.protocols.stream import (
     parse_text,
 )
 from helix_sim.desktop import pipeline as desktop_pipeline
+from helix_sim.guest.helix.cli import main as helix_main
+from helix_sim.guest.helix.timing import CliTiming
+from helix_sim.stack.api.models import NO_AGENT_ERROR
 from helix_sim.stack.api import RUNNER_TOKEN, HelixApiServer, new_id
 from helix_sim.config import SimConfig
 from helix_sim.stack.docker_engine import DockerEngine
@@ -725,3 +731,280 @@ async def test_api_restart_keeps_running_desktops(make_sim):
         assert (await next_video(ws)).is_keyframe
     finally:
         await ws.close()
+
+
+# --------------------------------------------------------------------------- viewers, upstream behaviours
+
+
+def _viewer_events(events) -> list:
+    return [e for e in events if isinstance(e, (SelfId, RemoteUser, RemoteUserLeft))]
+
+
+async def until(ws, want, timeout: float = 5.0) -> list:
+    """Every message (decoded) up to and including the first that ``want(event)`` accepts."""
+    seen = []
+    end = time.monotonic() + timeout
+    while True:
+        ev = await recv(ws, max(0.01, end - time.monotonic()))
+        seen.append(ev)
+        if want(ev):
+            return seen
+
+
+async def for_a_while(ws, seconds: float) -> list:
+    """Every message for ``seconds`` (raw bytes/text)."""
+    seen = []
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        try:
+            seen.append(await asyncio.wait_for(ws.recv(), left))
+        except asyncio.TimeoutError:
+            break
+    return seen
+
+
+def _live(ev) -> bool:
+    return isinstance(ev, VideoFrame) and not ev.is_replay
+
+
+async def _keep_active(ws, interval: float = 0.1) -> None:
+    """A browser's 0x40 pings (data messages: what counts as activity), 16 bytes long (>= 13 is answered)."""
+    seq = 0
+    while True:
+        seq += 1
+        await ws.send(Ping(seq, seq, b"abc").encode())
+        await asyncio.sleep(interval)
+
+
+async def test_viewer_registry_joins_leaves_and_stale_sweep(make_sim):
+    sim = await make_sim(fps=40, gop=40, stale_client_timeout_s=0.8, stale_sweep_interval_s=0.2, ws_ping_interval_s=0.1)
+    sid = await sim.new_session()
+    await sim.exec(sid, VKCUBE)
+    tasks = []
+    # Viewers that stop reading fill websockets' queue and cannot read the close reply: do not wait 10 s for it.
+    a = await sim.stream(sid, init=Init(sid, W, H, 40, 4000, extra={"user_name": "alice"}), close_timeout=0.2)
+    b = c = None
+    try:
+        tasks.append(asyncio.create_task(_keep_active(a)))
+        first = await until(a, _live)
+        assert _viewer_events(first) == [SelfId(1), RemoteUser(1, 1, "alice", "#F24822")]
+        for _ in range(20):  # let the GOP fill
+            await next_video(a)
+
+        b = await sim.stream(sid, close_timeout=0.2)  # no user_name: "User"
+        tasks.append(asyncio.create_task(_keep_active(b)))
+        seen_b = await until(b, _live)
+        assert _viewer_events(seen_b) == [SelfId(2), RemoteUser(1, 2, "User", "#FF7262"),
+                                          RemoteUser(1, 1, "alice", "#F24822")]
+        video_b = [e for e in seen_b if isinstance(e, VideoFrame)]
+        assert video_b[0].is_replay and video_b[0].is_keyframe and len(video_b) > 10  # the GOP replay burst
+        assert all(f.flags & FLAG_REPLAY for f in video_b[:-1])
+        assert RemoteUser(1, 2, "User", "#FF7262") in await until(a, lambda e: isinstance(e, RemoteUser) and e.user_id == 2)
+
+        c = await sim.stream(sid, init=Init(sid, W, H, 40, 4000, extra={"user_name": "carol"}), close_timeout=0.2)
+        seen_c = await until(c, lambda e: isinstance(e, VideoFrame))
+        assert _viewer_events(seen_c) == [SelfId(3), RemoteUser(1, 3, "carol", "#FFCD29"),
+                                          RemoteUser(1, 1, "alice", "#F24822"), RemoteUser(1, 2, "User", "#FF7262")]
+        for ws in (a, b):
+            await until(ws, lambda e: isinstance(e, RemoteUser) and e.user_id == 3)
+
+        # B leaves: A and C get exactly 54 00 <2 u32 LE>
+        tasks[1].cancel()
+        await b.close()
+        left = bytes.fromhex("540002000000")
+        for ws in (a, c):
+            seen = []
+            while left not in seen:
+                seen.append(await asyncio.wait_for(ws.recv(), 5))
+
+        # C sent no data message (its WS pongs do not count): swept, A hears it left; C's socket stays open and
+        # frames keep flowing to it.
+        t0 = time.monotonic()
+        seen = []
+        while bytes.fromhex("540003000000") not in seen:
+            seen.append(await asyncio.wait_for(a.recv(), 5))
+        assert time.monotonic() - t0 < 2.0
+        after = await for_a_while(c, 0.5)
+        assert sum(1 for m in after if isinstance(m, bytes) and m[0] == 0x01) >= 10
+        assert bytes.fromhex("540003000000") not in after
+        log = "".join(e.data.decode() for e in sim.api.session_desktop(sid).container.log_entries())
+        assert '"clientID":3,"timeout":800,' in log and '"message":"[MULTIPLAYER] Removing stale client"}' in log
+        # A, active all along, was never swept
+        assert 1 in sim.api.session_desktop(sid).registry and 3 not in sim.api.session_desktop(sid).registry
+    finally:
+        for task in tasks:
+            task.cancel()
+        for ws in (a, b, c):
+            if ws is not None:
+                await ws.close()
+
+
+async def test_viewer_with_the_same_unique_id_is_evicted(make_sim):
+    sim = await make_sim()
+    sid = await sim.new_session()
+    a = await sim.stream(sid)
+    old = await sim.stream(sid, init=Init(sid, W, H, 40, 4000, extra={"client_unique_id": "tab-1"}))
+    try:
+        await until(old, lambda e: isinstance(e, VideoFrame))
+        await until(a, lambda e: isinstance(e, RemoteUser) and e.user_id == 2)
+        new = await sim.stream(sid, init=Init(sid, W, H, 40, 4000, extra={"client_unique_id": "tab-1"}))
+        with pytest.raises(ConnectionClosed) as info:
+            while True:
+                await asyncio.wait_for(old.recv(), 5)
+        assert info.value.rcvd is None  # the old TCP connection is closed, no close frame
+        seen = await until(a, lambda e: isinstance(e, RemoteUser) and e.user_id == 3)
+        assert RemoteUserLeft(2) in seen
+        await new.close()
+    finally:
+        await a.close()
+
+
+async def test_ping_of_13_or_more_bytes_is_answered(make_sim):
+    sim = await make_sim()
+    sid = await sim.new_session()
+    ws = await sim.stream(sid)
+    try:
+        await next_video(ws)
+        await ws.send(b"\x40" + bytes(11))  # 12 bytes: not answered
+        await ws.send(Ping(9, 42, b"extra-bytes").encode())  # 24 bytes: answered, seq + client time echoed
+        pong = next(e for e in await until(ws, lambda e: isinstance(e, Pong)) if isinstance(e, Pong))
+        assert (pong.seq, pong.client_time_us) == (9, 42)
+        assert not [m for m in await for_a_while(ws, 0.3) if isinstance(m, bytes) and m[0] == 0x41]
+    finally:
+        await ws.close()
+
+
+async def test_qemu_unexpected_msg_fault(make_sim):
+    """On scanout QEMU sends a SCANOUT_RESP where a FRAME_RESPONSE belongs: every viewer gets 0x31
+    `unexpected msg_type: 0x22`, frames and pings stop, the socket stays open; the viewers leave the registry."""
+    sim = await make_sim(faults={"qemu_unexpected_msg"}, delay_scale=0.5 / desktop_pipeline.QEMU_UNEXPECTED_AT_S,
+                         ws_ping_interval_s=0.1)
+    sid = await sim.new_session()
+    await sim.exec(sid, VKCUBE)
+    b = await sim.stream(sid)
+    async with aiohttp.ClientSession() as s:
+        a = await s.ws_connect(sim.ws_url(sid), headers=sim.auth, autoping=False, max_msg_size=0)
+        await a.send_str(Init(sid, W, H, 40, 4000).to_text())
+        frames = pings = 0
+        error = None
+        while error is None:
+            msg = await asyncio.wait_for(a.receive(), 5)
+            if msg.type == aiohttp.WSMsgType.PING:
+                await a.pong(msg.data)
+            elif msg.type == aiohttp.WSMsgType.BINARY:
+                ev = parse_binary(msg.data)
+                frames += isinstance(ev, VideoFrame)
+                error = ev if isinstance(ev, StreamError) else None
+        assert error == StreamError("unexpected msg_type: 0x22") and frames > 5
+        end = time.monotonic() + 0.8
+        while (left := end - time.monotonic()) > 0:
+            try:
+                msg = await asyncio.wait_for(a.receive(), left)
+            except asyncio.TimeoutError:
+                break
+            assert msg.type in (aiohttp.WSMsgType.PING, aiohttp.WSMsgType.BINARY), msg
+            pings += msg.type == aiohttp.WSMsgType.PING
+            assert not (msg.type == aiohttp.WSMsgType.BINARY and msg.data[0] == 0x01), "a frame after the error"
+        assert pings == 0 and not a.closed  # the heartbeat stopped; the read deadline closes it later
+        seen_b = await until(b, lambda e: isinstance(e, StreamError))
+        assert seen_b[-1] == StreamError("unexpected msg_type: 0x22")
+        rest_b = [parse_binary(m) for m in await for_a_while(b, 0.3) if isinstance(m, bytes)]
+        assert not any(isinstance(e, VideoFrame) for e in rest_b)
+        lefts = [e for e in seen_b + rest_b if isinstance(e, RemoteUserLeft)]
+        assert len(lefts) <= 1  # whoever failed first left; the other may hear it
+        await a.close()
+    await b.close()
+    log = "".join(e.data.decode() for e in sim.api.session_desktop(sid).container.log_entries())
+    assert 'msg="QEMU frame read error" err="unexpected msg_type: 0x22"' in log
+    assert '"error":"unexpected msg_type: 0x22"' in log and "[SHARED_VIDEO] Pipeline error" in log
+    # one-shot: the next viewer gets a new scanout source, and frames
+    c = await sim.stream(sid)
+    try:
+        assert isinstance(await next_video(c), VideoFrame)
+    finally:
+        await c.close()
+
+
+async def test_no_first_frame_fault(make_sim):
+    sim = await make_sim(faults={"no_first_frame"}, stream_status_interval_s=0.2, first_frame_timeout_s=1.0)
+    sid = await sim.new_session()
+    ws = await sim.stream(sid)
+    events, times = [], []
+    t0 = time.monotonic()
+    with pytest.raises(ConnectionClosed) as info:
+        while True:
+            events.append(await recv(ws, 5))
+            times.append(time.monotonic() - t0)
+    assert info.value.rcvd is None  # dropped without a close frame
+    kinds = [type(e) for e in events]
+    assert kinds[:4] == [StreamInit, ConnectionComplete, SelfId, RemoteUser] and VideoFrame not in kinds
+    statuses = [(t, e) for t, e in zip(times, events) if isinstance(e, StreamStatus)]
+    assert 3 <= len(statuses) <= 5 and all(e.state == "starting_video" and e.starting_video for _, e in statuses)
+    gaps = [b[0] - a[0] for a, b in zip(statuses, statuses[1:])]
+    assert all(0.1 < g < 0.4 for g in gaps), gaps
+    assert events[-1] == StreamError("no video frame received within 1s") and 0.9 < times[-1] < 2.0
+
+
+async def test_headless_runtime_has_no_stream(make_sim):
+    sim = await make_sim()
+    r = await sim.http.post("/api/v1/spec-tasks/from-prompt", json={"prompt": "x", "sandbox_runtime": "windows"})
+    assert r.status == 400
+    r = await sim.http.post("/api/v1/spec-tasks/from-prompt", json={"prompt": "x", "sandbox_runtime": "headless-ubuntu"})
+    task = await r.json()
+    assert (await sim.http.post(f"/api/v1/spec-tasks/{task['id']}/start-planning")).status == 200
+    sid = await sim.planning_session(task["id"])
+
+    async def has_container():
+        return (await (await sim.http.get(f"/api/v1/sessions/{sid}")).json())["config"]["dev_container_id"]
+
+    await wait_until(has_container, 5, "container")
+    reader, writer = await asyncio.open_connection("127.0.0.1", sim.api.port)
+    writer.write(
+        f"GET /api/v1/external-agents/{sid}/ws/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {sim.config.api_key}\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    raw = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert raw == b"HTTP/1.1 503 503 Service Unavailable\r\n\r\n"
+
+
+async def test_no_agent_fault(make_sim):
+    """No app_id and no project DefaultHelixAppID: the task is marked failed; `start --wait` times out, exits 0 and
+    prints the spt_ id; the task's status and error are readable at GET /api/v1/spec-tasks/{id}."""
+    sim = await make_sim(faults={"no_agent"})
+    r = await sim.http.post("/api/v1/spec-tasks/from-prompt", json={"prompt": "x", "project_id": sim.config.project_id})
+    task = await r.json()
+    assert r.status == 201 and "helix_app_id" not in task
+    r = await sim.http.post(f"/api/v1/spec-tasks/{task['id']}/start-planning")
+    assert (await r.json())["status"] == "queued_spec_generation"
+
+    async def failed():
+        got = await (await sim.http.get(f"/api/v1/spec-tasks/{task['id']}")).json()
+        return got if got.get("metadata") else None
+
+    got = await wait_until(failed, 5, "the task marked failed")
+    assert got["status"] == "backlog" and "planning_session_id" not in got
+    assert got["metadata"]["error"] == NO_AGENT_ERROR == "no agent configured - set DefaultHelixAppID on project"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", got["metadata"]["error_timestamp"])
+
+    env = {"HELIX_URL": sim.url, "HELIX_API_KEY": sim.config.api_key, "HELIX_CLI_ARGV0": "/tmp/helix",
+           **CliTiming(wait_poll_s=0.05, wait_timeout_s=0.6).to_env()}
+
+    def cli(*args):
+        import io
+
+        out = io.BytesIO()
+        return helix_main(list(args), stdout=out, env=env), out.getvalue().decode()
+
+    t0 = time.monotonic()
+    rc, out = await asyncio.to_thread(cli, "spectask", "start", "--project", sim.config.project_id, "-n", "t",
+                                      "--wait", "-q")
+    assert rc == 0 and re.fullmatch(rf"spt_{ULID}\n", out) and time.monotonic() - t0 < 5
+    rc, out = await asyncio.to_thread(cli, "spectask", "start", "--project", sim.config.project_id, "--wait")
+    assert rc == 0 and re.search(r"\n⏳ Task created \(spt_\w+\) — sandbox still provisioning after 3m\.\n", out)
+    # a request that names an agent still works
+    r = await sim.http.post("/api/v1/spec-tasks/from-prompt", json={"prompt": "x", "app_id": "app_01jexplicit"})
+    task = await r.json()
+    await sim.http.post(f"/api/v1/spec-tasks/{task['id']}/start-planning")
+    assert (await sim.planning_session(task["id"])).startswith("ses_")
