@@ -461,6 +461,60 @@ async def test_frames_stop_fault(make_desktop):
     assert sub.end_reason is None  # the viewer is not ended: its socket stays open
 
 
+async def test_fault_clock_starts_with_the_first_viewer(make_desktop):
+    """Faults count from the first viewer's stream, not from the desktop's (session's) start, and a later
+    viewer does not restart the clock."""
+    d = await make_desktop(fps=40, faults={"frames_stop"}, delay_scale=0.5 / desktop_pipeline.FRAMES_STOP_AT_S)
+    await d.exec(VKCUBE, background=True)
+    await asyncio.sleep(0.6)  # the desktop ran before anyone streamed: that does not count
+    assert d.fault_clock.elapsed() is None
+    first = await d.open_stream(init())
+    t0 = time.monotonic()
+    await collect(first, 0.25)
+    second = await d.open_stream(init())  # joins 0.25 s later: frames still stop 0.5 s after the first viewer
+    frames = await collect(second, 1.0)
+    last = frames[-1][0] - t0
+    assert 0.4 < last < 0.75, last
+    assert abs(d.fault_clock.epoch - t0) < 0.1
+
+
+def test_fault_timings_fit_a_short_capture():
+    """At delay_scale 1, a 5 s capture after a 2 s warm-up sees every fault: each fires by the end of the
+    warm-up, each window ends within the capture, frames_stop leaves >= 3 s of silence."""
+    from helix_sim.desktop import session
+    from helix_sim.stack.api import stream
+
+    capture, warmup = 5.0, 2.0
+    for at in (desktop_pipeline.FRAMES_STOP_AT_S, desktop_pipeline.QEMU_UNEXPECTED_AT_S, desktop_pipeline.FROZEN_AT_S,
+               desktop_pipeline.BLACK_AT_S, session.OOM_AT_S, session.VM_CRASH_AT_S, stream.SUPERSEDE_AT_S):
+        assert 0 < at <= warmup
+    assert capture - desktop_pipeline.FRAMES_STOP_AT_S >= 3.0
+    assert desktop_pipeline.FROZEN_AT_S + desktop_pipeline.FROZEN_FOR_S <= capture - 1.0
+    assert desktop_pipeline.BLACK_AT_S + desktop_pipeline.BLACK_FOR_S <= capture - 1.0
+
+
+async def test_qemu_unexpected_msg_ends_every_viewer_once(make_desktop):
+    d = await make_desktop(faults={"qemu_unexpected_msg"}, delay_scale=0.3 / desktop_pipeline.QEMU_UNEXPECTED_AT_S)
+    await d.exec(VKCUBE, background=True)
+    a = await d.open_stream(init())
+    b = await d.open_stream(init())
+    await collect(a, 2.0)
+    assert (a.end_reason, a.error) == ("error", "unexpected msg_type: 0x22")
+    assert (b.end_reason, b.error) == ("error", "unexpected msg_type: 0x22")
+    await wait_until(lambda: d.pipeline is None, 2, "the dead source dropped")
+    c = await d.open_stream(init())  # a new scanout source; the fault fired once
+    assert len(await collect(c, 0.3)) > 3 and c.end_reason is None
+
+
+async def test_no_first_frame_fault_has_no_frames(make_desktop):
+    d = await make_desktop(faults={"no_first_frame"})
+    sub = await d.open_stream(init())
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(sub.get(), 0.5)
+    png, _ = await d.screenshot("png")  # the desktop itself is there
+    assert png[:4] == b"\x89PNG"
+
+
 # --------------------------------------------------------------------------- container and VM faults
 
 
