@@ -66,7 +66,9 @@ _FAULT_ROWS = [
     ("black", "black", "desktop.pipeline", "black frames for 2 s"),
     ("corrupt_h264", "corrupt_h264", "desktop.pipeline", "damaged AUs"),
     ("replay_burst", None, "desktop.pipeline", "a GOP replay burst at join (not a fault: must pass)"),
-    ("resource_ids_zero", "resource_ids_zero", "desktop.logs", "vsockenc `Buffer is not DMA-BUF backed` with every resource_id=0"),
+    ("resource_ids_zero", "resource_ids_zero", "desktop.logs",
+     "every resource_id is 0: QEMU's [FRAME_READY] lines on scanout; on the vsockenc path (shm, native, zerocopy) "
+     "vsockenc's `Buffer is not DMA-BUF backed` and resource_id=0 are what upstream always logs"),
     ("qemu_ignores_zero", "qemu_ignored", "host.qemu", "v10 behaviour: FRAME_REQUEST gets no reply"),
     ("qemu_accepts_zero", "qemu_accepted", "host.qemu", "v7 behaviour: FRAME_REQUEST with resource_id=0 is answered"),
     ("stale_qemu", "stale_qemu", "host.qemu", "the host log's VERSION differs from the expected one"),

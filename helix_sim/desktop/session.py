@@ -4,7 +4,7 @@
 pipeline and viewers (:mod:`.pipeline`, rendering with :mod:`.video`) and its log (:mod:`.logs`). In
 scanout mode every frame also reaches QEMU's frame export (``[FRAME_READY]`` lines, subscribers).
 
-Its viewers register in desktop-bridge's viewer registry (:mod:`.registry`), which this desktop swept for
+Its viewers register in desktop-bridge's viewer registry (:mod:`.registry`), which this desktop sweeps for
 stale viewers every ``stale_sweep_interval_s``. A pipeline error (``broadcastError``) ends every viewer
 with a 0x31. The faults' timings count from the first viewer's stream (:class:`~.pipeline.FaultClock`).
 

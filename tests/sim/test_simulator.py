@@ -191,6 +191,21 @@ def test_sim_up_bad_arguments():
     assert main(["up", "--fault", "no_such_fault"]) == 2
     assert main(["up", "--qemu", "v99"]) == 2
     assert main(["down"]) == 2
+    assert main(["up", "--cli", "2027-01"]) == 2
+    assert main(["up", "--cli-wait-timeout", "nan"]) == 2
+    assert main(["up", "--stale-client-timeout", "-1"]) == 2
+
+
+def test_sim_up_cli_flags_and_sim_keys(tmp_path):
+    from harness.runs.provision import sim_argv
+    from helix_sim.__main__ import _config, main_parser
+
+    argv = sim_argv({"cli": "2026-08", "cli_wait_timeout": 4, "stale_client_timeout": 2, "stale_sweep_interval": 0.5}, [])
+    args = main_parser().parse_args(argv[argv.index("up"):])
+    cfg = _config(args, tmp_path)
+    assert (cfg.cli, cfg.cli_wait_timeout_s, cfg.stale_client_timeout_s, cfg.stale_sweep_interval_s) == (
+        "2026-08", 4.0, 2.0, 0.5)
+    assert _config(main_parser().parse_args(["up"]), tmp_path).cli == "2026-11"  # the newer CLI by default
 
 
 # --- nothing left behind (issue 12) ---------------------------------------------------------------------
