@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 #: Public name → the module that defines it.
 _EXPORTS = {
+    "CLI_GENERATIONS": "config",
     "FAULTS": "config",
     "QEMU_BEHAVIOURS": "config",
     "VIDEO_MODES": "config",
@@ -30,7 +31,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .config import FAULTS, QEMU_BEHAVIOURS, VIDEO_MODES, SimConfig, parse_faults
+    from .config import CLI_GENERATIONS, FAULTS, QEMU_BEHAVIOURS, VIDEO_MODES, SimConfig, parse_faults
     from .recordings import synthesize_recording
     from .simulator import Simulator
 

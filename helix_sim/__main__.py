@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
 from .errors import SimError
-from .config import FAULTS, QEMU_BEHAVIOURS, VIDEO_MODES, SimConfig, parse_faults
+from .config import CLI_GENERATIONS, FAULTS, QEMU_BEHAVIOURS, VIDEO_MODES, SimConfig, parse_faults
 
 PROG = "python -m helix_sim"
 
@@ -44,6 +44,16 @@ def _resolution(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"invalid resolution {text!r} (use WxH, e.g. 1920x1080)") from None
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number of seconds {text!r}") from None
+    if not (0.001 <= value <= 86400):  # also rejects nan and inf
+        raise argparse.ArgumentTypeError(f"seconds must be within 0.001..86400, got {text!r}")
+    return value
+
+
 def main_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="The helix-e2e simulator: a Mac host, UTM VM, QEMU and Helix stack.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -60,6 +70,14 @@ def main_parser() -> argparse.ArgumentParser:
     up.add_argument("--boot-delay", type=float, dest="boot_delay", default=None, help="VM boot time in seconds")
     up.add_argument("--delay-scale", type=float, dest="delay_scale", default=None,
                     help="multiply every modelled delay (boot, sandbox, session, fault timings); < 1 is faster")
+    up.add_argument("--cli", choices=CLI_GENERATIONS, dest="cli", default=None,
+                    help="the helix CLI generation the guest builds (default 2026-11: --runtime, no --agent)")
+    up.add_argument("--cli-wait-timeout", type=_seconds, dest="cli_wait_timeout", default=None, metavar="SECONDS",
+                    help="how long the guest CLI's `spectask start --wait` waits for the sandbox (upstream: 180)")
+    up.add_argument("--stale-client-timeout", type=_seconds, dest="stale_client_timeout", default=None,
+                    metavar="SECONDS", help="a stream viewer without data messages this long is dropped (upstream: 30)")
+    up.add_argument("--stale-sweep-interval", type=_seconds, dest="stale_sweep_interval", default=None,
+                    metavar="SECONDS", help="how often stale viewers are swept (upstream: 10)")
     up.add_argument("--stop-on-stdin-eof", action="store_true", dest="stop_on_eof",
                     help="stop when stdin reaches EOF (the launching process died: never outlive it)")
     up.add_argument("-v", "--verbose", action="store_true", dest="verbose", help="log to stderr at DEBUG level")
@@ -72,6 +90,10 @@ def _config(args: argparse.Namespace, root: Path) -> SimConfig:
         extra["boot_delay_s"] = args.boot_delay
     if args.delay_scale is not None:
         extra["delay_scale"] = args.delay_scale
+    for arg, name in (("cli", "cli"), ("cli_wait_timeout", "cli_wait_timeout_s"),
+                      ("stale_client_timeout", "stale_client_timeout_s"), ("stale_sweep_interval", "stale_sweep_interval_s")):
+        if getattr(args, arg) is not None:
+            extra[name] = getattr(args, arg)
     return SimConfig(
         root=root,
         fps=args.fps,
@@ -110,6 +132,16 @@ def _stop_on_stdin_eof() -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
+def _clean_leftovers() -> None:
+    """Remove what killed simulators left in the temp dir (only roots provably ours and dead)."""
+    from .leftovers import clean_leftovers
+
+    try:
+        clean_leftovers()
+    except Exception as exc:  # noqa: BLE001 - a cleanup problem never stops a start
+        logging.getLogger("helix_sim").warning("cleaning up after earlier simulators failed: %s", exc)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -119,6 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
+    _clean_leftovers()
     temp_root: Path | None = None
     root = args.root
     try:

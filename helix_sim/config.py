@@ -10,6 +10,9 @@ from .errors import SimConfigError
 
 QEMU_BEHAVIOURS = ("feb5-reject", "v7-fallback", "v10-ignore")
 VIDEO_MODES = ("scanout", "shm")
+#: The helix CLI generations the guest can build (upstream-corrections.md §2): ``2026-08`` has ``-a/--agent``;
+#: ``2026-11`` (the default) has no ``--agent`` and has ``--runtime ubuntu-desktop|headless-ubuntu``.
+CLI_GENERATIONS = ("2026-08", "2026-11")
 
 #: The QEMU VERSION marker each behaviour's build prints (`[HELIX] VERSION: ...`).
 QEMU_VERSIONS = {
@@ -42,18 +45,30 @@ _FAULT_ROWS = [
     ("stack_fails", "stack_start_failed", "stack.docker_engine", "`./stack start` exits non-zero with compose output"),
     ("api_5xx", "api_5xx", "stack.api", "/api/v1/status answers 502"),
     ("no_container", "no_container", "stack.api", "the session never gets dev_container_id"),
+    ("no_agent", "no_agent", "stack.api",
+     "the task has no agent: it is marked failed (status `backlog`, metadata.error `no agent configured - set "
+     "DefaultHelixAppID on project`) and `spectask start --wait` times out, exits 0 and prints the spt_ id"),
     ("exec_forbidden", "exec_forbidden", "desktop.exec", "exec answers 403 `command not allowed: vkcube`"),
-    ("vkcube_dies", "vkcube_dies", "desktop.exec", "exec succeeds, then `pkill -0 -f vkcube` fails"),
+    ("vkcube_dies", "vkcube_dies", "desktop.exec",
+     "exec succeeds, then vkcube crashes and stays a zombie (`State:\tZ (zombie)` in /proc/<pid>/status); "
+     "`pkill -0 -f vkcube` still exits 0"),
     ("ws_503", "ws_upgrade_refused", "stack.api", "plain-text `HTTP/1.1 503 ... Sandbox not connected` instead of upgrading"),
     ("stream_error", "stream_error", "desktop.session", "a 0x31 StreamError, then an abrupt TCP close"),
     ("frames_stop", "frames_stop", "desktop.pipeline", "frames stop but pings continue and the socket stays open"),
+    ("qemu_unexpected_msg", "qemu_unexpected_msg", "desktop.pipeline",
+     "on scanout QEMU sends a message other than FRAME_RESPONSE: every viewer gets 0x31 "
+     "`unexpected msg_type: 0x22` and frames stop"),
+    ("no_first_frame", "no_first_frame", "desktop.pipeline",
+     "the stream starts but no frame ever comes: text StreamStatus `starting_video` every few seconds"),
     ("superseded", "superseded", "stack.api", "close code 4000 \"superseded\""),
     ("low_fps", "low_fps", "desktop", "20 fps"),
     ("frozen", "frozen", "desktop.pipeline", "identical content for 3 s"),
     ("black", "black", "desktop.pipeline", "black frames for 2 s"),
     ("corrupt_h264", "corrupt_h264", "desktop.pipeline", "damaged AUs"),
     ("replay_burst", None, "desktop.pipeline", "a GOP replay burst at join (not a fault: must pass)"),
-    ("resource_ids_zero", "resource_ids_zero", "desktop.logs", "vsockenc `Buffer is not DMA-BUF backed` with every resource_id=0"),
+    ("resource_ids_zero", "resource_ids_zero", "desktop.logs",
+     "every resource_id is 0: QEMU's [FRAME_READY] lines on scanout; on the vsockenc path (shm, native, zerocopy) "
+     "vsockenc's `Buffer is not DMA-BUF backed` and resource_id=0 are what upstream always logs"),
     ("qemu_ignores_zero", "qemu_ignored", "host.qemu", "v10 behaviour: FRAME_REQUEST gets no reply"),
     ("qemu_accepts_zero", "qemu_accepted", "host.qemu", "v7 behaviour: FRAME_REQUEST with resource_id=0 is answered"),
     ("stale_qemu", "stale_qemu", "host.qemu", "the host log's VERSION differs from the expected one"),
@@ -114,6 +129,18 @@ class SimConfig:
     cli_wait_poll_s: float = 2.0
     cli_wait_timeout_s: float = 180.0
     cli_stats_interval_s: float = 2.0
+    #: Which helix CLI the guest's ``go build`` makes (:data:`CLI_GENERATIONS`): its flags and help text.
+    cli: str = "2026-11"
+    #: desktop-bridge's viewer registry (``session_registry.go``): a viewer that sent no data message for
+    #: ``stale_client_timeout_s`` is dropped by the sweep that runs every ``stale_sweep_interval_s`` (30 s /
+    #: 10 s upstream; server constants, not scaled by ``delay_scale``).
+    stale_client_timeout_s: float = 30.0
+    stale_sweep_interval_s: float = 10.0
+    #: Newer upstream: until a viewer's first frame the stream sends a text StreamStatus ``starting_video``
+    #: every ``stream_status_interval_s``; after ``first_frame_timeout_s`` without one it sends 0x31 (the
+    #: retryable "no video frame ... within 10s") and drops the connection. Protocol timers, not scaled.
+    stream_status_interval_s: float = 2.0
+    first_frame_timeout_s: float = 10.0
     api_key: str = field(default_factory=lambda: "hl-" + secrets.token_hex(16))
     project_id: str = "prj_01jsimsimsimsimsimsimsimsi"
     agent_id: str = "app_01jsimsimsimsimsimsimsimsi"
@@ -141,8 +168,12 @@ class SimConfig:
             raise SimConfigError(f"sim delay_scale must be within 0.01..10, got {self.delay_scale}")
         if self.osstatus_failures < 0:
             raise SimConfigError(f"sim osstatus_failures must be >= 0, got {self.osstatus_failures}")
+        if self.cli not in CLI_GENERATIONS:
+            raise SimConfigError(f"unknown sim CLI generation {self.cli!r}", hint=f"use one of {', '.join(CLI_GENERATIONS)}")
         for name, high in (("ws_ping_interval_s", 3600.0), ("cli_wait_poll_s", 3600.0),
-                           ("cli_wait_timeout_s", 86400.0), ("cli_stats_interval_s", 3600.0)):
+                           ("cli_wait_timeout_s", 86400.0), ("cli_stats_interval_s", 3600.0),
+                           ("stale_client_timeout_s", 86400.0), ("stale_sweep_interval_s", 3600.0),
+                           ("stream_status_interval_s", 3600.0), ("first_frame_timeout_s", 86400.0)):
             value = getattr(self, name)
             if not (0.001 <= value <= high):
                 raise SimConfigError(f"sim {name} must be within 0.001..{high:g} s, got {value}")

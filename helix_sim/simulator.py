@@ -36,6 +36,7 @@ from .config import SimConfig
 from .host.qemu import QemuFrameExport
 from .host.utm_app import UtmHost
 from .host.utmctl import write_launcher
+from .leftovers import write_marker
 from .stack.api import HelixApiServer
 from .stack.docker_engine import DockerEngine, SimContainer
 from .vm.sshd import GuestVM
@@ -256,6 +257,7 @@ class Simulator:
     async def _build(self) -> None:
         for d in (self.root, self.host_dir, self.crash_dir, self.utmctl_path.parent, self.utmctl_bin.parent, self.root / "vm"):
             d.mkdir(parents=True, exist_ok=True)
+        write_marker(self.root)  # a later simulator removes this root if this one is killed (helix_sim.leftovers)
         self.helix_debug_log.touch()
         cfg = self.config
         free = iter(pick_free_ports(3))
@@ -364,6 +366,8 @@ known_hosts = {_toml_str(self.guest.known_hosts)}
 [guest]
 helix_dir = "~/helix"
 api_port = {cfg.api_port}
+# The CLI the guest builds (and its .gitsha stamp) stays inside this simulator's root: the guest's own /tmp.
+cli_path = {_toml_str(self.guest.cli_path)}
 
 [frame_export]
 host = "127.0.0.1"

@@ -28,7 +28,9 @@ INFO_KEYS = (
 )
 
 _OPTION_OF = {"fps": "--fps", "resolution": "--resolution", "video_mode": "--video-mode", "qemu": "--qemu",
-              "gop": "--gop", "boot_delay": "--boot-delay", "delay_scale": "--delay-scale"}
+              "gop": "--gop", "boot_delay": "--boot-delay", "delay_scale": "--delay-scale", "cli": "--cli",
+              "cli_wait_timeout": "--cli-wait-timeout", "stale_client_timeout": "--stale-client-timeout",
+              "stale_sweep_interval": "--stale-sweep-interval"}
 
 
 class SimLaunchError(HarnessError):
@@ -72,6 +74,8 @@ class SimProcess:
             "host.helix_debug_log": i["helix_debug_log"],
             "host.crash_dir": i["crash_dir"],
             "guest.api_port": int(i["api_url"].rsplit(":", 1)[1].split("/")[0]),
+            # the CLI and its stamp stay inside the simulator's root (never the host's shared /tmp/helix)
+            **({"guest.cli_path": cli_path} if (cli_path := _cli_path_of(i)) else {}),
         }
 
     def stop(self, timeout: float = 15.0) -> None:
@@ -87,6 +91,17 @@ class SimProcess:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+
+
+def _cli_path_of(info: Mapping[str, Any]) -> str | None:
+    """The simulator's ``[guest] cli_path`` (inside its root), if its target file names one."""
+    import tomllib
+
+    try:
+        value = tomllib.loads(Path(info["target_file"]).read_text())["guest"]["cli_path"]
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+    return value if isinstance(value, str) and value else None
 
 
 def _known_hosts_of(info: Mapping[str, Any]) -> str:

@@ -8,8 +8,15 @@ screen, one keepalive frame every 500 ms on a static screen (pipewiresrc ``keepa
 Frames are fanned out on the event loop into bounded per-viewer queues (:class:`Subscriber`); a
 viewer that joins a running pipeline first gets the current GOP as replay frames.
 
-Faults of the picture live here: ``frozen``, ``black``, ``corrupt_h264``, ``frames_stop``, and the
-pre-run of ``replay_burst``.
+On scanout the frame header's PTS is synthetic, ``frameCount * 16666`` µs whatever the real rate
+(``scanout_source.go`` readFrames); on the vsockenc path it is the pipeline's running time.
+
+Faults of the picture live here: ``frozen``, ``black``, ``corrupt_h264``, ``frames_stop``,
+``qemu_unexpected_msg`` (scanout: QEMU sends something other than FRAME_RESPONSE, ``drm/protocol.go``
+ReadFrameResponse fails with ``unexpected msg_type: 0x..``: a pipeline error every viewer gets as 0x31),
+``no_first_frame`` (the source never yields a frame) and the pre-run of ``replay_burst``. Their timings
+count from the moment the first viewer's stream started (the desktop's fault clock), scaled by
+``delay_scale``.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from harness.protocols import hxfr
 from harness.protocols.stream import Init
 
 from .video import H264Encoder, Scene, corrupt_au
@@ -32,14 +40,22 @@ from .video import H264Encoder, Scene, corrupt_au
 log = logging.getLogger("helix_sim.desktop")
 
 SCANOUT_ID = 1
+#: The PipeWire node of the desktop's ScreenCast (the shared source's key, ``pipewire:47`` in logs).
+PIPEWIRE_NODE_ID = 47
 #: Resource ids of the triple-buffered scanout (QEMU's [FRAME_READY] lines, vsockenc's DMA-BUF lines).
 SCANOUT_RESOURCES = (37, 38, 39)
 #: A frame at least this often on a static screen (pipewiresrc keepalive-time=500).
 KEEPALIVE_S = 0.5
-#: Fault timing, in seconds of live pipeline time (frozen, black, frames_stop) or of streaming (others).
-FROZEN_AT_S, FROZEN_FOR_S = 2.0, 3.0
-BLACK_AT_S, BLACK_FOR_S = 2.0, 2.0
-FRAMES_STOP_AT_S = 3.0
+#: Fault timing, in seconds since the first viewer's stream started (times ``delay_scale``): early enough
+#: that a 5 s capture after a 2 s warm-up sees each (frames_stop leaves >= 3 s of silence).
+FROZEN_AT_S, FROZEN_FOR_S = 1.0, 3.0
+BLACK_AT_S, BLACK_FOR_S = 1.0, 2.0
+FRAMES_STOP_AT_S = 2.0
+QEMU_UNEXPECTED_AT_S = 2.0
+#: scanout_source.go: ``ptsUs := frameCount * 16666 // ~60fps timing``.
+SCANOUT_PTS_STEP_US = 16666
+#: helix-frame-export's encoder PTS (``enc->frame_count * 16666667`` ns).
+SCANOUT_PTS_STEP_NS = 16666667
 #: A worker that falls behind its schedule by up to this much catches up (frames go out back to back,
 #: the average rate stays exact); further behind, the missed frames are dropped.
 CATCH_UP_US = 250_000
@@ -65,14 +81,33 @@ class Frame:
     published: float = 0.0  # time.monotonic() when the loop received it from the worker
 
 
+def upstream_video_mode(requested: str | None, default: str) -> str:
+    """ws_stream.go getVideoMode: the init's ``video_mode``, else the container's ``HELIX_VIDEO_MODE``
+    (``default``), else ``zerocopy``. One of ``scanout``, ``shm``, ``native``, ``zerocopy``."""
+    for mode, env in (((requested or "").strip().lower(), False), ((default or "").strip().lower(), True)):
+        if mode in ("native", "dmabuf"):
+            return "native"
+        if mode in ("zerocopy", "zero-copy", "plugin") and not env:
+            return "zerocopy"
+        if mode in ("shm", "scanout"):
+            return mode
+    return "zerocopy"
+
+
 def normalize_video_mode(requested: str | None, default: str) -> str:
     """The sim's two paths: ``scanout`` (QEMU H.264) or ``shm`` (pipewiresrc → vsockenc; also native/zerocopy)."""
-    mode = (requested or "").strip().lower()
-    if mode == "scanout":
-        return "scanout"
-    if mode in ("shm", "native", "dmabuf", "zerocopy", "zero-copy", "plugin"):
-        return "shm"
-    return default
+    return "scanout" if upstream_video_mode(requested, default) == "scanout" else "shm"
+
+
+def scanout_read_error(message: bytes) -> str:
+    """drm/protocol.go ReadFrameResponse's error for an HXFR message that is not a FRAME_RESPONSE."""
+    _magic, msg_type, _flags, _session, _size = hxfr.HEADER.unpack_from(message)
+    return f"unexpected msg_type: 0x{msg_type:x}"
+
+
+def unexpected_scanout_message(scanout_id: int = SCANOUT_ID) -> bytes:
+    """What QEMU sends under ``qemu_unexpected_msg``: a SCANOUT_RESP (0x22) on the subscribed socket."""
+    return hxfr.ScanoutResponse(scanout_id, 1, f"Virtual-{scanout_id + 1}", session_id=scanout_id).encode()
 
 
 # --------------------------------------------------------------------------- viewers
@@ -82,8 +117,9 @@ class Subscriber:
     """One viewer of the shared pipeline: replay frames, then a bounded queue of live frames.
 
     ``get()`` returns the next live frame, or ``None`` once the desktop ended the viewer (``end_reason``
-    says why: ``oom``, ``vm_crash``, ``shutdown``). A viewer whose queue overflows (too slow) gets no more
-    frames but is not ended: its socket stays open, as in the real server.
+    says why: ``oom``, ``vm_crash``, ``shutdown``, or ``error`` with the pipeline's ``error`` text, which
+    the viewer gets as a 0x31). A viewer whose queue overflows (too slow) gets no more frames but is not
+    ended: its socket stays open, as in the real server.
     """
 
     def __init__(self, number: int, init: Init, mode: str, capacity: int, replay: tuple[Frame, ...]) -> None:
@@ -94,6 +130,7 @@ class Subscriber:
         self.replay = replay
         self.overflowed = False
         self.end_reason: str | None = None
+        self.error: str | None = None
         self.frames_offered = 0
         self._queue: collections.deque[Frame] = collections.deque()
         self._wakeup = asyncio.Event()
@@ -115,6 +152,12 @@ class Subscriber:
             self.end_reason = reason
         self._wakeup.set()
 
+    def fail(self, error: str) -> None:
+        """The shared source failed (broadcastError): the viewer gets ``error`` as a 0x31, then no frames."""
+        if self.end_reason is None:
+            self.error = error
+        self.end("error")
+
     async def get(self) -> Frame | None:
         while True:
             if self.end_reason is not None:
@@ -128,9 +171,52 @@ class Subscriber:
 # --------------------------------------------------------------------------- pipeline
 
 
+class FaultClock:
+    """The faults' clock: seconds since the first viewer's stream started (``None`` before), scaled
+    thresholds, and the one-shot faults already fired. Shared by a desktop and its pipelines (thread-safe)."""
+
+    def __init__(self, delay_scale: float = 1.0) -> None:
+        self.delay_scale = delay_scale
+        self.epoch: float | None = None
+        self._fired: set[str] = set()
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """The first viewer's stream starts (later calls keep the first epoch)."""
+        with self._lock:
+            if self.epoch is None:
+                self.epoch = time.monotonic()
+
+    def elapsed(self) -> float | None:
+        epoch = self.epoch
+        return None if epoch is None else time.monotonic() - epoch
+
+    def until(self, at_s: float) -> float | None:
+        """Seconds until ``at_s`` (scaled) of streaming, 0 when past; ``None`` before any stream."""
+        t = self.elapsed()
+        return None if t is None else max(0.0, at_s * self.delay_scale - t)
+
+    def due(self, at_s: float) -> bool:
+        t = self.elapsed()
+        return t is not None and t >= at_s * self.delay_scale
+
+    def within(self, at_s: float, for_s: float) -> bool:
+        t = self.elapsed()
+        k = self.delay_scale
+        return t is not None and at_s * k <= t < (at_s + for_s) * k
+
+    def fire_once(self, name: str) -> bool:
+        """True the first time only: a one-shot fault fires once per desktop."""
+        with self._lock:
+            if name in self._fired:
+                return False
+            self._fired.add(name)
+            return True
+
+
 @dataclass
 class PipelineSettings:
-    mode: str
+    mode: str  # the sim's path: scanout | shm (vsockenc)
     width: int
     height: int
     fps: float
@@ -140,6 +226,14 @@ class PipelineSettings:
     faults: frozenset[str] = field(default_factory=frozenset)
     seed: int = 0
     delay_scale: float = 1.0  # SimConfig.delay_scale: scales the faults' timings
+    #: ws_stream.go's VideoMode: scanout | shm | native | zerocopy (what the logs say)
+    source: str = ""
+    qemu_port: int = 15937
+    node_id: int = PIPEWIRE_NODE_ID
+
+    def pts_us(self, frame_number: int, running_us: int) -> int:
+        """The frame header's PTS: synthetic on scanout, the pipeline's running time on vsockenc."""
+        return frame_number * SCANOUT_PTS_STEP_US if self.mode == "scanout" else running_us
 
 
 class VideoPipeline:
@@ -157,8 +251,10 @@ class VideoPipeline:
         animating: Callable[[], bool],
         on_frame: Callable[["VideoPipeline", Frame], None],
         on_error: Callable[["VideoPipeline", str], None],
+        fault_clock: FaultClock | None = None,
     ) -> None:
         self.settings = settings
+        self.fault_clock = fault_clock or FaultClock(settings.delay_scale)
         self.name = name
         self._loop = loop
         self._animating = animating
@@ -174,6 +270,8 @@ class VideoPipeline:
         self.last_yuv: np.ndarray | None = None  # a copy of the latest picture (for screenshots)
         self.stalled = False  # frames_stop reached
         self.error: str | None = None
+        #: qemu_unexpected_msg: the HXFR message QEMU sent instead of a FRAME_RESPONSE
+        self.unexpected: bytes | None = None
 
     @property
     def alive(self) -> bool:
@@ -224,22 +322,27 @@ class VideoPipeline:
 
     def _produce_all(self, scene: Scene, encoder: H264Encoder) -> None:
         s = self.settings
+        clock = self.fault_clock
         rng = random.Random(s.seed)
         n = 0
         frozen: np.ndarray | None = None
         p_frames = 0
+        if "no_first_frame" in s.faults:  # the source never yields a frame (screenshots still work)
+            log.info("video worker %s: no frame will come (fault no_first_frame)", self.name)
+            self._post(self.prerun_done.set)
+            self._stop.wait()
+            return
 
-        def produce(t_s: float, pts_us: int, live_t: float | None) -> bool:
+        def produce(t_s: float, pts_us: int, live: bool) -> bool:
             nonlocal n, frozen, p_frames
             n += 1
             animating = self._animating()
             yuv: np.ndarray
-            k = s.delay_scale
-            if live_t is not None and "frozen" in s.faults and FROZEN_AT_S * k <= live_t < (FROZEN_AT_S + FROZEN_FOR_S) * k:
+            if live and "frozen" in s.faults and clock.within(FROZEN_AT_S, FROZEN_FOR_S):
                 if frozen is None:
                     frozen = scene.render(n, t_s, vkcube=animating).copy()
                 yuv = frozen
-            elif live_t is not None and "black" in s.faults and self._black_window(live_t):
+            elif live and "black" in s.faults and self._black_window():
                 yuv = scene.render(n, t_s, vkcube=animating, black=True)
             else:
                 yuv = scene.render(n, t_s, vkcube=animating)
@@ -251,7 +354,7 @@ class VideoPipeline:
                     p_frames += 1
                     if "corrupt_h264" in s.faults and p_frames % CORRUPT_EVERY == 0:
                         data = corrupt_au(data, rng)
-                if not self._post(self._on_frame, self, Frame(n, pts_us, data, unit.keyframe)):
+                if not self._post(self._on_frame, self, Frame(n, s.pts_us(n, pts_us), data, unit.keyframe)):
                     return False
             return True
 
@@ -263,13 +366,12 @@ class VideoPipeline:
         for _ in range(s.prerun_frames):
             if self._stop.is_set():
                 return
-            if not produce(pts / 1e6, pts, None):
+            if not produce(pts / 1e6, pts, False):
                 return
             pts += period_us
         self._post(self.prerun_done.set)
 
         live_start = time.monotonic()
-        live_pts = pts
         base = live_start - pts / 1e6  # running time 0 on the monotonic clock
         last_pts: int | None = None
         while not self._stop.is_set():
@@ -284,14 +386,21 @@ class VideoPipeline:
                         now_us = int((time.monotonic() - base) * 1e6)
                         pts = max(last_pts + self._period_us(period_us), now_us)
                     continue
-            live_t = (pts - live_pts) / 1e6
-            if "frames_stop" in s.faults and live_t >= FRAMES_STOP_AT_S * s.delay_scale:
+            if "frames_stop" in s.faults and clock.due(FRAMES_STOP_AT_S):
                 if not self.stalled:
                     self.stalled = True
                     log.info("video worker %s: frames stop (fault frames_stop)", self.name)
                 self._stop.wait()
                 return
-            if not produce(pts / 1e6, pts, live_t):
+            if (s.mode == "scanout" and "qemu_unexpected_msg" in s.faults and clock.due(QEMU_UNEXPECTED_AT_S)
+                    and clock.fire_once("qemu_unexpected_msg")):
+                self.unexpected = unexpected_scanout_message()
+                self.error = scanout_read_error(self.unexpected)
+                self.stalled = True
+                log.info("video worker %s: QEMU sent %s (fault qemu_unexpected_msg)", self.name, self.error)
+                self._post(self._on_error, self, self.error)
+                return
+            if not produce(pts / 1e6, pts, True):
                 return
             last_pts = pts
             step = self._period_us(period_us)
@@ -303,9 +412,8 @@ class VideoPipeline:
     def _period_us(self, period_us: int) -> int:
         return period_us if self._animating() else max(period_us, int(KEEPALIVE_S * 1e6))
 
-    def _black_window(self, live_t: float) -> bool:
-        k = self.settings.delay_scale
+    def _black_window(self) -> bool:
         start = BLACK_AT_S
         if "frozen" in self.settings.faults:  # both: black comes after the freeze
-            start = FROZEN_AT_S + FROZEN_FOR_S + 1.0
-        return start * k <= live_t < (start + BLACK_FOR_S) * k
+            start = FROZEN_AT_S + FROZEN_FOR_S + 0.5
+        return self.fault_clock.within(start, BLACK_FOR_S)

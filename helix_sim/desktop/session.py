@@ -4,11 +4,16 @@
 pipeline and viewers (:mod:`.pipeline`, rendering with :mod:`.video`) and its log (:mod:`.logs`). In
 scanout mode every frame also reaches QEMU's frame export (``[FRAME_READY]`` lines, subscribers).
 
+Its viewers register in desktop-bridge's viewer registry (:mod:`.registry`), which this desktop sweeps for
+stale viewers every ``stale_sweep_interval_s``. A pipeline error (``broadcastError``) ends every viewer
+with a 0x31. The faults' timings count from the first viewer's stream (:class:`~.pipeline.FaultClock`).
+
 Faults implemented in this package (``SimConfig.faults``, see ``helix_sim.config.FAULTS``): here
 ``stream_error``, ``container_oom`` and the trigger of ``vm_crash_stream``; in :mod:`.exec`
 ``exec_forbidden`` and ``vkcube_dies``; in :mod:`.pipeline` ``frames_stop``, ``frozen``, ``black``,
-``corrupt_h264`` and ``replay_burst``; in :mod:`.logs` ``resource_ids_zero``; ``low_fps`` (via
-``effective_fps``) and ``slow_after_running`` (the API passes the slowed ``fps``).
+``corrupt_h264``, ``qemu_unexpected_msg``, ``no_first_frame`` and ``replay_burst``; in :mod:`.logs`
+``resource_ids_zero``; ``low_fps`` (via ``effective_fps``) and ``slow_after_running`` (the API passes the
+slowed ``fps``).
 """
 
 from __future__ import annotations
@@ -28,14 +33,26 @@ from ..config import SimConfig
 from .errors import DesktopError, DesktopUnavailable, StreamStartError
 from .exec import ExecResult, ProcessTable
 from .logs import DesktopLog
-from .pipeline import QUEUE_SLACK, SCANOUT_ID, Frame, PipelineSettings, Subscriber, VideoPipeline, normalize_video_mode, resource_id
+from .pipeline import (
+    QUEUE_SLACK,
+    SCANOUT_ID,
+    SCANOUT_PTS_STEP_NS,
+    FaultClock,
+    Frame,
+    PipelineSettings,
+    Subscriber,
+    VideoPipeline,
+    resource_id,
+    upstream_video_mode,
+)
+from .registry import ViewerRegistry
 from .video import Scene
 
 log = logging.getLogger("helix_sim.desktop")
 
-#: Fault timing, in seconds of streaming.
-OOM_AT_S = 4.0
-VM_CRASH_AT_S = 4.0
+#: Fault timing, in seconds since the first viewer's stream started (times ``delay_scale``).
+OOM_AT_S = 2.0
+VM_CRASH_AT_S = 2.0
 VM_CRASH_REASON = "EXC_BAD_ACCESS (SIGSEGV) in virgl_renderer_transfer_read_iov"
 
 
@@ -78,6 +95,8 @@ class Desktop:
         self._scene_lock = threading.Lock()
         self._animating = False  # read by the worker thread; written on the loop only
         self.pipelines_started = 0
+        self.fault_clock = FaultClock(config.delay_scale)
+        self.registry = self._new_registry()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -85,6 +104,19 @@ class Desktop:
         """The container's processes come up (called once the container exists)."""
         self._loop = asyncio.get_running_loop()
         self._boot()
+        self._spawn(self._sweep_stale_viewers())
+
+    def _new_registry(self) -> ViewerRegistry:
+        """desktop-bridge's registry (one per process: a container restart starts a new one, IDs from 1)."""
+        return ViewerRegistry(self.session_id, stale_timeout_s=self.config.stale_client_timeout_s,
+                              zerolog=self.logs.zerolog)
+
+    async def _sweep_stale_viewers(self) -> None:
+        """cleanupStaleClients: every ``stale_sweep_interval_s`` drop viewers silent for too long."""
+        while True:
+            await asyncio.sleep(self.config.stale_sweep_interval_s)
+            if not self._shut:
+                self.registry.sweep()
 
     def _boot(self) -> None:
         self.logs.booted = time.monotonic()  # gst_init / process start of desktop-bridge
@@ -156,14 +188,19 @@ class Desktop:
     # -- screenshot -----------------------------------------------------------------------
 
     async def screenshot(self, fmt: str = "jpeg", quality: int = 70) -> tuple[bytes, str]:
-        """The current picture as JPEG (default) or PNG: (bytes, content type)."""
+        """desktop-bridge GET /screenshot: ``format`` jpeg (the default) or anything else for PNG, ``quality``
+        clamped to 1..100: (bytes, content type ``image/<format>``)."""
         if not self.available:
             raise DesktopUnavailable("desktop is not running")
+        fmt = "jpeg" if fmt in ("", "jpeg") else "png"
+        quality = max(1, min(100, quality))
         pipeline = self._pipeline
         yuv = pipeline.last_yuv if pipeline is not None else None
         animating = self.animating
         t_s = time.monotonic() - self.logs.booted
-        return await asyncio.to_thread(self._encode_picture, yuv, animating, t_s, fmt, quality)
+        data, ctype = await asyncio.to_thread(self._encode_picture, yuv, animating, t_s, fmt, quality)
+        self.logs.slog("INFO", "screenshot captured", format=fmt, quality=quality, include_cursor=True, size=len(data))
+        return data, ctype
 
     def _encode_picture(self, yuv: np.ndarray | None, animating: bool, t_s: float, fmt: str, quality: int) -> tuple[bytes, str]:
         import cv2  # heavy import, only for screenshots
@@ -195,9 +232,10 @@ class Desktop:
         """A viewer sent its init: join (or build) the shared pipeline. Raises StreamStartError."""
         if not self.available:
             raise DesktopUnavailable("desktop is not running")
-        mode = normalize_video_mode(init.video_mode, self.config.video_mode)
+        source = upstream_video_mode(init.video_mode, self.config.video_mode)
         if self._pipeline is not None:
-            mode = self._pipeline.settings.mode
+            source = self._pipeline.settings.source
+        mode = "scanout" if source == "scanout" else "shm"
         if "stream_error" in self.config.faults:
             message = self.stream_error_message(mode)
             self.logs.slog("ERROR", "failed to start video stream", err=message, session_id=self.session_id)
@@ -206,9 +244,10 @@ class Desktop:
             if self._grace_task is not None:
                 self._grace_task.cancel()
                 self._grace_task = None
+            self.fault_clock.start()  # the first viewer's stream: the faults' timings count from here
             pipeline = self._pipeline
             if pipeline is None or pipeline.error is not None:
-                pipeline = self._start_pipeline(init, mode)
+                pipeline = self._start_pipeline(init, source)
             assert pipeline is not None
             await pipeline.prerun_done.wait()
             if pipeline.error is not None:
@@ -244,7 +283,7 @@ class Desktop:
         if not self._subscribers:
             await self._stop_pipeline("no clients for the grace period")
 
-    def _start_pipeline(self, init: Init, mode: str) -> VideoPipeline:
+    def _start_pipeline(self, init: Init, source: str) -> VideoPipeline:
         assert self._loop is not None
         gop = init.extra.get("gop_size")
         gop = gop if isinstance(gop, int) and not isinstance(gop, bool) and 1 <= gop <= 100_000 else self.config.gop
@@ -253,17 +292,19 @@ class Desktop:
         if "replay_burst" in self.config.faults:
             prerun = max(1, min(gop - 1, int(round(self.fps)))) if gop > 1 else 1
         settings = PipelineSettings(
-            mode=mode, width=self.config.width, height=self.config.height, fps=self.fps, gop=gop,
-            bitrate_kbps=bitrate, prerun_frames=prerun, faults=self.config.faults, seed=self.config.seed,
-            delay_scale=self.config.delay_scale,
+            mode="scanout" if source == "scanout" else "shm", width=self.config.width, height=self.config.height,
+            fps=self.fps, gop=gop, bitrate_kbps=bitrate, prerun_frames=prerun, faults=self.config.faults,
+            seed=self.config.seed, delay_scale=self.config.delay_scale, source=source,
+            qemu_port=getattr(self.qemu, "port", 15937) or 15937,
         )
         self.pipelines_started += 1
         pipeline = VideoPipeline(
             settings, name=f"{self.session_id[-6:]}-{self.pipelines_started}", loop=self._loop,
             animating=lambda: self.animating, on_frame=self._on_frame, on_error=self._on_pipeline_error,
+            fault_clock=self.fault_clock,
         )
         self._pipeline = pipeline
-        self.logs.pipeline_start(settings, getattr(self.qemu, "port", 15937) or 15937)
+        self.logs.pipeline_start(settings, init)
         pipeline.start()
         return pipeline
 
@@ -276,9 +317,22 @@ class Desktop:
             self.logs.slog("INFO", "video pipeline stopped", reason=why, frames=pipeline.frames, session_id=self.session_id)
 
     def _on_pipeline_error(self, pipeline: VideoPipeline, message: str) -> None:
+        """broadcastError: every viewer gets the error as a 0x31 and no more frames; the source is dead."""
         if pipeline is not self._pipeline:
             return
-        self.logs.slog("ERROR", "video pipeline error", err=message, session_id=self.session_id)
+        if pipeline.unexpected is not None and self.qemu is not None:
+            publish_raw = getattr(self.qemu, "publish_raw", None)
+            if publish_raw is not None:
+                publish_raw(SCANOUT_ID, pipeline.unexpected)
+        if pipeline.settings.mode == "scanout":
+            self.logs.slog("ERROR", "QEMU frame read error", err=message)
+        self.logs.zerolog("error", "[SHARED_VIDEO] Pipeline error", error=message, node_id=pipeline.settings.node_id)
+        for sub in list(self._subscribers):
+            self.logs.slog("ERROR", "pipeline error received", err=message)
+            self.logs.slog("INFO", "sending stream error to client", error=message)
+            sub.fail(message)
+        self._subscribers.clear()
+        self._spawn(self._stop_pipeline("pipeline error"))
 
     def _on_frame(self, pipeline: VideoPipeline, frame: Frame) -> None:
         """On the loop: a frame from the worker. GOP bookkeeping, fan-out, per-frame logs."""
@@ -293,10 +347,15 @@ class Desktop:
         for sub in list(self._subscribers):
             sub.offer(frame)
         zero = "resource_ids_zero" in self.config.faults
-        if pipeline.settings.mode == "scanout" and self.qemu is not None:
-            self.qemu.frame_ready(SCANOUT_ID, resource_id(frame.number, zero))
-            if getattr(self.qemu, "subscribers", 0):
-                self.qemu.publish(SCANOUT_ID, frame.data, pts_ns=frame.pts_us * 1000, keyframe=frame.keyframe)
+        scanout = pipeline.settings.mode == "scanout"
+        if self.qemu is not None:
+            # Every page flip reaches helix_scanout_frame_ready; only a scanout subscriber (this desktop on the
+            # scanout path) makes it encode and log [FRAME_READY] with the resource (NO_SUBSCRIBER otherwise).
+            self.qemu.frame_ready(SCANOUT_ID, resource_id(frame.number, zero), subscribed=scanout,
+                                  width=self.config.width, height=self.config.height)
+            if scanout and getattr(self.qemu, "subscribers", 0):
+                self.qemu.publish(SCANOUT_ID, frame.data, pts_ns=frame.number * SCANOUT_PTS_STEP_NS,
+                                  keyframe=frame.keyframe)
         self.logs.frame(pipeline.settings, frame, resource_ids_zero=zero)
 
     def _end_viewers(self, reason: str) -> None:
@@ -329,6 +388,7 @@ class Desktop:
         # every viewer's socket dies with desktop-bridge, the processes and the pipeline are gone.
         self.container.restart(oom_killed=True)
         self._end_viewers("oom")
+        self.registry = self._new_registry()  # a new desktop-bridge process
         self.processes.clear()
         self._content_changed()
         await self._stop_pipeline("container OOM-killed")

@@ -87,6 +87,7 @@ class QemuFrameExport:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._clients: dict[int, _Client] = {}
         self._frame_ready = 0
+        self._frame_entries = 0
         self._encoder_size: tuple[int, int] | None = None
         self._fe_ptr = "0x%x" % (0x600003E00000 + ((id(self) >> 4) & 0xFFFF) * 0x40)
         #: Counters a test (or the sim's own report) may read.
@@ -104,13 +105,46 @@ class QemuFrameExport:
                 f.write(message + "\n")
         log.debug("helix: %s", message)
 
-    def frame_ready(self, scanout_id: int, resource_id: int) -> None:
-        """A page flip on ``scanout_id``: logged for the first 5, then every 100th (thread-safe)."""
+    def frame_ready(self, scanout_id: int, resource_id: int, *, subscribed: bool = True, width: int = 0,
+                    height: int = 0) -> None:
+        """helix_scanout_frame_ready (v10): a page flip on ``scanout_id`` (thread-safe).
+
+        ``subscribed``: the guest's desktop subscribed to this scanout (the scanout path; the vsockenc path
+        only connects). Without any subscriber: ``[FRAME_READY_ENTRY] … NO_SUBSCRIBER`` (first 5, then every
+        1000th). With one: ``[FRAME_READY] #N … resource=R has_subscriber=YES`` (first 5, then every 100th),
+        the first frames' ``tex_id`` line, the encoder's creation and its ``[ENCODE]`` lines.
+        """
         with self._log_lock:
-            self._frame_ready += 1
+            self._frame_entries += 1
+            entry = self._frame_entries
+            has_subscriber = subscribed or any(
+                c.subscribed and c.scanout == scanout_id for c in list(self._clients.values()))
+            if has_subscriber:
+                self._frame_ready += 1
             n = self._frame_ready
+            new_encoder = has_subscriber and width > 0 and self._encoder_size != (width, height)
+            if new_encoder:
+                self._encoder_size = (width, height)
+        if not has_subscriber:
+            if entry <= 5 or entry % 1000 == 0:
+                active = len(self._clients) + 1  # the guest's vsockenc connection counts as an active client
+                self.log(f"[FRAME_READY_ENTRY] #{entry} scanout={scanout_id} active_clients={active} NO_SUBSCRIBER")
+            return
         if n <= 5 or n % 100 == 0:
             self.log(f"[FRAME_READY] #{n} scanout={scanout_id} resource={resource_id} has_subscriber=YES")
+        if width <= 0 or resource_id == 0:
+            return
+        if n <= 5:
+            self.log(f"[FRAME_READY] scanout {scanout_id}: tex_id={resource_id + 100} {width}x{height}")
+        if new_encoder:
+            bitrate = max(5_000_000, width * height * 4)
+            self.log(f"[HELIX] Created encoder for scanout {scanout_id}: {width}x{height} bitrate={bitrate}")
+        if n <= 5 or n % 100 == 0:
+            self.log(f"[ENCODE] scanout={scanout_id} frame={n} slot={(n - 1) % 3} status=0 {width}x{height}")
+
+    def publish_raw(self, scanout_id: int, message: bytes) -> None:
+        """Write an already encoded HXFR message to the clients subscribed to ``scanout_id`` (thread-safe)."""
+        self._send_subscribed(scanout_id, message)
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -175,6 +209,12 @@ class QemuFrameExport:
         if loop is None or loop.is_closed():
             return
         data = hxfr.FrameResponse(pts_ns, pts_ns, int(keyframe), (annexb,), session_id=scanout_id & 0xFFFF).encode()
+        self._send_subscribed(scanout_id, data)
+
+    def _send_subscribed(self, scanout_id: int, data: bytes) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
 
         def send() -> None:
             for client in list(self._clients.values()):

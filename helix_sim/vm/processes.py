@@ -100,3 +100,40 @@ def stop_procs(procs: list[psutil.Process]) -> None:
                        phase="ssh", interval=0.005, max_interval=0.05)
         except SimTimeout:
             log.warning("%d sshd session process(es) ignored %s", sum(not gone(p) for p in alive), method)
+
+
+#: Set by guest-env.sh in every guest process: the VM root (finds commands that outlived their session).
+GUEST_ENV = "HELIX_SIM_GUEST"
+
+
+def stop_tree(pid: int) -> None:
+    """Stop ``pid``'s descendants bottom-up, deepest first (per-connection sshd processes and their sessions
+    call setsid(), so no process group covers them; each parent is still there to reap its children), then
+    what was forked meanwhile, then ``pid`` itself (not waited for: its parent reaps it)."""
+    tree = descendants(pid)
+    for level in sorted({depth for depth, _ in tree}, reverse=True):
+        stop_procs([p for depth, p in tree if depth == level])
+    stop_procs([p for _, p in descendants(pid)])
+    try:
+        os.kill(pid, 15)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def stop_guest_processes(marker: str) -> int:
+    """Stop every process whose environment carries ``HELIX_SIM_GUEST=<marker>`` (this VM's guest commands);
+    returns how many there were."""
+    me = os.getpid()
+    strays = []
+    for p in psutil.process_iter():
+        if p.pid == me:
+            continue
+        try:
+            if p.environ().get(GUEST_ENV) == marker:
+                strays.append(p)
+        except psutil.Error:
+            continue
+    if strays:
+        log.debug("stopping %d guest process(es) that outlived their SSH session", len(strays))
+        stop_procs(strays)
+    return len(strays)

@@ -16,6 +16,7 @@ _PLACEHOLDER = re.compile(r"@@(Q:)?([A-Z_]+)@@")
 #: without their dot so package-data globs pick them up.
 GUEST_FILES: tuple[tuple[str, str, int], ...] = (
     ("guest-shell", "guest-shell", 0o755),
+    ("guest-tmpns", "guest-tmpns", 0o755),
     ("guest-env.sh", "guest-env.sh", 0o644),
     ("profile", "home/.profile", 0o644),
     ("helix/stack", "home/helix/stack", 0o755),
@@ -25,6 +26,7 @@ GUEST_FILES: tuple[tuple[str, str, int], ...] = (
     ("helix/gitignore", "home/helix/.gitignore", 0o644),
     ("helix/api/go.mod", "home/helix/api/go.mod", 0o644),
     ("helix/api/main.go", "home/helix/api/main.go", 0o644),
+    ("helix/api/pkg/cli/spectask/cli_generation.go", "home/helix/api/pkg/cli/spectask/cli_generation.go", 0o644),
     ("bin/go", "bin/go", 0o755),
     ("bin/docker", "bin/docker", 0o755),
 )

@@ -11,9 +11,14 @@ work as on the real VM, so the harness's SSH driver runs unchanged against it.
 Root layout (``vm/`` in the simulator's root)::
 
     ssh/        sshd_config, host keys, authorized_keys      sshd.log, sshd.pid
-    client/     id_ed25519(.pub), known_hosts                guest-shell, guest-env.sh
+    client/     id_ed25519(.pub), known_hosts                guest-shell, guest-tmpns, guest-env.sh
     home/       the guest home: helix/ (stack, compose file, .env.usercreds, api/, a git repo)
     bin/        go, docker (shims)                           dev/dri/ (the VM's render nodes)
+    tmp/        the guest's /tmp (the built helix CLI, the CLI's .h264 recordings, …)
+
+sshd runs under a watchdog (:mod:`.watchdog`) that stops it, and every guest process, when the simulator
+ends however it ends. Each SSH session gets a private mount namespace where ``tmp/`` is bound over
+``/tmp`` (``unshare --mount``, or with a user namespace when not root; where neither works, ``TMPDIR`` only).
 
 Faults (``SimConfig.faults``, place ``vm``): ``ssh_refused`` (nothing listens),
 ``ssh_blackhole`` (a listener that accepts and never sends a byte) and ``host_key_changed``
@@ -27,6 +32,7 @@ import logging
 import os
 import re
 import selectors
+import shlex
 import shutil
 import signal
 import socket
@@ -37,14 +43,12 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit
 
-import psutil
-
 from .._paths import IMPORT_ROOT
 from .._wait import poll_until
 from ..errors import SimCommandError, SimConfigError, SimError
 from ..config import SimConfig
 from ..guest.helix.timing import CliTiming
-from .processes import STOP_GRACE, descendants, reap_adopted, stop_procs
+from .processes import STOP_GRACE, descendants, reap_adopted, stop_guest_processes, stop_tree
 from .render import GUEST_FILES, TEMPLATES_DIR, render, write_file
 
 log = logging.getLogger("helix_sim.vm")
@@ -62,8 +66,6 @@ _GIT_EMAIL = "sim@helix-e2e.invalid"
 SSHD_START_TIMEOUT = 10.0
 
 
-#: Set by guest-env.sh in every guest process: the VM root (finds commands that outlived their session).
-GUEST_ENV = "HELIX_SIM_GUEST"
 class GuestError(SimError):
     """The simulated guest could not be prepared, booted or stopped."""
 
@@ -101,6 +103,56 @@ def _find_sshd() -> str:
     if not path:
         raise SimConfigError("OpenSSH sshd not found", hint="install openssh-server (the sim runs a real sshd)")
     return os.path.abspath(path)  # sshd re-execs itself and insists on an absolute path
+
+
+_TMP_NS_MODE: str | None = None
+
+
+def tmp_namespace_mode(probe_dir: Path) -> str:
+    """How an SSH session gets a private /tmp: ``root`` (``unshare --mount``), ``user`` (in a user namespace
+    too) or ``""`` (neither works here: the guest gets ``TMPDIR`` only). Probed once per process."""
+    global _TMP_NS_MODE
+    if _TMP_NS_MODE is not None:
+        return _TMP_NS_MODE
+    mode = ""
+    unshare = shutil.which("unshare", path="/usr/bin:/bin:/usr/sbin:/sbin")
+    if unshare and sys.platform.startswith("linux"):
+        a, b = probe_dir / "ns-probe-a", probe_dir / "ns-probe-b"
+        a.mkdir(parents=True, exist_ok=True)
+        b.mkdir(parents=True, exist_ok=True)
+        tries = ([("root", [])] if os.geteuid() == 0 else []) + [("user", ["--user", "--map-current-user"])]
+        for name, extra in tries:
+            try:
+                res = subprocess.run([unshare, *extra, "--mount", "--propagation", "private", "/bin/sh", "-c",
+                                      'mount --bind "$0" "$1"', str(a), str(b)],
+                                     capture_output=True, timeout=10, check=False)
+            except (OSError, subprocess.TimeoutExpired):
+                continue
+            if res.returncode == 0:
+                mode = name
+                break
+        for d in (a, b):
+            d.rmdir()
+    if not mode:
+        log.info("no mount namespace for the guest's /tmp here: guest commands writing to /tmp reach the host's")
+    _TMP_NS_MODE = mode
+    return mode
+
+
+def tmp_binds(paths: list[Path]) -> list[str]:
+    """The first-level directories under /tmp that hold ``paths`` (bound into the guest's /tmp)."""
+    out: list[str] = []
+    for path in paths:
+        for candidate in {Path(os.path.abspath(path)), Path(os.path.realpath(path))}:
+            try:
+                rel = candidate.relative_to("/tmp")
+            except ValueError:
+                continue
+            if rel.parts:
+                top = f"/tmp/{rel.parts[0]}"
+                if top not in out:
+                    out.append(top)
+    return out
 
 
 def _ensure_privsep_dir() -> None:
@@ -186,6 +238,7 @@ class GuestVM:
         self.ssh_port = config.ssh_port or free_loopback_port()
         self.ssh_user = getpass.getuser()
         self.home = self.root / "home"
+        self.tmp_dir = self.root / "tmp"  # the guest's /tmp
         self.helix_dir = self.home / "helix"
         self.bin_dir = self.root / "bin"
         self.ssh_dir = self.root / "ssh"
@@ -197,7 +250,8 @@ class GuestVM:
         self.host_key = self.ssh_dir / "ssh_host_ed25519_key"
         #: The key sshd presents under ``host_key_changed`` (a re-created VM's new key).
         self.other_host_key = self.ssh_dir / "ssh_host_ed25519_key.recreated"
-        self._sshd: subprocess.Popen[bytes] | None = None
+        self._sshd: subprocess.Popen[bytes] | None = None  # the watchdog that runs sshd
+        self._watch_w: int | None = None
         self._sshd_log_fh: IO[bytes] | None = None
         self._blackhole: _Blackhole | None = None
 
@@ -210,9 +264,20 @@ class GuestVM:
     def presented_host_key(self) -> Path:
         return self.other_host_key if "host_key_changed" in self.config.faults else self.host_key
 
+    @property
+    def cli_path(self) -> str:
+        """Where the target file tells the harness to build the CLI: the guest's own /tmp, inside the root."""
+        return str(self.tmp_dir / "helix")
+
     def _values(self, sftp_server: str) -> dict[str, str]:
         api_port = urlsplit(self.api_url).port or 8080
+        ns = tmp_namespace_mode(self.root)
+        needed = [self.root, IMPORT_ROOT, Path(sys.prefix), Path(sys.base_prefix), Path(self.python).parent]
         return {
+            "TMP_NS": ns,
+            "GUEST_TMP": str(self.tmp_dir),
+            "GUEST_TMPDIR": "/tmp" if ns else str(self.tmp_dir),
+            "TMP_BINDS": " ".join(shlex.quote(d) for d in tmp_binds(needed)),
             "ROOT": str(self.root),
             "HOME": str(self.home),
             "BIN": str(self.bin_dir),
@@ -227,7 +292,9 @@ class GuestVM:
             "API_URL": self.api_url,
             "API_PORT": str(api_port),
             "API_KEY": self.config.api_key,
-            "AGENT_ID": self.config.agent_id,
+            # no_agent: the user has no agent to name (and the project has no DefaultHelixAppID)
+            "AGENT_ID": "" if "no_agent" in self.config.faults else self.config.agent_id,
+            "CLI_GENERATION": self.config.cli,
             "PROJECT_ID": self.config.project_id,
             # HELIX_SIM_DELAY_SCALE, HELIX_SIM_CLI_*: rendered as DELAY_SCALE, CLI_* into guest-env.sh
             **{name.removeprefix("HELIX_SIM_"): value for name, value in self.cli_env().items()},
@@ -242,8 +309,9 @@ class GuestVM:
         if re.search(r"[\s\"'\\]", str(self.root)):
             raise SimConfigError(f"the sim VM root must not contain spaces or quotes: {self.root}")
         for d in (self.root, self.ssh_dir, self.client_dir, self.home, self.helix_dir, self.bin_dir,
-                  self.root / "dev" / "dri"):
+                  self.root / "dev" / "dri", self.tmp_dir):
             d.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir.chmod(0o1777)
         for name in ("card0", "renderD128"):  # virtio-gpu render nodes, for the stack's GPU detection
             (self.root / "dev" / "dri" / name).touch()
         self._keygen(self.host_key, "root@helix-vm")
@@ -317,18 +385,26 @@ class GuestVM:
         self._start_sshd()
 
     def _start_sshd(self) -> None:
+        """sshd under its watchdog (:mod:`.watchdog`), in a session of its own: stdin is a pipe whose write end
+        only this process holds, so sshd and the guest's processes die with the simulator however it ends."""
         _ensure_privsep_dir()
         self._sshd_log_fh = open(self.sshd_log, "ab")  # noqa: SIM115 - closed in shutdown()
-        cmd = [_find_sshd(), "-D", "-e", "-f", str(self.sshd_config)]
+        cmd = [self.python, "-s", "-P", "-m", "helix_sim.vm.watchdog", "--marker", str(self.root), "--",
+               _find_sshd(), "-D", "-e", "-f", str(self.sshd_config)]
+        watch_r, self._watch_w = os.pipe()  # both non-inheritable: only the watchdog's stdin gets the read end
+        env = {**os.environ, "PYTHONPATH": str(IMPORT_ROOT)}
         try:
             self._sshd = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=self._sshd_log_fh, stderr=self._sshd_log_fh,
+                cmd, stdin=watch_r, stdout=self._sshd_log_fh, stderr=self._sshd_log_fh, env=env,
                 start_new_session=True, close_fds=True,
             )
         except OSError as exc:
+            self._close_watch()
             self._close_log()
             raise GuestError(f"cannot start sshd: {exc}") from exc
-        log.debug("sshd pid %d on %s:%d", self._sshd.pid, self.ssh_host, self.ssh_port)
+        finally:
+            os.close(watch_r)
+        log.debug("sshd watchdog pid %d on %s:%d", self._sshd.pid, self.ssh_host, self.ssh_port)
         try:
             state = poll_until(self._probe_sshd, timeout=SSHD_START_TIMEOUT, what=f"sshd on port {self.ssh_port}",
                                phase="ssh", interval=0.02, max_interval=0.2, hint=f"see {self.sshd_log}")
@@ -364,6 +440,7 @@ class GuestVM:
         proc, self._sshd = self._sshd, None
         if proc is not None:
             self._stop_sshd(proc)
+        self._close_watch()
         blackhole, self._blackhole = self._blackhole, None
         if blackhole is not None:
             blackhole.close()
@@ -372,29 +449,14 @@ class GuestVM:
 
     def _stop_strays(self) -> None:
         """Stop guest commands that outlived their SSH session (found by ``GUEST_ENV``), and reap them."""
-        marker, me = str(self.root), os.getpid()
-        strays = []
-        for p in psutil.process_iter():
-            if p.pid == me:
-                continue
-            try:
-                if p.environ().get(GUEST_ENV) == marker:
-                    strays.append(p)
-            except psutil.Error:
-                continue
-        if strays:
-            log.debug("stopping %d guest process(es) that outlived their SSH session", len(strays))
-            stop_procs(strays)
+        stop_guest_processes(str(self.root))
         reap_adopted()
 
     def _stop_sshd(self, proc: subprocess.Popen[bytes]) -> None:
-        # Per-connection sshd processes and their sessions call setsid(), so sshd's process group
-        # does not cover them. Stop them bottom-up, deepest first, so each parent is still there
-        # to reap its children (PID 1 may not reap orphans), then the listener, which we reap.
-        tree = descendants(proc.pid)
-        for level in sorted({depth for depth, _ in tree}, reverse=True):
-            stop_procs([p for depth, p in tree if depth == level])
-        stop_procs([p for _, p in descendants(proc.pid)])  # forked while we were at it
+        # The watchdog's tree: sshd, its per-connection processes and their sessions, bottom-up (each parent
+        # still there to reap its children); then the watchdog itself (its own process group), which we reap.
+        tree_size = len(descendants(proc.pid))
+        stop_tree(proc.pid)
         for sig in (signal.SIGTERM, signal.SIGKILL):
             try:
                 os.killpg(proc.pid, sig)
@@ -406,7 +468,14 @@ class GuestVM:
             except subprocess.TimeoutExpired:
                 continue
         proc.wait()
-        log.debug("sshd pid %d stopped (%d session processes)", proc.pid, len(tree))
+        self._close_watch()
+        log.debug("sshd watchdog pid %d stopped (%d processes under it)", proc.pid, tree_size)
+
+    def _close_watch(self) -> None:
+        """Closing the pipe's write end: EOF for the watchdog (it stops what is left and exits)."""
+        fd, self._watch_w = self._watch_w, None
+        if fd is not None:
+            os.close(fd)
 
     def _close_log(self) -> None:
         fh, self._sshd_log_fh = self._sshd_log_fh, None

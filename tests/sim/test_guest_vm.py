@@ -217,6 +217,11 @@ def test_go_build_writes_a_runnable_helix_launcher(vm, ssh, tmp_path):
     )
     assert stdout.endswith("\naccepts 1 arg(s), received 0\n")
 
+    # The checkout decides which CLI it builds (SimConfig.cli, default the newer one: --runtime, no --agent).
+    assert "\nHELIX_CLI_GENERATION='2026-11'\n" in out.read_text()
+    status, stdout, _ = _run(ssh, f"{out} spectask start --help")
+    assert status == 0 and "      --runtime string " in stdout and "--agent" not in stdout
+
     status, stdout, _ = _run(ssh, "go version")
     assert status == 0 and re.fullmatch(r"go version go1\.\d+\.\d+ linux/\w+\n", stdout)
     assert _run(ssh, "go frob") == (2, "", "go frob: unknown command\nRun 'go help' for usage.\n")
@@ -224,6 +229,47 @@ def test_go_build_writes_a_runnable_helix_launcher(vm, ssh, tmp_path):
     assert status == 1 and "go.mod file not found" in stderr
     status, _, stderr = _run(ssh, "cd ~/helix/api && go build -bogus .")
     assert status == 2 and stderr.startswith("flag provided but not defined: -bogus\nusage: go build")
+
+
+def test_the_guest_tmp_is_the_vm_own(vm, ssh):
+    """Nothing a guest command writes to /tmp reaches the host's /tmp: it lands in <vm>/tmp (also over SFTP)."""
+    from helix_sim.vm.sshd import tmp_namespace_mode
+
+    if not tmp_namespace_mode(vm.root):
+        pytest.skip("no mount namespace on this host: the guest gets TMPDIR only")
+    name = f"helix-e2e-ses_probe{os.getpid()}.h264"
+    status, stdout, _ = _run(ssh, f"echo frames > /tmp/{name} && echo $TMPDIR && cat /tmp/{name}")
+    assert (status, stdout) == (0, "/tmp\nframes\n")
+    assert (vm.tmp_dir / name).read_text() == "frames\n"
+    assert not Path("/tmp", name).exists()
+    sftp = ssh.open_sftp()
+    try:
+        with sftp.open(f"/tmp/{name}") as fh:
+            assert fh.read() == b"frames\n"
+    finally:
+        sftp.close()
+    assert _run(ssh, f"rm -f /tmp/{name} && test ! -e /tmp/{name}")[0] == 0
+    assert not (vm.tmp_dir / name).exists()
+    status, stdout, _ = _run(ssh, f"test -d {vm.home} && test -x {vm.bin_dir}/go && echo ok")  # the root stays reachable
+    assert (status, stdout) == (0, "ok\n")
+
+
+def test_the_older_cli_generation_is_built_from_its_checkout(tmp_path):
+    from helix_sim.guest.go.build import build
+
+    config = SimConfig(root=tmp_path, cli="2026-08", faults=frozenset({"no_agent"}))
+    vm = GuestVM(tmp_path / "vm", config, api_url="http://localhost:18080", docker_host="unix:///nonexistent.sock")
+    vm.prepare()
+    marker = vm.helix_dir / "api" / "pkg" / "cli" / "spectask" / "cli_generation.go"
+    assert 'const CLIGeneration = "2026-08"' in marker.read_text()
+    out = tmp_path / "helix"
+    assert build(["-o", str(out), "."], vm.helix_dir / "api") == 0
+    assert "\nHELIX_CLI_GENERATION='2026-08'\n" in out.read_text()
+    res = subprocess.run([str(out), "spectask", "start", "--help"], capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0 and "  -a, --agent string " in res.stdout and "--runtime" not in res.stdout
+    # no_agent: the user's creds name no agent either (the harness then passes no --agent)
+    creds = (vm.helix_dir / ".env.usercreds").read_text().splitlines()
+    assert "HELIX_UBUNTU_AGENT=" in creds
 
 
 # --- faults -----------------------------------------------------------------------------------

@@ -20,6 +20,9 @@ import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from harness.protocols.stream import (
+    FLAG_REPLAY,
+    RemoteUserLeft,
+    StreamStatus,
     ConnectionComplete,
     CursorName,
     Init,
@@ -34,6 +37,9 @@ from harness.protocols.stream import (
     parse_text,
 )
 from helix_sim.desktop import pipeline as desktop_pipeline
+from helix_sim.guest.helix.cli import main as helix_main
+from helix_sim.guest.helix.timing import CliTiming
+from helix_sim.stack.api.models import NO_AGENT_ERROR
 from helix_sim.stack.api import RUNNER_TOKEN, HelixApiServer, new_id
 from helix_sim.config import SimConfig
 from helix_sim.stack.docker_engine import DockerEngine
@@ -106,7 +112,7 @@ class Sim:
         task = await r.json()
         r = await self.http.post(f"/api/v1/spec-tasks/{task['id']}/start-planning")
         assert r.status == 200
-        sid = (await r.json())["planning_session_id"]
+        sid = await self.planning_session(task["id"])
         if wait:
             async def has_container():
                 data = await (await self.http.get(f"/api/v1/sessions/{sid}?skipInteractions=1")).json()
@@ -114,6 +120,13 @@ class Sim:
 
             await wait_until(has_container, 10, "dev_container_id")
         return sid
+
+    async def planning_session(self, task_id: str) -> str:
+        """The orchestrator gives the queued task its planning session (``planning_session_id``)."""
+        async def sid():
+            return (await (await self.http.get(f"/api/v1/spec-tasks/{task_id}")).json()).get("planning_session_id")
+
+        return await wait_until(sid, 5, "planning_session_id")
 
     async def exec(self, sid: str, body: dict) -> tuple[int, object]:
         r = await self.http.post(f"/api/v1/external-agents/{sid}/exec", json=body)
@@ -240,14 +253,19 @@ async def test_spec_task_session_lifecycle(make_sim):
     r = await sim.http.post("/api/v1/spec-tasks/from-prompt", json={"prompt": "Testing RevDial connectivity"})
     assert r.status == 201
     task = await r.json()
-    assert re.fullmatch(rf"spt_{ULID}", task["id"]) and task["planning_session_id"] == ""
+    assert re.fullmatch(rf"spt_{ULID}", task["id"]) and "planning_session_id" not in task  # omitempty
+    assert task["status"] == "backlog" and task["helix_app_id"] == sim.config.agent_id  # the project's default
     assert (await sim.http.post("/api/v1/spec-tasks/from-prompt", json={})).status == 400
     r = await sim.http.post(f"/api/v1/spec-tasks/{task['id']}/start-planning")
     assert r.status == 200
-    sid = (await r.json())["planning_session_id"]
+    queued = await r.json()  # answered before the orchestrator picks it up
+    assert queued["status"] == "queued_spec_generation" and "status_updated_at" in queued
+    sid = await sim.planning_session(task["id"])
     assert re.fullmatch(rf"ses_{ULID}", sid)
     got = await (await sim.http.get(f"/api/v1/spec-tasks/{task['id']}")).json()
-    assert got["planning_session_id"] == sid and got["status"] == "spec_generation"
+    assert got["planning_session_id"] == sid and got["status"] == "spec_generation" and "metadata" not in got
+    r = await sim.http.post(f"/api/v1/spec-tasks/{task['id']}/start-planning")
+    assert (r.status, await r.text()) == (400, "task is not in backlog status (current: spec_generation)\n")
     assert (await sim.http.get("/api/v1/spec-tasks/spt_nope")).status == 404
 
     session = await (await sim.http.get(f"/api/v1/sessions/{sid}")).json()
@@ -280,9 +298,27 @@ async def test_spec_task_session_lifecycle(make_sim):
     assert r.status == 200
     assert await r.json() == {"message": "external Zed agent stopped", "session_id": sid}
     assert sim.engine.get(cid) is None
+    # A desktop already stopped is not an error: 400 is only for a session that is not zed_external.
+    r = await sim.http.delete(f"/api/v1/sessions/{sid}/stop-external-agent")
+    assert r.status == 200 and (await r.json())["session_id"] == sid
+    assert (await sim.http.delete("/api/v1/sessions/ses_nope/stop-external-agent")).status == 404
+    # POST /sessions/{id}/resume starts the desktop again (SessionResumeResponse).
+    r = await sim.http.post(f"/api/v1/sessions/{sid}/resume")
+    assert r.status == 200
+    resumed = await r.json()
+    assert resumed["session_id"] == sid and resumed["status"] == "resumed"
+    assert resumed["screenshot_url"] == f"/api/v1/sessions/{sid}/screenshot"
+    assert resumed["dev_container_id"] == await container_id() and resumed["dev_container_id"] != cid
+    assert (await sim.http.get(f"/api/v1/external-agents/{sid}/screenshot")).status == 200
+    assert (await (await sim.http.post(f"/api/v1/sessions/{sid}/resume")).json())["dev_container_id"] == \
+        resumed["dev_container_id"]  # already running: the same container
+    r = await sim.http.post("/api/v1/sessions/ses_nope/resume")
+    assert (r.status, await r.text()) == (404, "session not found: not found\n")
+    sim.api._sessions[sid].agent_type = ""
     r = await sim.http.delete(f"/api/v1/sessions/{sid}/stop-external-agent")
     assert (r.status, await r.text()) == (400, "session does not have an external Zed agent\n")
-    assert (await sim.http.delete("/api/v1/sessions/ses_nope/stop-external-agent")).status == 404
+    r = await sim.http.post(f"/api/v1/sessions/{sid}/resume")
+    assert (r.status, await r.text()) == (400, "only external agent sessions can be resumed\n")
 
 
 async def test_no_container_fault(make_sim):
@@ -317,8 +353,10 @@ async def test_exec_allowlist_and_vkcube(make_sim):
     assert status == 200 and body["success"] is True and body["pid"] > 0
     assert await sim.exec(sid, {"command": ["pkill", "-0", "-f", "vkcube"]}) == (200, {"success": True, "exit_code": 0})
     assert (await sim.exec(sid, {"command": ["pkill", "-f", "vkcube"]}))[1]["exit_code"] == 0
-    assert await sim.exec(sid, {"command": ["pkill", "-0", "-f", "vkcube"]}) == (
-        200, {"success": False, "exit_code": 1, "error": "exit status 1"})
+    # never reaped: the killed vkcube is a zombie that pkill still finds
+    assert await sim.exec(sid, {"command": ["pkill", "-0", "-f", "vkcube"]}) == (200, {"success": True, "exit_code": 0})
+    status, body = await sim.exec(sid, {"command": ["cat", f"/proc/{body['pid']}/status"]})
+    assert status == 200 and "\nState:\tZ (zombie)\n" in body["output"]
     r = await sim.http.post("/api/v1/external-agents/ses_nope/exec", json={"command": ["echo"]})
     assert (r.status, await r.text()) == (404, "Session not found\n")
 
@@ -334,7 +372,13 @@ async def test_vkcube_dies_fault(make_sim):
     sid = await sim.new_session()
     status, body = await sim.exec(sid, VKCUBE)
     assert status == 200 and body["success"] is True
-    assert (await sim.exec(sid, {"command": ["pkill", "-0", "-f", "vkcube"]}))[1]["exit_code"] == 1
+    # The zombie: pkill -0 -f vkcube exits 0; the state is readable with an allowed command (cat /proc/PID/…).
+    assert (await sim.exec(sid, {"command": ["pkill", "-0", "-f", "vkcube"]}))[1]["exit_code"] == 0
+    status, stat = await sim.exec(sid, {"command": ["cat", f"/proc/{body['pid']}/stat"]})
+    assert stat["output"].split()[:3] == [str(body["pid"]), "(vkcube)", "Z"]
+    status, st = await sim.exec(sid, {"command": ["cat", f"/proc/{body['pid']}/status"]})
+    assert "\nState:\tZ (zombie)\n" in st["output"]
+    assert (await sim.exec(sid, {"command": ["ps", "-o", "stat=", "-p", str(body["pid"])]}))[0] == 403  # not allowed
 
 
 async def test_screenshot(make_sim):
@@ -345,10 +389,23 @@ async def test_screenshot(make_sim):
     data = await r.read()
     assert data[:3] == b"\xff\xd8\xff"
     etag = r.headers["ETag"]
+    # external_agent_handlers.go: fmt.Sprintf(`"%x"`, fnv64a) (no zero padding) and a private no-cache policy.
+    from helix_sim.stack.api.rest import _fnv64a
+    assert etag == f'"{_fnv64a(data):x}"' and re.fullmatch(r'"[0-9a-f]{1,16}"', etag)
+    assert r.headers["Cache-Control"] == "private, no-cache, must-revalidate"
     r = await sim.http.get(f"/api/v1/external-agents/{sid}/screenshot", headers={"If-None-Match": etag})
-    assert r.status == 304  # a static desktop: the same picture
+    assert r.status == 304 and r.headers["ETag"] == etag  # a static desktop: the same picture
     r = await sim.http.get(f"/api/v1/external-agents/{sid}/screenshot?format=png")
-    assert r.content_type == "image/png"
+    assert r.content_type == "image/png" and (await r.read())[:8] == b"\x89PNG\r\n\x1a\n"
+    # quality is forwarded (40 when absent); the desktop clamps it and falls back to 70 on garbage
+    sizes = {}
+    for q in ("1", "100", "bogus"):
+        r = await sim.http.get(f"/api/v1/external-agents/{sid}/screenshot", params={"quality": q})
+        assert r.status == 200 and r.content_type == "image/jpeg"
+        sizes[q] = len(await r.read())
+    assert sizes["1"] < len(data) < sizes["bogus"] < sizes["100"]
+    log = "".join(e.data.decode() for e in sim.api.session_desktop(sid).container.log_entries())
+    assert 'msg="screenshot captured" format=jpeg quality=40 ' in log and " quality=70 " in log
     assert (await sim.http.get("/api/v1/external-agents/ses_nope/screenshot")).status == 404
 
 
@@ -448,7 +505,8 @@ async def test_ws_frames_at_configured_fps(make_sim):
             pts.append(f.pts_us)
         fps = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
         assert abs(fps - 40) / 40 < 0.05, fps
-        assert all(b - a == 25_000 for a, b in zip(pts, pts[1:]))
+        # Scanout (the default): the PTS is synthetic, +16666 µs a frame (~60 fps) at the real 40 fps.
+        assert all(b - a == 16_666 for a, b in zip(pts, pts[1:]))
     finally:
         await ws.close()
 
@@ -673,3 +731,280 @@ async def test_api_restart_keeps_running_desktops(make_sim):
         assert (await next_video(ws)).is_keyframe
     finally:
         await ws.close()
+
+
+# --------------------------------------------------------------------------- viewers, upstream behaviours
+
+
+def _viewer_events(events) -> list:
+    return [e for e in events if isinstance(e, (SelfId, RemoteUser, RemoteUserLeft))]
+
+
+async def until(ws, want, timeout: float = 5.0) -> list:
+    """Every message (decoded) up to and including the first that ``want(event)`` accepts."""
+    seen = []
+    end = time.monotonic() + timeout
+    while True:
+        ev = await recv(ws, max(0.01, end - time.monotonic()))
+        seen.append(ev)
+        if want(ev):
+            return seen
+
+
+async def for_a_while(ws, seconds: float) -> list:
+    """Every message for ``seconds`` (raw bytes/text)."""
+    seen = []
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        try:
+            seen.append(await asyncio.wait_for(ws.recv(), left))
+        except asyncio.TimeoutError:
+            break
+    return seen
+
+
+def _live(ev) -> bool:
+    return isinstance(ev, VideoFrame) and not ev.is_replay
+
+
+async def _keep_active(ws, interval: float = 0.1) -> None:
+    """A browser's 0x40 pings (data messages: what counts as activity), 16 bytes long (>= 13 is answered)."""
+    seq = 0
+    while True:
+        seq += 1
+        await ws.send(Ping(seq, seq, b"abc").encode())
+        await asyncio.sleep(interval)
+
+
+async def test_viewer_registry_joins_leaves_and_stale_sweep(make_sim):
+    sim = await make_sim(fps=40, gop=40, stale_client_timeout_s=0.8, stale_sweep_interval_s=0.2, ws_ping_interval_s=0.1)
+    sid = await sim.new_session()
+    await sim.exec(sid, VKCUBE)
+    tasks = []
+    # Viewers that stop reading fill websockets' queue and cannot read the close reply: do not wait 10 s for it.
+    a = await sim.stream(sid, init=Init(sid, W, H, 40, 4000, extra={"user_name": "alice"}), close_timeout=0.2)
+    b = c = None
+    try:
+        tasks.append(asyncio.create_task(_keep_active(a)))
+        first = await until(a, _live)
+        assert _viewer_events(first) == [SelfId(1), RemoteUser(1, 1, "alice", "#F24822")]
+        for _ in range(20):  # let the GOP fill
+            await next_video(a)
+
+        b = await sim.stream(sid, close_timeout=0.2)  # no user_name: "User"
+        tasks.append(asyncio.create_task(_keep_active(b)))
+        seen_b = await until(b, _live)
+        assert _viewer_events(seen_b) == [SelfId(2), RemoteUser(1, 2, "User", "#FF7262"),
+                                          RemoteUser(1, 1, "alice", "#F24822")]
+        video_b = [e for e in seen_b if isinstance(e, VideoFrame)]
+        assert video_b[0].is_replay and video_b[0].is_keyframe and len(video_b) > 10  # the GOP replay burst
+        assert all(f.flags & FLAG_REPLAY for f in video_b[:-1])
+        assert RemoteUser(1, 2, "User", "#FF7262") in await until(a, lambda e: isinstance(e, RemoteUser) and e.user_id == 2)
+
+        c = await sim.stream(sid, init=Init(sid, W, H, 40, 4000, extra={"user_name": "carol"}), close_timeout=0.2)
+        seen_c = await until(c, lambda e: isinstance(e, VideoFrame))
+        assert _viewer_events(seen_c) == [SelfId(3), RemoteUser(1, 3, "carol", "#FFCD29"),
+                                          RemoteUser(1, 1, "alice", "#F24822"), RemoteUser(1, 2, "User", "#FF7262")]
+        for ws in (a, b):
+            await until(ws, lambda e: isinstance(e, RemoteUser) and e.user_id == 3)
+
+        # B leaves: A and C get exactly 54 00 <2 u32 LE>
+        tasks[1].cancel()
+        await b.close()
+        left = bytes.fromhex("540002000000")
+        for ws in (a, c):
+            seen = []
+            while left not in seen:
+                seen.append(await asyncio.wait_for(ws.recv(), 5))
+
+        # C sent no data message (its WS pongs do not count): swept, A hears it left; C's socket stays open and
+        # frames keep flowing to it.
+        t0 = time.monotonic()
+        seen = []
+        while bytes.fromhex("540003000000") not in seen:
+            seen.append(await asyncio.wait_for(a.recv(), 5))
+        assert time.monotonic() - t0 < 2.0
+        after = await for_a_while(c, 0.5)
+        assert sum(1 for m in after if isinstance(m, bytes) and m[0] == 0x01) >= 10
+        assert bytes.fromhex("540003000000") not in after
+        log = "".join(e.data.decode() for e in sim.api.session_desktop(sid).container.log_entries())
+        assert '"clientID":3,"timeout":800,' in log and '"message":"[MULTIPLAYER] Removing stale client"}' in log
+        # A, active all along, was never swept
+        assert 1 in sim.api.session_desktop(sid).registry and 3 not in sim.api.session_desktop(sid).registry
+    finally:
+        for task in tasks:
+            task.cancel()
+        for ws in (a, b, c):
+            if ws is not None:
+                await ws.close()
+
+
+async def test_viewer_with_the_same_unique_id_is_evicted(make_sim):
+    sim = await make_sim()
+    sid = await sim.new_session()
+    a = await sim.stream(sid)
+    old = await sim.stream(sid, init=Init(sid, W, H, 40, 4000, extra={"client_unique_id": "tab-1"}))
+    try:
+        await until(old, lambda e: isinstance(e, VideoFrame))
+        await until(a, lambda e: isinstance(e, RemoteUser) and e.user_id == 2)
+        new = await sim.stream(sid, init=Init(sid, W, H, 40, 4000, extra={"client_unique_id": "tab-1"}))
+        with pytest.raises(ConnectionClosed) as info:
+            while True:
+                await asyncio.wait_for(old.recv(), 5)
+        assert info.value.rcvd is None  # the old TCP connection is closed, no close frame
+        seen = await until(a, lambda e: isinstance(e, RemoteUser) and e.user_id == 3)
+        assert RemoteUserLeft(2) in seen
+        await new.close()
+    finally:
+        await a.close()
+
+
+async def test_ping_of_13_or_more_bytes_is_answered(make_sim):
+    sim = await make_sim()
+    sid = await sim.new_session()
+    ws = await sim.stream(sid)
+    try:
+        await next_video(ws)
+        await ws.send(b"\x40" + bytes(11))  # 12 bytes: not answered
+        await ws.send(Ping(9, 42, b"extra-bytes").encode())  # 24 bytes: answered, seq + client time echoed
+        pong = next(e for e in await until(ws, lambda e: isinstance(e, Pong)) if isinstance(e, Pong))
+        assert (pong.seq, pong.client_time_us) == (9, 42)
+        assert not [m for m in await for_a_while(ws, 0.3) if isinstance(m, bytes) and m[0] == 0x41]
+    finally:
+        await ws.close()
+
+
+async def test_qemu_unexpected_msg_fault(make_sim):
+    """On scanout QEMU sends a SCANOUT_RESP where a FRAME_RESPONSE belongs: every viewer gets 0x31
+    `unexpected msg_type: 0x22`, frames and pings stop, the socket stays open; the viewers leave the registry."""
+    sim = await make_sim(faults={"qemu_unexpected_msg"}, delay_scale=0.5 / desktop_pipeline.QEMU_UNEXPECTED_AT_S,
+                         ws_ping_interval_s=0.1)
+    sid = await sim.new_session()
+    await sim.exec(sid, VKCUBE)
+    b = await sim.stream(sid)
+    async with aiohttp.ClientSession() as s:
+        a = await s.ws_connect(sim.ws_url(sid), headers=sim.auth, autoping=False, max_msg_size=0)
+        await a.send_str(Init(sid, W, H, 40, 4000).to_text())
+        frames = pings = 0
+        error = None
+        while error is None:
+            msg = await asyncio.wait_for(a.receive(), 5)
+            if msg.type == aiohttp.WSMsgType.PING:
+                await a.pong(msg.data)
+            elif msg.type == aiohttp.WSMsgType.BINARY:
+                ev = parse_binary(msg.data)
+                frames += isinstance(ev, VideoFrame)
+                error = ev if isinstance(ev, StreamError) else None
+        assert error == StreamError("unexpected msg_type: 0x22") and frames > 5
+        end = time.monotonic() + 0.8
+        while (left := end - time.monotonic()) > 0:
+            try:
+                msg = await asyncio.wait_for(a.receive(), left)
+            except asyncio.TimeoutError:
+                break
+            assert msg.type in (aiohttp.WSMsgType.PING, aiohttp.WSMsgType.BINARY), msg
+            pings += msg.type == aiohttp.WSMsgType.PING
+            assert not (msg.type == aiohttp.WSMsgType.BINARY and msg.data[0] == 0x01), "a frame after the error"
+        assert pings == 0 and not a.closed  # the heartbeat stopped; the read deadline closes it later
+        seen_b = await until(b, lambda e: isinstance(e, StreamError))
+        assert seen_b[-1] == StreamError("unexpected msg_type: 0x22")
+        rest_b = [parse_binary(m) for m in await for_a_while(b, 0.3) if isinstance(m, bytes)]
+        assert not any(isinstance(e, VideoFrame) for e in rest_b)
+        lefts = [e for e in seen_b + rest_b if isinstance(e, RemoteUserLeft)]
+        assert len(lefts) <= 1  # whoever failed first left; the other may hear it
+        await a.close()
+    await b.close()
+    log = "".join(e.data.decode() for e in sim.api.session_desktop(sid).container.log_entries())
+    assert 'msg="QEMU frame read error" err="unexpected msg_type: 0x22"' in log
+    assert '"error":"unexpected msg_type: 0x22"' in log and "[SHARED_VIDEO] Pipeline error" in log
+    # one-shot: the next viewer gets a new scanout source, and frames
+    c = await sim.stream(sid)
+    try:
+        assert isinstance(await next_video(c), VideoFrame)
+    finally:
+        await c.close()
+
+
+async def test_no_first_frame_fault(make_sim):
+    sim = await make_sim(faults={"no_first_frame"}, stream_status_interval_s=0.2, first_frame_timeout_s=1.0)
+    sid = await sim.new_session()
+    ws = await sim.stream(sid)
+    events, times = [], []
+    t0 = time.monotonic()
+    with pytest.raises(ConnectionClosed) as info:
+        while True:
+            events.append(await recv(ws, 5))
+            times.append(time.monotonic() - t0)
+    assert info.value.rcvd is None  # dropped without a close frame
+    kinds = [type(e) for e in events]
+    assert kinds[:4] == [StreamInit, ConnectionComplete, SelfId, RemoteUser] and VideoFrame not in kinds
+    statuses = [(t, e) for t, e in zip(times, events) if isinstance(e, StreamStatus)]
+    assert 3 <= len(statuses) <= 5 and all(e.state == "starting_video" and e.starting_video for _, e in statuses)
+    gaps = [b[0] - a[0] for a, b in zip(statuses, statuses[1:])]
+    assert all(0.1 < g < 0.4 for g in gaps), gaps
+    assert events[-1] == StreamError("no video frame received within 1s") and 0.9 < times[-1] < 2.0
+
+
+async def test_headless_runtime_has_no_stream(make_sim):
+    sim = await make_sim()
+    r = await sim.http.post("/api/v1/spec-tasks/from-prompt", json={"prompt": "x", "sandbox_runtime": "windows"})
+    assert r.status == 400
+    r = await sim.http.post("/api/v1/spec-tasks/from-prompt", json={"prompt": "x", "sandbox_runtime": "headless-ubuntu"})
+    task = await r.json()
+    assert (await sim.http.post(f"/api/v1/spec-tasks/{task['id']}/start-planning")).status == 200
+    sid = await sim.planning_session(task["id"])
+
+    async def has_container():
+        return (await (await sim.http.get(f"/api/v1/sessions/{sid}")).json())["config"]["dev_container_id"]
+
+    await wait_until(has_container, 5, "container")
+    reader, writer = await asyncio.open_connection("127.0.0.1", sim.api.port)
+    writer.write(
+        f"GET /api/v1/external-agents/{sid}/ws/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {sim.config.api_key}\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    raw = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert raw == b"HTTP/1.1 503 503 Service Unavailable\r\n\r\n"
+
+
+async def test_no_agent_fault(make_sim):
+    """No app_id and no project DefaultHelixAppID: the task is marked failed; `start --wait` times out, exits 0 and
+    prints the spt_ id; the task's status and error are readable at GET /api/v1/spec-tasks/{id}."""
+    sim = await make_sim(faults={"no_agent"})
+    r = await sim.http.post("/api/v1/spec-tasks/from-prompt", json={"prompt": "x", "project_id": sim.config.project_id})
+    task = await r.json()
+    assert r.status == 201 and "helix_app_id" not in task
+    r = await sim.http.post(f"/api/v1/spec-tasks/{task['id']}/start-planning")
+    assert (await r.json())["status"] == "queued_spec_generation"
+
+    async def failed():
+        got = await (await sim.http.get(f"/api/v1/spec-tasks/{task['id']}")).json()
+        return got if got.get("metadata") else None
+
+    got = await wait_until(failed, 5, "the task marked failed")
+    assert got["status"] == "backlog" and "planning_session_id" not in got
+    assert got["metadata"]["error"] == NO_AGENT_ERROR == "no agent configured - set DefaultHelixAppID on project"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", got["metadata"]["error_timestamp"])
+
+    env = {"HELIX_URL": sim.url, "HELIX_API_KEY": sim.config.api_key, "HELIX_CLI_ARGV0": "/tmp/helix",
+           **CliTiming(wait_poll_s=0.05, wait_timeout_s=0.6).to_env()}
+
+    def cli(*args):
+        import io
+
+        out = io.BytesIO()
+        return helix_main(list(args), stdout=out, env=env), out.getvalue().decode()
+
+    t0 = time.monotonic()
+    rc, out = await asyncio.to_thread(cli, "spectask", "start", "--project", sim.config.project_id, "-n", "t",
+                                      "--wait", "-q")
+    assert rc == 0 and re.fullmatch(rf"spt_{ULID}\n", out) and time.monotonic() - t0 < 5
+    rc, out = await asyncio.to_thread(cli, "spectask", "start", "--project", sim.config.project_id, "--wait")
+    assert rc == 0 and re.search(r"\n⏳ Task created \(spt_\w+\) — sandbox still provisioning after 3m\.\n", out)
+    # a request that names an agent still works
+    r = await sim.http.post("/api/v1/spec-tasks/from-prompt", json={"prompt": "x", "app_id": "app_01jexplicit"})
+    task = await r.json()
+    await sim.http.post(f"/api/v1/spec-tasks/{task['id']}/start-planning")
+    assert (await sim.planning_session(task["id"])).startswith("ses_")

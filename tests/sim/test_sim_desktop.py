@@ -8,6 +8,7 @@ Fault timings are shortened with ``SimConfig.delay_scale`` (the simulator's own 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import threading
 import time
@@ -190,14 +191,29 @@ async def test_vkcube_lifecycle(make_desktop):
     assert d.vkcube_running
     assert (await d.exec(["pkill", "-0", "-f", "vkcube"])).json == {"success": True, "exit_code": 0}
     assert (await d.exec(["pkill", "-0", "-f", "gnome-shell"])).json["exit_code"] == 0  # the desktop's own
+    pid = r.json["pid"]
+    status = (await d.exec(["cat", f"/proc/{pid}/status"])).json["output"]
+    assert "Name:\tvkcube\n" in status and "\nState:\tS (sleeping)\n" in status
+    assert f"\nPPid:\t{d.processes.bridge_pid}\n" in status  # desktop-bridge started it
     assert (await d.exec(["pkill", "-f", "vkcube"])).json["exit_code"] == 0
-    assert not d.vkcube_running
-    assert (await d.exec(["pkill", "-0", "-f", "vkcube"])).json["exit_code"] == 1
-    assert (await d.exec(["killall", "vkcube"])).json["output"] == "vkcube: no process found"
-    # A foreground vkcube runs until the request's timeout kills it (exec.CommandContext).
+    assert not d.vkcube_running and not d.animating
+    # Start() without Wait(): nothing reaps it, it stays a zombie that pkill still finds (exec.go ~L104-116).
+    assert (await d.exec(["pkill", "-0", "-f", "vkcube"])).json == {"success": True, "exit_code": 0}
+    status = (await d.exec(["cat", f"/proc/{pid}/status"])).json["output"]
+    assert "\nState:\tZ (zombie)\n" in status and "VmRSS" not in status
+    stat = (await d.exec(["cat", f"/proc/{pid}/stat"])).json["output"]
+    assert stat.startswith(f"{pid} (vkcube) Z {d.processes.bridge_pid} ") and len(stat.split()) == 52
+    assert (await d.exec(["cat", f"/proc/{pid}/cmdline"])).json == {"success": True, "exit_code": 0}
+    assert (await d.exec(["test", "-d", f"/proc/{pid}"])).json["exit_code"] == 0
+    assert str(pid) in (await d.exec(["ls", "/proc"])).json["output"].split("\n")
+    assert (await d.exec(["cat", "/proc/999999/status"])).json["exit_code"] == 1
+    # A foreground vkcube runs until the request's timeout kills it (exec.CommandContext), and is reaped.
     r = await d.exec(["vkcube"], timeout=1)
     assert r.json == {"success": False, "exit_code": -1, "error": "signal: killed"}
     assert not d.vkcube_running
+    # A background command that ends at once is a zombie too.
+    echo = (await d.exec(["echo", "hi"], background=True)).json["pid"]
+    assert d.processes.state_of(echo) == "Z"
 
 
 async def test_exec_forbidden_fault(make_desktop):
@@ -211,7 +227,11 @@ async def test_vkcube_dies_fault(make_desktop):
     d = await make_desktop(faults={"vkcube_dies"})
     r = await d.exec(VKCUBE, background=True)
     assert r.json["success"] is True and r.json["pid"] > 0  # Start() only: the crash is not seen
-    assert (await d.exec(["pkill", "-0", "-f", "vkcube"])).json["exit_code"] == 1
+    # The crashed vkcube stays a zombie: pkill -0 still finds it; only its state tells.
+    assert (await d.exec(["pkill", "-0", "-f", "vkcube"])).json == {"success": True, "exit_code": 0}
+    status = (await d.exec(["cat", f"/proc/{r.json['pid']}/status"])).json["output"]
+    assert "\nState:\tZ (zombie)\n" in status
+    assert not d.vkcube_running and not d.animating
 
 
 async def test_screenshot_is_the_desktop(make_desktop):
@@ -231,7 +251,7 @@ async def test_screenshot_is_the_desktop(make_desktop):
 
 
 async def test_pipeline_gop_pacing_and_keepalive(make_desktop):
-    d = await make_desktop(fps=40, gop=10)
+    d = await make_desktop(fps=40, gop=10, video_mode="shm")  # vsockenc path: the PTS is the running time
     await d.exec(VKCUBE, background=True)
     sub = await d.open_stream(init())
     assert sub.replay == ()  # the first live-pipeline client gets no replay
@@ -269,6 +289,10 @@ async def test_second_viewer_gets_the_gop_as_replay(make_desktop):
     assert nxt.number == second.replay[-1].number + 1  # live frames continue without a gap
     assert frames[0][1].number == 1
     assert d.viewers == 2 and d.pipelines_started == 1  # ONE shared pipeline
+    # Scanout: the header PTS is synthetic, frameCount * 16666 µs (~60 fps at any rate), replay included.
+    assert [f.pts_us for _, f in frames] == [f.number * 16666 for _, f in frames]
+    assert [f.pts_us for f in second.replay] == [f.number * 16666 for f in second.replay]
+    assert nxt.pts_us == nxt.number * 16666
 
 
 async def test_replay_burst_fault_first_viewer(make_desktop):
@@ -323,17 +347,23 @@ async def test_scanout_logs_and_frame_ready(make_desktop):
     assert f'msg="subscribed to QEMU scanout" scanout_id=1 qemu_addr=10.0.2.2:{d.qemu.port}' in text
     assert re.search(r'msg="scanout stream stats" frames=1 fps=\d+\.\d last_size=\d+ keyframe=true', text)
     assert "vsockenc" not in text
-    ready = [line for line in d.qemu.log_path.read_text().splitlines() if line.startswith("[FRAME_READY]")]
+    host = d.qemu.log_path.read_text().splitlines()
+    ready = [line for line in host if line.startswith("[FRAME_READY] #")]
     ids = [int(re.search(r"resource=(\d+)", line)[1]) for line in ready]
     assert ready[0] == "[FRAME_READY] #1 scanout=1 resource=37 has_subscriber=YES"
     assert len(set(ids)) == 3 and 0 not in ids  # a triple-buffered scanout
+    assert f"[HELIX] Created encoder for scanout 1: {W}x{H} bitrate=5000000" in host
+    assert f"[ENCODE] scanout=1 frame=1 slot=0 status=0 {W}x{H}" in host
+    assert not any("NO_SUBSCRIBER" in line for line in host)
 
 
-@pytest.mark.parametrize("zero", [False, True])
-async def test_shm_vsockenc_lines(make_desktop, zero):
-    d = await make_desktop(video_mode="scanout", faults={"resource_ids_zero"} if zero else set())
+@pytest.mark.parametrize("source", ["shm", "native", "zerocopy"])
+async def test_vsockenc_path_never_has_resource_ids(make_desktop, source):
+    """shm/native/zerocopy on virtio-gpu: MemFd buffers only, so every frame is resource_id=0, vsockenc never
+    opens the DRM device and no DMA-BUF line appears; QEMU sees page flips without a scanout subscriber."""
+    d = await make_desktop(video_mode="scanout")
     await d.exec(VKCUBE, background=True)
-    sub = await d.open_stream(init(video_mode="shm"))  # the init's video_mode wins over the container env
+    sub = await d.open_stream(init(video_mode=source, fps=30))  # the init's video_mode wins over the container env
     assert sub.mode == "shm"
     await collect(sub, 0.25)
     lines = log_text(d.container).splitlines()
@@ -345,16 +375,37 @@ async def test_shm_vsockenc_lines(make_desktop, zero):
     assert len(sent) >= 5 and all(sent)
     assert [int(s[1]) for s in sent] == list(range(1, len(sent) + 1))
     assert sent[0][5] == "1" and (sent[0][3], sent[0][4]) == (str(W), str(H))
-    if zero:
-        assert {s[2] for s in sent} == {"0"}
-        assert msgs.count("Buffer is not DMA-BUF backed") == len(sent)
-        assert msgs.count("Failed to get resource ID for frame") == len(sent)
-    else:
-        assert "0" not in {s[2] for s in sent}
-        assert any(re.fullmatch(r"DMA-BUF fd=\d+ -> GEM handle=\d+ -> resource_id=[1-9]\d* \(size=\d+, blob_mem=1\)", m) for m in msgs)
-        assert "Buffer is not DMA-BUF backed" not in msgs
+    assert {s[2] for s in sent} == {"0"}
+    assert msgs.count("Buffer is not DMA-BUF backed") == len(sent)
+    assert msgs.count("Failed to get resource ID for frame") == len(sent)
+    assert not any("DMA-BUF fd=" in m or "Opened DRM device" in m for m in msgs)
     ts = [m["ts"] for m in gst]
     assert ts == sorted(ts)  # time since gst_init, monotonic
+    pipeline = next(json.loads(line)["pipeline"] for line in lines if "[SHARED_VIDEO] Pipeline string" in line)
+    caps = {"shm": "video/x-raw,format=BGRx,framerate=30/1", "native": "video/x-raw,framerate=30/1",
+            "zerocopy": "videoconvert ! video/x-raw,format=NV12"}[source]
+    assert pipeline.startswith(f"pipewiresrc path=47 do-timestamp=true keepalive-time=500 ! {caps} ! queue ")
+    assert f"vsockenc tcp-host=10.0.2.2 tcp-port={d.qemu.port} bitrate=4000 keyframe-interval=120" in pipeline
+    nv12 = [line for line in lines if "[STREAM] macOS ARM virtio-gpu detected, using native pipewiresrc with NV12" in line]
+    assert bool(nv12) is (source == "zerocopy")  # only the plugin mode detects the platform
+    assert f'msg="starting video capture (shared source)" source=pipewire:47 video_mode={source} encoder=vsock' in "\n".join(lines)
+    host = d.qemu.log_path.read_text().splitlines()
+    assert not any(line.startswith("[FRAME_READY] #") for line in host)  # no non-zero ids on the host either
+    assert "[FRAME_READY_ENTRY] #1 scanout=1 active_clients=1 NO_SUBSCRIBER" in host
+
+
+async def test_log_streams(make_desktop):
+    """desktop-bridge's slog goes to stdout; zerolog JSON ([SHARED_VIDEO], [MULTIPLAYER]) and GStreamer to stderr."""
+    d = await make_desktop(video_mode="shm")
+    await d.open_stream(init())
+    entries = d.container.log_entries()
+    streams = {e.stream for e in entries if e.data.startswith(b"time=")}
+    assert streams == {1}  # the multiplexed stream id: 1 stdout, 2 stderr
+    zero = [e for e in entries if e.data.startswith(b"{")]
+    assert zero and {e.stream for e in zero} == {2}
+    obj = json.loads(zero[0].data)
+    assert list(obj)[0] == "level" and list(obj)[-2:] == ["time", "message"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", obj["time"])
 
 
 # --------------------------------------------------------------------------- content faults
@@ -408,6 +459,60 @@ async def test_frames_stop_fault(make_desktop):
     assert 15 <= len(frames) <= 25  # ~0.5 s of frames, then nothing
     await wait_until(lambda: d.pipeline is not None and d.pipeline.stalled, 2, "stall")
     assert sub.end_reason is None  # the viewer is not ended: its socket stays open
+
+
+async def test_fault_clock_starts_with_the_first_viewer(make_desktop):
+    """Faults count from the first viewer's stream, not from the desktop's (session's) start, and a later
+    viewer does not restart the clock."""
+    d = await make_desktop(fps=40, faults={"frames_stop"}, delay_scale=0.5 / desktop_pipeline.FRAMES_STOP_AT_S)
+    await d.exec(VKCUBE, background=True)
+    await asyncio.sleep(0.6)  # the desktop ran before anyone streamed: that does not count
+    assert d.fault_clock.elapsed() is None
+    first = await d.open_stream(init())
+    t0 = time.monotonic()
+    await collect(first, 0.25)
+    second = await d.open_stream(init())  # joins 0.25 s later: frames still stop 0.5 s after the first viewer
+    frames = await collect(second, 1.0)
+    last = frames[-1][0] - t0
+    assert 0.4 < last < 0.75, last
+    assert abs(d.fault_clock.epoch - t0) < 0.1
+
+
+def test_fault_timings_fit_a_short_capture():
+    """At delay_scale 1, a 5 s capture after a 2 s warm-up sees every fault: each fires by the end of the
+    warm-up, each window ends within the capture, frames_stop leaves >= 3 s of silence."""
+    from helix_sim.desktop import session
+    from helix_sim.stack.api import stream
+
+    capture, warmup = 5.0, 2.0
+    for at in (desktop_pipeline.FRAMES_STOP_AT_S, desktop_pipeline.QEMU_UNEXPECTED_AT_S, desktop_pipeline.FROZEN_AT_S,
+               desktop_pipeline.BLACK_AT_S, session.OOM_AT_S, session.VM_CRASH_AT_S, stream.SUPERSEDE_AT_S):
+        assert 0 < at <= warmup
+    assert capture - desktop_pipeline.FRAMES_STOP_AT_S >= 3.0
+    assert desktop_pipeline.FROZEN_AT_S + desktop_pipeline.FROZEN_FOR_S <= capture - 1.0
+    assert desktop_pipeline.BLACK_AT_S + desktop_pipeline.BLACK_FOR_S <= capture - 1.0
+
+
+async def test_qemu_unexpected_msg_ends_every_viewer_once(make_desktop):
+    d = await make_desktop(faults={"qemu_unexpected_msg"}, delay_scale=0.3 / desktop_pipeline.QEMU_UNEXPECTED_AT_S)
+    await d.exec(VKCUBE, background=True)
+    a = await d.open_stream(init())
+    b = await d.open_stream(init())
+    await collect(a, 2.0)
+    assert (a.end_reason, a.error) == ("error", "unexpected msg_type: 0x22")
+    assert (b.end_reason, b.error) == ("error", "unexpected msg_type: 0x22")
+    await wait_until(lambda: d.pipeline is None, 2, "the dead source dropped")
+    c = await d.open_stream(init())  # a new scanout source; the fault fired once
+    assert len(await collect(c, 0.3)) > 3 and c.end_reason is None
+
+
+async def test_no_first_frame_fault_has_no_frames(make_desktop):
+    d = await make_desktop(faults={"no_first_frame"})
+    sub = await d.open_stream(init())
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(sub.get(), 0.5)
+    png, _ = await d.screenshot("png")  # the desktop itself is there
+    assert png[:4] == b"\x89PNG"
 
 
 # --------------------------------------------------------------------------- container and VM faults

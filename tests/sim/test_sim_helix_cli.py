@@ -37,10 +37,16 @@ SID = "ses_01ke4rsx7jb62ms9zx8g68tnbe"
 REPO = Path(__file__).resolve().parents[2]
 
 
-def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+def cli(*args: str, env: dict[str, str] | None = None, generation: str = "2026-11") -> tuple[int, str]:
     out = io.BytesIO()
-    rc = helix_main(list(args), stdout=out, env={"HELIX_CLI_ARGV0": "/tmp/helix", **(env or {})})
+    rc = helix_main(list(args), stdout=out, env={"HELIX_CLI_ARGV0": "/tmp/helix", "HELIX_CLI_GENERATION": generation,
+                                                 **(env or {})})
     return rc, out.getvalue().decode()
+
+
+def cli_0826(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """The 2026-08 CLI (helixml/helix 68f96d7): ``start -a/--agent``, no ``--runtime``."""
+    return cli(*args, env=env, generation="2026-08")
 
 
 # --- Go formatting (values from a Go build of spectask.go's helpers) ---------------------------
@@ -195,6 +201,21 @@ Flags:
   -q, --quiet                Only output the task ID (session ID with --wait)
       --wait                 Block until the sandbox has booted, then print session-level connect info (default: return immediately with the task URL — the browser page shows it loading)
 """
+#: The newer CLI (upstream-corrections.md §2): no --agent, --runtime ubuntu-desktop|headless-ubuntu.
+START_USAGE_2026_11 = """Usage:
+  /tmp/helix spectask start [task-id] [flags]
+
+Flags:
+      --attach stringArray   Attach file(s) to the task (repeatable). Uploaded as spec-task attachments the agent reads at design/tasks/<task>/attachments/<name> — good for logs/large context without bloating the prompt.
+  -h, --help                 help for start
+  -n, --name string          Task name (default "CLI Test Task")
+  -p, --project string       Project ID (required when creating new task)
+      --prompt string        Task prompt/description
+      --prompt-file string   Read the task prompt from a file (e.g. a design doc) — dispatch a full brief without committing it to the repo. Appended after --prompt if both are set.
+  -q, --quiet                Only output the task ID (session ID with --wait)
+      --runtime string       Sandbox runtime: ubuntu-desktop|headless-ubuntu (default: the project's setting)
+      --wait                 Block until the sandbox has booted, then print session-level connect info (default: return immediately with the task URL — the browser page shows it loading)
+"""
 
 
 def cobra_error(msg: str, usage: str) -> str:
@@ -217,11 +238,37 @@ def test_cobra_flag_and_arg_errors(args, msg):
 
 
 def test_cobra_error_from_a_command():
-    assert cli("spectask", "start", "-n", "x") == (1, cobra_error("--project is required when creating a new task",
-                                                                  START_USAGE))
+    assert cli_0826("spectask", "start", "-n", "x") == (
+        1, cobra_error("--project is required when creating a new task", START_USAGE))
+    assert cli("spectask", "start", "-n", "x") == (
+        1, cobra_error("--project is required when creating a new task", START_USAGE_2026_11))
+    assert cli("spectask", "start", "-p", "prj_x", "-a", "app_x") == (
+        1, cobra_error("unknown shorthand flag: 'a' in -a", START_USAGE_2026_11))
     assert cli("foo") == (1, 'Error: unknown command "foo" for "/tmp/helix"\n'
                              "Run '/tmp/helix --help' for usage.\n"
                              'unknown command "foo" for "/tmp/helix"\n')
+
+
+def test_start_help_of_both_generations_reads_with_the_harness_parser():
+    """harness.protocols.cli_output.parse_start_help reads the help each CLI generation prints."""
+    from harness.protocols.cli_output import RUNTIME_DESKTOP, parse_start_help
+
+    rc, old = cli_0826("spectask", "start", "--help")
+    assert rc == 0 and old.endswith(START_USAGE) and "Use --agent to specify" in old
+    help_old = parse_start_help(old)
+    assert help_old.has_agent and not help_old.has_runtime and help_old.runtime_choices == ()
+    assert (help_old.flags["agent"].shorthand, help_old.flags["agent"].type) == ("a", "string")
+    rc, new = cli("spectask", "start", "--help")
+    assert rc == 0 and new.endswith(START_USAGE_2026_11) and "--agent" not in new
+    help_new = parse_start_help(new)
+    assert not help_new.has_agent and help_new.has_runtime
+    assert help_new.runtime_choices == ("ubuntu-desktop", "headless-ubuntu") and RUNTIME_DESKTOP in help_new.runtime_choices
+    assert help_new.flags["runtime"].default is None and help_new.flags["wait"].type is None
+    assert help_new.flags["name"].default == "CLI Test Task"
+    rc, tree = cli("spectask", "--help")
+    assert all(f"\n  {c} " in tree for c in ("board", "get", "create", "update"))
+    assert "\n  board " not in cli_0826("spectask", "--help")[1]
+    assert cli("spectask", "start", "--help", generation="bogus")[1] == new  # an unknown marker: the newest
 
 
 def test_help_goes_to_stdout_with_exit_0():
@@ -297,7 +344,7 @@ TASK = {"id": "spt_01kabc", "name": "Testing RevDial connectivity", "status": "b
 def test_start_prints_the_task_id_and_sends_the_cli_payload(api):
     api.route("POST", "/api/v1/spec-tasks/from-prompt", (201, TASK))
     api.route("POST", "/api/v1/spec-tasks/spt_01kabc/start-planning", (200, {**TASK, "status": "spec_generation"}))
-    rc, out = cli("spectask", "start", "-p", "prj_01k2", "-a", "app_01k3", "-n", "<name>", env=api.env)
+    rc, out = cli_0826("spectask", "start", "-p", "prj_01k2", "-a", "app_01k3", "-n", "<name>", env=api.env)
     assert rc == 0
     assert out == (
         "Creating new spec task...\n"
@@ -315,6 +362,12 @@ def test_start_prints_the_task_id_and_sends_the_cli_payload(api):
     assert headers["Authorization"] == "Bearer hl-test" and headers["Content-Type"] == "application/json"
     assert api.requests[1][:2] == ("POST", "/api/v1/spec-tasks/spt_01kabc/start-planning")
     assert cli("spectask", "start", "-q", "-p", "prj_01k2", env=api.env) == (0, "spt_01kabc\n")
+    # The newer CLI sends no app_id (the project's agent) and the runtime when asked for one.
+    api.requests.clear()
+    rc, out = cli("spectask", "start", "-q", "-p", "prj_01k2", "--runtime", "ubuntu-desktop", env=api.env)
+    assert (rc, out) == (0, "spt_01kabc\n")
+    assert api.requests[0][3] == (b'{"name":"CLI Test Task","project_id":"prj_01k2",'
+                                  b'"prompt":"Testing RevDial connectivity","sandbox_runtime":"ubuntu-desktop"}')
 
 
 def test_start_wait_polls_until_the_session_has_a_container(api):
@@ -649,6 +702,110 @@ def test_stream_process_sigint_prints_final_stats_and_exits_0(stream_server, tmp
     assert server.closes == [1000]
 
 
+# --- benchmark (benchmark_cmd.go) ----------------------------------------------------------------------
+
+HEAVY = "━" * 74
+LIGHT = "─" * 75
+
+
+def _bench_stats(duration: int, arrivals_ms: list[int], sizes: list[int], keyframes: set[int]):
+    from helix_sim.guest.helix.benchmark import BenchmarkStats
+
+    stats = BenchmarkStats(start_ns=0, duration=duration)
+    stats.on_binary(STREAM_INIT, 0, None)
+    for i, (t, size) in enumerate(zip(arrivals_ms, sizes)):
+        stats.on_binary(video(0x01 if i in keyframes else 0x00, bytes(size)), t * 1_000_000, None)
+    return stats
+
+
+def test_benchmark_results_are_byte_exact():
+    """printBenchmarkResults for a known arrival pattern (values worked out from benchmark_cmd.go)."""
+    stats = _bench_stats(3, [i * 25 for i in range(100)], [1000] + [500] * 99, {0})
+    assert [stats.progress(k) for k in (1, 2, 3, 4)] == [
+        "  [ 1/ 3s] Frames:  100 | Current FPS:  40 | Total: 50.8 KB\n",
+        "  [ 2/ 3s] Frames:  100 | Current FPS:  40 | Total: 50.8 KB\n",
+        "  [ 3/ 3s] Frames:  100 | Current FPS:  20 | Total: 50.8 KB\n",
+        "  [ 4/ 3s] Frames:  100 | Current FPS:   0 | Total: 50.8 KB\n",
+    ]
+    assert stats.results(3_100_000_000, 60) == (
+        f"\n{HEAVY}\n📊 BENCHMARK RESULTS\n{HEAVY}\n\n"
+        "  Resolution:       1280x720\n"
+        "  Codec:            H.264\n"
+        "  Duration:         3.1s\n"
+        "\n"
+        "  📈 Frame Rate:\n"
+        "     Average:       32.3 fps ⚠️  (54% of 60 target)\n"
+        "     Min/Max:       20 / 40 fps\n"
+        "     Total Frames:  100 (1 keyframes)\n"
+        "\n"
+        "  📦 Bandwidth:\n"
+        "     Average:       134.2 Kbps/s\n"
+        "     Total Data:    50.8 KB\n"
+        "     Avg Frame:     520 B\n"
+        "     Frame Range:   500 B - 1000 B\n"
+        "\n"
+        "  📉 Frame Jitter (inter-frame arrival variance):\n"
+        "     Interval:      min=25ms avg=25ms max=25ms\n"
+        "     Gaps >50ms:    0 (0.0%)\n"
+        "     Gaps >100ms:   0 (0.0%)\n"
+        "     Gaps >200ms:   0 (0.0%)\n"
+        f"\n{HEAVY}\n"
+        "⚠️  DEGRADED: Only 54% of target FPS - check GPU/encoder load\n"
+        f"{HEAVY}\n"
+    )
+    # 60 frames in the second, with one 250 ms hole: EXCELLENT, and the jitter warning.
+    arrivals = [i * 16 for i in range(30)] + [29 * 16 + 250 + i * 8 for i in range(30)]
+    stats = _bench_stats(1, arrivals, [2000] * 60, {0, 30})
+    text = stats.results(1_000_400_000, 60)
+    assert "  Duration:         1s\n" in text and "     Average:       60.0 fps ✅ (100% of 60 target)\n" in text
+    assert "     Min/Max:       60 / 60 fps\n     Total Frames:  60 (2 keyframes)\n" in text
+    assert "     Interval:      min=8ms avg=16ms max=250ms\n" in text
+    assert "     Gaps >50ms:    1 (1.7%)\n     Gaps >100ms:   1 (1.7%)\n     Gaps >200ms:   1 (1.7%)\n" in text
+    assert "     ⚠️  High jitter detected! Max gap: 250ms\n" in text
+    assert text.endswith(f"{HEAVY}\n✅ EXCELLENT: Achieving 100% of target FPS\n{HEAVY}\n")
+    # No frames at all: no Resolution/Codec/Min-Max/frame lines, POOR.
+    from helix_sim.guest.helix.benchmark import BenchmarkStats
+
+    empty = BenchmarkStats(start_ns=0, duration=2).results(2_000_000_000, 60)
+    assert "Resolution" not in empty and "Min/Max" not in empty and "Avg Frame" not in empty
+    assert "     Average:       0.0 fps ⚠️  (0% of 60 target)\n" in empty and "Interval:" not in empty
+    assert "\n  📉 Frame Jitter (inter-frame arrival variance):\n\n" + HEAVY in empty
+    assert empty.endswith("❌ POOR: Only 0% of target FPS - significant bottleneck\n" + HEAVY + "\n")
+
+
+def test_benchmark_help_and_vkcube_failures(api):
+    rc, out = cli("spectask", "benchmark", "--help")
+    assert rc == 0 and out.startswith("Measures video streaming FPS over the WebSocket connection.\n")
+    assert out.endswith(
+        "Flags:\n"
+        "      --bitrate int         Video bitrate in kbps (default: 30Mbps for 4K) (default 30000)\n"
+        "  -d, --duration int        Benchmark duration in seconds (default 10)\n"
+        "      --fps int             Target frames per second (default 60)\n"
+        "      --height int          Video stream height in pixels (default: 4K) (default 2160)\n"
+        "  -h, --help                help for benchmark\n"
+        "  -o, --output string       Write raw H.264 video frames to file\n"
+        "      --skip-vkcube         Skip vkcube check (for static screen testing)\n"
+        "      --video-mode string   Video capture mode: shm, native, or zerocopy (default: container env)\n"
+        "      --width int           Video stream width in pixels (default: 4K) (default 3840)\n"
+    )
+    # exec refused: a warning, then the dial fails (no WebSocket server there): exit 1 with Go's text
+    api.route("POST", f"/api/v1/external-agents/{SID}/exec", (403, b"command not allowed: vkcube\n"))
+    rc, out = cli("spectask", "benchmark", SID, "-d", "1", "--video-mode", "shm", env=api.env)
+    assert rc == 1
+    assert out.startswith(f"🚀 Video Streaming Benchmark\n{HEAVY}\nSession:    {SID}\nDuration:   1 seconds\n"
+                          f"Resolution: 3840x2160 @ 60fps target\nBitrate:    30000 kbps\nVideo Mode: shm\n{HEAVY}\n\n"
+                          "🎮 Starting vkcube (GPU stress test)...\n"
+                          "⚠️  Warning: Failed to start vkcube: exec API returned 403: command not allowed: vkcube\n\n"
+                          "   You may need to start it manually for accurate FPS testing\n"
+                          "\n📡 Connecting to video stream...\nError: WebSocket connection failed: ")
+    body = api.requests[0][3]
+    assert body == (b'{"background":true,"command":["vkcube","--wsi","wayland","--present_mode","1"],'
+                    b'"env":{"WAYLAND_DISPLAY":"wayland-0","XDG_RUNTIME_DIR":"/run/user/1000"}}')
+    rc, out = cli("spectask", "benchmark", SID, "--skip-vkcube", "-o", "/nonexistent/dir/x.h264", env=api.env)
+    assert rc == 1 and "\nOutput:     /nonexistent/dir/x.h264\n" in out
+    assert "Error: failed to create output file: open /nonexistent/dir/x.h264: no such file or directory\n" in out
+
+
 # --- end to end against the simulator's API ----------------------------------------------------------
 
 
@@ -701,6 +858,25 @@ def test_cli_against_the_simulator(tmp_path):
         frames, keyframes = re.search(r"^Video frames:\s+(\d+)(?: \((\d+) keyframes\))?", final, re.M).groups()
         assert int(frames) > 10 and int(keyframes or 0) >= 1
         assert re.search(r"^Resolution:\s+448x256$", final, re.M)
+
+        rc, out = cli("spectask", "benchmark", sid, "-d", "1", "--width", "448", "--height", "256", "--fps", "40",
+                      env=env)
+        assert rc == 0, out
+        assert out.startswith(f"🚀 Video Streaming Benchmark\n{HEAVY}\nSession:    {sid}\nDuration:   1 seconds\n"
+                              f"Resolution: 448x256 @ 40fps target\nBitrate:    30000 kbps\n{HEAVY}\n\n"
+                              "🎮 Starting vkcube (GPU stress test)...\n✅ vkcube started\n\n📡 Connecting to video stream...\n"
+                              f"✅ Connected\n✅ Stream initialized\n\n📊 Running benchmark for 1 seconds...\n{LIGHT}\n")
+        assert re.search(r"\n  \[ 1/ 1s\] Frames: +\d+ \| Current FPS: +\d+ \| Total: [\d.]+ [KM]?B\n"
+                         r"\n✅ Benchmark complete\n\n🛑 Stopping vkcube...\n\n" + HEAVY, out), out
+        results = out[out.index("📊 BENCHMARK RESULTS"):]
+        assert "  Resolution:       448x256\n  Codec:            H.264\n" in results
+        assert re.search(r"\n     Average:       \d+\.\d fps (⚠️ |✅) \(\d+% of 40 target\)\n", results)
+        assert re.search(r"\n     Total Frames:  \d+ \([1-9]\d* keyframes\)\n", results)
+        assert results.endswith(f"{HEAVY}\n") and "  📉 Frame Jitter (inter-frame arrival variance):\n" in results
+        # it stopped its vkcube with pkill -f: never reaped, a zombie is left (exec.go)
+        desktop = sim.api.session_desktop(sid)
+        assert not desktop.vkcube_running and "Z" in {p.state for p in desktop.processes._procs.values()
+                                                      if p.name == "vkcube"}
 
         rc, out = cli("spectask", "list", env=env)
         assert rc == 0 and f"Session: {sid}\n" in out and out.endswith("Found 1 session(s) with external agents.\n")

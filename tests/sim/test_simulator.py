@@ -81,6 +81,12 @@ def test_simulator_lifecycle(tmp_path):
         assert target["frame_export"] == {"host": "127.0.0.1", "port": info["frame_export_port"]}
         assert target["host"]["crash_dir"] == info["crash_dir"]
         assert target["guest"]["api_port"] == int(info["api_url"].rsplit(":", 1)[1])
+        # the CLI the guest builds (and its .gitsha stamp) stay in this root, never the host's shared /tmp/helix
+        assert target["guest"]["cli_path"] == str(root / "vm" / "tmp" / "helix")
+        from harness.runs.provision import _cli_path_of
+
+        assert _cli_path_of(info) == target["guest"]["cli_path"]
+        assert json.loads((root / ".helix-sim-owner.json").read_text())["pid"] == os.getpid()
         assert (target["stream"]["width"], target["stream"]["height"]) == (1280, 720)
         assert "api_key" not in (root / "target.toml").read_text()
 
@@ -185,3 +191,129 @@ def test_sim_up_bad_arguments():
     assert main(["up", "--fault", "no_such_fault"]) == 2
     assert main(["up", "--qemu", "v99"]) == 2
     assert main(["down"]) == 2
+    assert main(["up", "--cli", "2027-01"]) == 2
+    assert main(["up", "--cli-wait-timeout", "nan"]) == 2
+    assert main(["up", "--stale-client-timeout", "-1"]) == 2
+
+
+def test_sim_up_cli_flags_and_sim_keys(tmp_path):
+    from harness.runs.provision import sim_argv
+    from helix_sim.__main__ import _config, main_parser
+
+    argv = sim_argv({"cli": "2026-08", "cli_wait_timeout": 4, "stale_client_timeout": 2, "stale_sweep_interval": 0.5}, [])
+    args = main_parser().parse_args(argv[argv.index("up"):])
+    cfg = _config(args, tmp_path)
+    assert (cfg.cli, cfg.cli_wait_timeout_s, cfg.stale_client_timeout_s, cfg.stale_sweep_interval_s) == (
+        "2026-08", 4.0, 2.0, 0.5)
+    assert _config(main_parser().parse_args(["up"]), tmp_path).cli == "2026-11"  # the newer CLI by default
+
+
+# --- nothing left behind (issue 12) ---------------------------------------------------------------------
+
+
+def _processes_of(root) -> list[psutil.Process]:
+    """Live processes whose command line names ``root`` (its sshd, the watchdog) or that carry its VM marker."""
+    needle, found = str(root), []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if p.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if any(needle in arg for arg in (p.info["cmdline"] or [])) or \
+                    p.environ().get("HELIX_SIM_GUEST") == str(root / "vm"):
+                found.append(p)
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_sshd_dies_with_a_killed_simulator(tmp_path):
+    """kill -9 of `python -m helix_sim up`: its sshd (a root daemon in CI) and the guest's commands go too."""
+    import paramiko
+
+    root = tmp_path / "sim"
+    env = dict(os.environ, PYTHONPATH=REPO)
+    proc = subprocess.Popen([sys.executable, "-m", "helix_sim", "up", "--json", "--root", str(root), "--boot-delay",
+                             "0.05"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+                            start_new_session=True)
+    try:
+        info = json.loads(proc.stdout.readline())
+        assert _utmctl(info, "start", info["vm_id"]).returncode == 0
+        poll_until(lambda: _utmctl(info, "status", info["vm_id"]).stdout == "started\n", timeout=15,
+                   what="VM started", interval=0.05)
+        client = paramiko.SSHClient()
+        client.load_host_keys(str(root / "vm" / "client" / "known_hosts"))
+        client.connect(info["ssh_host"], info["ssh_port"], username=info["ssh_user"], key_filename=info["ssh_key"],
+                       look_for_keys=False, allow_agent=False, timeout=5)
+        client.exec_command("sleep 300")  # a guest command still running when the simulator dies
+        poll_until(lambda: any("sleep" in " ".join(p.cmdline()) for p in _processes_of(root)), timeout=10,
+                   what="the guest's sleep", interval=0.05)
+        names = {p.name() for p in _processes_of(root)}
+        assert "sshd" in names, names
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        left = poll_until(lambda: not _processes_of(root) or None, timeout=15, what="no process of the dead sim",
+                          interval=0.1)
+        assert left
+        client.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for p in _processes_of(root):
+            p.kill()
+
+
+def test_leftovers_of_dead_simulators_are_removed_only_when_provably_ours(tmp_path):
+    from helix_sim.leftovers import MARKER, clean_leftovers, write_marker
+
+    def dead_pid() -> tuple[int, float]:
+        p = subprocess.Popen([sys.executable, "-c", "pass"])
+        start = psutil.Process(p.pid).create_time()
+        p.wait()
+        return p.pid, start
+
+    def marked(root, *, pid, start, launcher, launcher_start):
+        root.mkdir(parents=True)
+        (root / "vm" / "client").mkdir(parents=True)
+        (root / "vm" / "client" / "id_ed25519").write_text("secret key")
+        (root / MARKER).write_text(json.dumps({"format": 1, "pid": pid, "start": start, "launcher_pid": launcher,
+                                               "launcher_start": launcher_start, "root": str(root)}))
+        return root
+
+    (pid, start), (lpid, lstart) = dead_pid(), dead_pid()
+    me = psutil.Process()
+    dead = marked(tmp_path / "helix-sim-dead", pid=pid, start=start, launcher=lpid, launcher_start=lstart)
+    launch = tmp_path / "helix-e2e-sim-dead"
+    in_launch = marked(launch / "sim", pid=pid, start=start, launcher=lpid, launcher_start=lstart)
+    (launch / "sim.stderr.log").write_text("")
+    reused = marked(tmp_path / "helix-sim-reused", pid=me.pid, start=me.create_time() - 100, launcher=lpid,
+                    launcher_start=lstart)  # a pid that exists again, started at another time: gone
+    launcher_alive = marked(tmp_path / "helix-sim-launcher-alive", pid=pid, start=start, launcher=me.pid,
+                            launcher_start=me.create_time())
+    live = tmp_path / "helix-sim-live"
+    live.mkdir()
+    write_marker(live)  # this very process: alive
+    unmarked = tmp_path / "helix-sim-unmarked"
+    unmarked.mkdir()
+    other = marked(tmp_path / "someone-else", pid=pid, start=start, launcher=lpid, launcher_start=lstart)
+    (tmp_path / "helix-sim-link").symlink_to(dead)
+    (tmp_path / "helix-e2e-sim-keep").mkdir()
+    kept_launch = marked(tmp_path / "helix-e2e-sim-keep" / "sim", pid=pid, start=start, launcher=lpid,
+                         launcher_start=lstart)
+    (tmp_path / "helix-e2e-sim-keep" / "report.html").write_text("not the simulator's")
+    # a process of the dead root that is still running (its command line names the root) is stopped first
+    stray = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(dead / "vm" / "ssh" / "x")])
+    try:
+        removed = clean_leftovers(tmp_path)
+        assert sorted(removed) == sorted([dead, in_launch, reused, kept_launch])
+        assert stray.wait(timeout=10) is not None
+    finally:
+        if stray.poll() is None:
+            stray.kill()
+            stray.wait()
+    assert not dead.exists() and not launch.exists() and not reused.exists() and not kept_launch.exists()
+    assert (tmp_path / "helix-e2e-sim-keep" / "report.html").exists()  # what is not the simulator's stays
+    for path in (launcher_alive, live, unmarked, other):
+        assert path.is_dir(), path
+    assert (tmp_path / "helix-sim-link").is_symlink()
+    assert clean_leftovers(tmp_path) == []

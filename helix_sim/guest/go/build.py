@@ -28,7 +28,8 @@ LAUNCHER = """#!/bin/sh
 # helix: the simulated helix CLI, "built" by helix-e2e's go shim from {source}.
 # It runs helix_sim.guest.helix with the interpreter and checkout of the simulator that built it.
 HELIX_CLI_ARGV0="$0"
-export HELIX_CLI_ARGV0
+HELIX_CLI_GENERATION={generation}
+export HELIX_CLI_ARGV0 HELIX_CLI_GENERATION
 PYTHONPATH={pythonpath}${{PYTHONPATH:+:$PYTHONPATH}}
 export PYTHONPATH
 exec {python} -m helix_sim.guest.helix "$@"
@@ -37,6 +38,21 @@ exec {python} -m helix_sim.guest.helix "$@"
 
 def _sh_quote(value: str) -> str:
     return "'" + value.replace("'", "'\"'\"'") + "'"
+
+
+#: The CLI a checkout without the generation marker builds (the newest).
+DEFAULT_GENERATION = "2026-11"
+_GENERATION_RE = re.compile(r'^const CLIGeneration = "([0-9]{4}-[0-9]{2})"', re.M)
+
+
+def cli_generation(mod_dir: Path) -> str:
+    """Which spectask CLI the checkout's sources build (``pkg/cli/spectask/cli_generation.go``)."""
+    try:
+        text = (mod_dir / "pkg" / "cli" / "spectask" / "cli_generation.go").read_text(errors="replace")
+    except OSError:
+        return DEFAULT_GENERATION
+    match = _GENERATION_RE.search(text)
+    return match.group(1) if match else DEFAULT_GENERATION
 
 
 def find_module(start: Path) -> tuple[Path, str]:
@@ -123,14 +139,15 @@ def build(args: list[str], cwd: Path) -> int:
             target = target / name
     if "v" in flags and flags["v"] in ("true", "1", "t", "TRUE", "True"):
         print(import_path, file=sys.stderr)
-    write_launcher(target, source=str(pkg_dir))
+    write_launcher(target, source=str(pkg_dir), generation=cli_generation(mod_dir))
     return 0
 
 
-def write_launcher(target: Path, *, source: str) -> None:
+def write_launcher(target: Path, *, source: str, generation: str = DEFAULT_GENERATION) -> None:
     """Write the launcher atomically (a running old binary keeps working, as after a real build)."""
     text = LAUNCHER.format(
         source=source.replace("\n", " "),
+        generation=_sh_quote(generation),
         pythonpath=_sh_quote(str(IMPORT_ROOT)),
         python=_sh_quote(sys.executable),
     )

@@ -8,7 +8,7 @@ import sys
 from typing import IO
 
 from .cobra import Out, execute
-from .commands import build_tree
+from .commands import NEWEST, build_tree
 
 
 def load_dotenv(env: dict[str, str], path: str = ".env") -> None:
@@ -39,8 +39,9 @@ def main(argv: list[str] | None = None, *, stdout: IO[bytes] | None = None, env:
     args = list(sys.argv[1:] if argv is None else argv)
     environ = dict(os.environ if env is None else env)
     argv0 = environ.pop("HELIX_CLI_ARGV0", "") or "helix"
+    generation = environ.pop("HELIX_CLI_GENERATION", "")  # baked into the launcher by the go shim
     if argv is None:
         load_dotenv(environ)
     env = environ
     out = Out(stdout if stdout is not None else sys.stdout.buffer)
-    return execute(build_tree(argv0), args, env, out)
+    return execute(build_tree(argv0, generation or NEWEST), args, env, out)

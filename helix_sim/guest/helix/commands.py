@@ -1,5 +1,11 @@
 """The ``helix`` command tree: the root and the ``spectask`` (``st``) subtree, with Use/Short/Long/Args and
 flags as in the Go source; the commands the harness does not use answer "not simulated".
+
+Two generations (``SimConfig.cli``, baked into the built launcher as ``HELIX_CLI_GENERATION``):
+``2026-08`` is helixml/helix 68f96d7 (``start -a/--agent``); ``2026-11`` is the newer CLI of
+upstream-corrections.md §2: no ``--agent`` (task creation sends no app_id, the project default is used),
+``--runtime ubuntu-desktop|headless-ubuntu`` (default: the project's setting), and the new ``board``,
+``get``, ``create`` and ``update`` commands.
 """
 
 from __future__ import annotations
@@ -7,8 +13,14 @@ from __future__ import annotations
 from typing import Callable
 
 from .cobra import Command, Flag, exact_args, maximum_args, minimum_args
+from .benchmark import BENCHMARK_LONG, run_benchmark
 from .spectask import not_simulated, run_exec, run_list, run_resume, run_screenshot, run_start, run_stop
 from .stream import run_stream
+
+GENERATIONS = ("2026-08", "2026-11")
+NEWEST = "2026-11"
+#: ``--runtime`` values of the newer CLI.
+RUNTIMES = ("ubuntu-desktop", "headless-ubuntu")
 
 _START_LONG = """Start a spec task planning session which creates a sandbox desktop.
 
@@ -81,15 +93,36 @@ Examples:
 """
 
 
-def build_tree(argv0: str) -> Command:
-    """The `helix` root with the `spectask` subtree (Use/Short/Args/flags as in the Go source)."""
+_START_LONG_2026_11 = """Start a spec task planning session which creates a sandbox desktop.
+
+If no task-id is provided, a new spec task will be created.
+Use --project to specify which project to create the task in; the task uses the project's agent.
+Use --runtime to choose the sandbox runtime (ubuntu-desktop or headless-ubuntu; a headless task
+has no desktop to stream). It defaults to the project's setting.
+
+Example workflow:
+  1. Fork a sample project:  helix project fork modern-todo-app --name "My Project"
+  2. Start a spec task:      helix spectask start --project prj_xxx --runtime ubuntu-desktop -n "Add dark mode"
+  3. Connect via browser:    Visit /sessions/<session-id> to access the desktop"""
+
+
+def build_tree(argv0: str, generation: str = NEWEST) -> Command:
+    """The `helix` root with the `spectask` subtree (Use/Short/Args/flags as in the Go source) of a generation."""
+    if generation not in GENERATIONS:
+        generation = NEWEST
+    newer = generation >= "2026-11"
+    who = (
+        [Flag("runtime", "string", "", "Sandbox runtime: ubuntu-desktop|headless-ubuntu (default: the project's setting)")]
+        if newer else [Flag("agent", "string", "", "Agent ID to use (e.g., app_01xxx)", "a")]
+    )
     start = Command(
-        "start [task-id]", "Start a spec task planning session (creates sandbox)", _START_LONG,
+        "start [task-id]", "Start a spec task planning session (creates sandbox)",
+        _START_LONG_2026_11 if newer else _START_LONG,
         args=maximum_args(1), run=run_start,
         flags=[
             Flag("name", "string", "CLI Test Task", "Task name", "n"),
             Flag("project", "string", "", "Project ID (required when creating new task)", "p"),
-            Flag("agent", "string", "", "Agent ID to use (e.g., app_01xxx)", "a"),
+            *who,
             Flag("prompt", "string", "", "Task prompt/description"),
             Flag("prompt-file", "string", "", "Read the task prompt from a file (e.g. a design doc) — dispatch a full "
                  "brief without committing it to the repo. Appended after --prompt if both are set."),
@@ -162,11 +195,25 @@ def build_tree(argv0: str) -> Command:
             stub("health", "Check system health and container status"),
             stub("keyboard-test <session-id>", "Test keyboard input over WebSocket stream", exact_args(1)),
             stub("scroll-test <session-id>", "Test scroll input over DirectInput WebSocket", exact_args(1)),
-            stub("benchmark <session-id>", "Benchmark video streaming performance with GPU stress test",
-                 exact_args(1)),
+            Command("benchmark <session-id>", "Benchmark video streaming performance with GPU stress test",
+                    BENCHMARK_LONG, args=exact_args(1), run=run_benchmark, flags=[
+                        Flag("duration", "int", 10, "Benchmark duration in seconds", "d"),
+                        Flag("width", "int", 3840, "Video stream width in pixels (default: 4K)"),
+                        Flag("height", "int", 2160, "Video stream height in pixels (default: 4K)"),
+                        Flag("fps", "int", 60, "Target frames per second"),
+                        Flag("bitrate", "int", 30000, "Video bitrate in kbps (default: 30Mbps for 4K)"),
+                        Flag("skip-vkcube", "bool", False, "Skip vkcube check (for static screen testing)"),
+                        Flag("video-mode", "string", "", "Video capture mode: shm, native, or zerocopy (default: "
+                             "container env)"),
+                        Flag("output", "string", "", "Write raw H.264 video frames to file", "o"),
+                    ]),
             stub("latency <session-id>", "Measure key-to-eyeball input latency", exact_args(1)),
             exec_cmd,
             stub("copy <session-id> <local-file>", "Copy a file into a session container", exact_args(2)),
+            *([stub("board", "Show the project's task board"),
+               stub("get <task-id>", "Show a spec task", exact_args(1)),
+               stub("create", "Create a spec task without starting it"),
+               stub("update <task-id>", "Update a spec task", exact_args(1))] if newer else []),
         ],
     )
     return Command(argv0, "Helix", "Private GenAI Platform", children=[spectask])

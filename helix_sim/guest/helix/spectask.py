@@ -68,8 +68,12 @@ def run_start(ctx: Context) -> None:
         payload = {"name": f["name"], "prompt": prompt}
         if project:
             payload["project_id"] = project
-        if f["agent"]:
-            payload["app_id"] = f["agent"]
+        agent = f.get("agent", "")  # 2026-08 only: the newer CLI sends no app_id (the project's default agent)
+        if agent:
+            payload["app_id"] = agent
+        runtime = f.get("runtime", "")  # 2026-11 only; the API checks the value
+        if runtime:
+            payload["sandbox_runtime"] = runtime
         try:
             status, body, _ = http.request("POST", api_url + "/api/v1/spec-tasks/from-prompt",
                                            body=go_json(payload).encode(), content_type="application/json")
@@ -81,8 +85,8 @@ def run_start(ctx: Context) -> None:
         task_id = _str(task.get("id"))
         if not quiet:
             ctx.print(f"✅ Created spec task: {_str(task.get('name'))} (ID: {task_id})\n")
-            if f["agent"]:
-                ctx.print(f"   Agent: {f['agent']}\n")
+            if agent:
+                ctx.print(f"   Agent: {agent}\n")
         if f["attach"]:
             _upload_attachments(ctx, http, task_id, f["attach"])
             if not quiet:
@@ -351,4 +355,4 @@ def run_exec(ctx: Context) -> None:
 
 def not_simulated(ctx: Context) -> None:
     raise GoError(f"`helix spectask {ctx.cmd.name}` is not simulated by helix-e2e "
-                  "(simulated: start, stream, exec, stop, list, screenshot, resume)")
+                  "(simulated: start, stream, benchmark, exec, stop, list, screenshot, resume)")

@@ -51,6 +51,40 @@ def _ws_dial_error(exc: BaseException, url: str) -> GoError:
     return GoError("WebSocket connection failed: websocket: bad handshake")
 
 
+def read_error_text(exc: BaseException, local: str, remote: str) -> str:
+    """gorilla's ReadMessage error text for a failed read (a close frame, an EOF, a reset)."""
+    from websockets.exceptions import ConnectionClosed  # noqa: PLC0415
+
+    if isinstance(exc, ConnectionClosed):
+        if exc.rcvd is not None:
+            return close_error_text(exc.rcvd.code, exc.rcvd.reason)
+        cause = exc.__cause__
+        if isinstance(cause, ConnectionResetError):
+            return f"read tcp {local}->{remote}: read: connection reset by peer"
+        return close_error_text(1006, "unexpected EOF")
+    if isinstance(exc, ConnectionResetError):
+        return f"read tcp {local}->{remote}: read: connection reset by peer"
+    return str(exc)
+
+
+def ws_connect(url: str, token: str) -> Any:
+    """gorilla's Dialer with a 10 s handshake, as the CLI dials; raises Go's dial error."""
+    from websockets.sync.client import connect  # noqa: PLC0415
+
+    try:
+        return connect(url, additional_headers={"Authorization": "Bearer " + token}, max_size=None, open_timeout=10,
+                       ping_interval=None, close_timeout=2, compression=None, proxy=None, user_agent_header=USER_AGENT)
+    except Exception as exc:  # noqa: BLE001 - every dial failure becomes Go's error text
+        raise _ws_dial_error(exc, url) from None
+
+
+def quiet(fn: Callable[..., Any], *args: Any) -> None:
+    try:
+        fn(*args)
+    except Exception:  # noqa: BLE001 - best-effort close of a finished stream
+        pass
+
+
 class _StreamRun:
     """The stream command's goroutines: a reader thread, the 2 s ticker, duration and signals."""
 
@@ -68,8 +102,6 @@ class _StreamRun:
         self.ctx.print(text)
 
     def run(self) -> None:
-        from websockets.sync.client import connect  # noqa: PLC0415
-
         ctx, f = self.ctx, self.ctx.flags
         sid = ctx.args[0]
         duration, output, verbose = f["duration"], f["output"], f["verbose"]
@@ -85,19 +117,13 @@ class _StreamRun:
         ctx.print(f"{HEADER_RULE}\n\n")
 
         t0 = time.monotonic_ns()
-        try:
-            opened = connect(stream_url, additional_headers={"Authorization": "Bearer " + ctx.token}, max_size=None,
-                             open_timeout=10, ping_interval=None, close_timeout=2, compression=None, proxy=None,
-                             user_agent_header=USER_AGENT)
-        except Exception as exc:  # noqa: BLE001 - every dial failure becomes Go's error text
-            raise _ws_dial_error(exc, stream_url) from None
-        with opened as conn:
+        with ws_connect(stream_url, ctx.token) as conn:
             try:
                 self._stream(conn, t0, sid, duration, output, verbose, width, height, fps, bitrate, mode)
             finally:
                 # Go's deferred conn.Close(): the TCP connection goes, with no close frame of its own.
                 conn.close_timeout = 0.5
-                _quiet(conn.socket.shutdown, socket.SHUT_RDWR)
+                quiet(conn.socket.shutdown, socket.SHUT_RDWR)
 
     def _stream(self, conn: Any, t0: int, sid: str, duration: int, output: str, verbose: bool, width: int,
                 height: int, fps: int, bitrate: int, mode: str) -> None:
@@ -132,18 +158,7 @@ class _StreamRun:
                 out_file.close()
 
     def _read_error(self, exc: BaseException) -> str:
-        from websockets.exceptions import ConnectionClosed  # noqa: PLC0415
-
-        if isinstance(exc, ConnectionClosed):
-            if exc.rcvd is not None:
-                return close_error_text(exc.rcvd.code, exc.rcvd.reason)
-            cause = exc.__cause__
-            if isinstance(cause, ConnectionResetError):
-                return f"read tcp {self.local}->{self.remote}: read: connection reset by peer"
-            return close_error_text(1006, "unexpected EOF")
-        if isinstance(exc, ConnectionResetError):
-            return f"read tcp {self.local}->{self.remote}: read: connection reset by peer"
-        return str(exc)
+        return read_error_text(exc, self.local, self.remote)
 
     def _reader(self, conn: Any, verbose: bool, out_file: IO[bytes] | None) -> None:
         from websockets.exceptions import ConnectionClosed  # noqa: PLC0415
@@ -195,7 +210,7 @@ class _StreamRun:
 
     def _close(self, conn: Any) -> threading.Thread:
         """Send close 1000 without waiting for the reply (Go's WriteMessage + deferred Close)."""
-        t = threading.Thread(target=lambda: _quiet(conn.close, 1000, ""), name="ws-close", daemon=True)
+        t = threading.Thread(target=lambda: quiet(conn.close, 1000, ""), name="ws-close", daemon=True)
         t.start()
         return t
 
@@ -260,13 +275,6 @@ class _StreamRun:
                 signal.signal(sig, handler)
             if closer is not None:
                 closer.join(timeout=3)
-
-
-def _quiet(fn: Callable[..., Any], *args: Any) -> None:
-    try:
-        fn(*args)
-    except Exception:  # noqa: BLE001 - best-effort close of a finished stream
-        pass
 
 
 def run_stream(ctx: Context) -> None:

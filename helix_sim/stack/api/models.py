@@ -52,6 +52,17 @@ class User:
     runner: bool = False
 
 
+#: SpecTaskStatus values the sim uses (types/simple_spec_task.go).
+TASK_BACKLOG = "backlog"
+TASK_QUEUED_SPEC_GENERATION = "queued_spec_generation"
+TASK_SPEC_GENERATION = "spec_generation"
+#: The sandbox runtimes of the newer CLI's ``--runtime`` (the sim's project defaults to the desktop one).
+RUNTIME_DESKTOP = "ubuntu-desktop"
+RUNTIME_HEADLESS = "headless-ubuntu"
+#: spec_driven_task_service.go StartSpecGeneration: no request app_id and no project DefaultHelixAppID.
+NO_AGENT_ERROR = "no agent configured - set DefaultHelixAppID on project"
+
+
 @dataclass
 class SpecTask:
     id: str
@@ -62,13 +73,35 @@ class SpecTask:
     owner: str
     created: float
     updated: float
-    status: str = "backlog"
+    status: str = TASK_BACKLOG
     planning_session_id: str = ""
+    status_updated: float | None = None
+    #: types.SpecTask.Metadata: markTaskFailed stores ``error`` and ``error_timestamp`` here (status stays backlog)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    #: the newer CLI's ``--runtime`` (``sandbox_runtime``): ubuntu-desktop, or headless-ubuntu (no desktop, no stream)
+    runtime: str = "ubuntu-desktop"
+
+    def set_status(self, status: str, now: float) -> None:
+        self.status = status
+        self.status_updated = now
+        self.updated = now
+
+    def mark_failed(self, message: str, now: float) -> None:
+        """markTaskFailedWithCause: back to backlog, the message in ``metadata.error``."""
+        self.set_status(TASK_BACKLOG, now)
+        self.metadata["error"] = message
+        self.metadata["error_timestamp"] = rfc3339_seconds(int(now))
+
+    @property
+    def headless(self) -> bool:
+        return self.runtime == RUNTIME_HEADLESS
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "id": self.id,
             "project_id": self.project_id,
+            "user_id": self.owner,
+            "organization_id": "",
             "name": self.name,
             "description": self.prompt,
             "type": "feature",
@@ -87,7 +120,14 @@ class SpecTask:
             "updated_at": rfc3339_seconds(self.updated),
             "archived": False,
             "labels": [],
+            "metadata": dict(self.metadata),
         }
+        if self.status_updated is not None:
+            data["status_updated_at"] = rfc3339_seconds(self.status_updated)
+        for key in ("helix_app_id", "planning_session_id", "metadata"):  # omitempty
+            if not data[key]:
+                del data[key]
+        return data
 
 
 @dataclass
@@ -104,6 +144,7 @@ class Session:
     provision: asyncio.Task[None] | None = field(default=None, repr=False)
     stopped: bool = False
     index: int = 0  # 0 for the simulator's first session (slow_after_running)
+    agent_type: str = "zed_external"  # Metadata.AgentType (every spec-task planning session has one)
 
     @property
     def container_name(self) -> str:
@@ -115,7 +156,7 @@ class Session:
 
     def metadata(self, config: SimConfig) -> dict[str, Any]:
         return {
-            "agent_type": "zed_external",
+            "agent_type": self.agent_type,
             "session_role": "planning",
             "spec_task_id": self.task.id,
             "project_id": self.task.project_id,

@@ -1,11 +1,17 @@
 """The Helix API server (:class:`HelixApiServer`): REST for spec tasks, sessions, sandboxes, exec and
 screenshots, the session's provisioning, and the route to the WebSocket stream (:mod:`.stream`).
 
-Shapes, status codes and texts follow ``shared/reference/helix-stream.md`` §0–§4 and
-``macos-frame-export.md`` §8. Auth as ``getRequestToken``: ``Authorization: Bearer``, ``x-api-key``,
-``api-key``, cookie ``access_token``, query ``?access_token=`` (the first one present counts). Valid:
-``SimConfig.api_key`` and the runner token. A raw ``503 Sandbox not connected`` when the desktop is
-unreachable (or fault ``ws_503``); faults ``api_5xx`` and ``no_container`` live here too.
+Shapes, status codes and texts follow ``shared/reference/helix-stream.md`` §0–§4,
+``macos-frame-export.md`` §8 and ``upstream-corrections.md``. Auth as ``getRequestToken``:
+``Authorization: Bearer``, ``x-api-key``, ``api-key``, cookie ``access_token``, query ``?access_token=`` (the
+first one present counts). Valid: ``SimConfig.api_key`` and the runner token. A raw ``503 Sandbox not
+connected`` when the desktop is unreachable (or fault ``ws_503``).
+
+Spec tasks as upstream runs them: ``start-planning`` answers the task ``queued_spec_generation``; the
+orchestrator then starts spec generation (status ``spec_generation``, a planning session) or, with no agent
+(no request ``app_id`` and no project ``DefaultHelixAppID``), marks it failed: status ``backlog``,
+``metadata.error`` = ``no agent configured - set DefaultHelixAppID on project``. Faults ``api_5xx``,
+``no_container`` and ``no_agent`` (the project has no default agent) live here.
 """
 
 from __future__ import annotations
@@ -31,9 +37,14 @@ from .models import (
     RUNNER_TOKEN,
     SANDBOX_CONTAINER,
     SANDBOX_ID,
+    NO_AGENT_ERROR,
+    RUNTIME_DESKTOP,
+    RUNTIME_HEADLESS,
     STATUS_READY,
     STATUS_STARTING,
     STATUS_WAITING,
+    TASK_QUEUED_SPEC_GENERATION,
+    TASK_SPEC_GENERATION,
     ApiError,
     Session,
     SpecTask,
@@ -48,6 +59,9 @@ log = logging.getLogger("helix_sim.api")
 #: slow_after_running: each successive session's fps is multiplied by this (its start delay divided).
 SLOWDOWN = 0.7
 RAW_503 = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\r\nSandbox not connected"
+#: proxyStreamWebSocket when the desktop answers the upgrade with a status (desktop.go handleWSStream: 503 "Video
+#: streaming not available - no screen capture session" on a desktop without PipeWire, e.g. a headless runtime).
+RAW_DESKTOP_503 = b"HTTP/1.1 503 503 Service Unavailable\r\n\r\n"
 
 
 def _text(status: int, message: str) -> web.Response:
@@ -78,7 +92,6 @@ class HelixApiServer:
         self._sessions: dict[str, Session] = {}
         self._streams: set[StreamClient] = set()
         self._by_client_id: dict[tuple[str, str], StreamClient] = {}
-        self._by_unique_id: dict[tuple[str, str], StreamClient] = {}
         self._bg: set[asyncio.Task[Any]] = set()
         self._canary = Canary()
         self._sandbox_online_at: float | None = None
@@ -121,6 +134,7 @@ class HelixApiServer:
         r.add_get("/api/v1/sessions", self._list_sessions)
         r.add_get("/api/v1/sessions/{id}", self._get_session)
         r.add_delete("/api/v1/sessions/{id}/stop-external-agent", self._stop_agent)
+        r.add_post("/api/v1/sessions/{id}/resume", self._resume)
         r.add_get("/api/v1/external-agents/{id}/screenshot", self._screenshot)
         r.add_post("/api/v1/external-agents/{id}/exec", self._exec)
         r.add_get("/api/v1/external-agents/{id}/ws/stream", self._ws_stream)
@@ -161,7 +175,6 @@ class HelixApiServer:
             await runner.cleanup()
         self._streams.clear()
         self._by_client_id.clear()
-        self._by_unique_id.clear()
         log.info("helix api stopped")
 
     def _revive(self, sess: Session) -> None:
@@ -269,8 +282,6 @@ class HelixApiServer:
         self._streams.discard(client)
         if client.client_id is not None and self._by_client_id.get((client.session.id, client.client_id)) is client:
             del self._by_client_id[(client.session.id, client.client_id)]
-        if client.unique_id is not None and self._by_unique_id.get((client.session.id, client.unique_id)) is client:
-            del self._by_unique_id[(client.session.id, client.unique_id)]
 
     # -- unauthenticated --------------------------------------------------------------------
 
@@ -357,11 +368,15 @@ class HelixApiServer:
         if not isinstance(prompt, str) or not prompt.strip():
             return _text(400, "prompt is required")
         project = body.get("project_id") if isinstance(body.get("project_id"), str) and body.get("project_id") else self.config.project_id
-        app_id = body.get("app_id") if isinstance(body.get("app_id"), str) and body.get("app_id") else self.config.agent_id
+        # CreateTaskFromPrompt: the request's app_id, else the project's DefaultHelixAppID (none under no_agent).
+        app_id = body.get("app_id") if isinstance(body.get("app_id"), str) and body.get("app_id") else self.default_agent
+        runtime = body.get("sandbox_runtime") or RUNTIME_DESKTOP
+        if runtime not in (RUNTIME_DESKTOP, RUNTIME_HEADLESS):
+            return _text(400, f"invalid sandbox runtime {json.dumps(runtime)} (use {RUNTIME_DESKTOP} or {RUNTIME_HEADLESS})")
         now = time.time()
         first_line = prompt.strip().splitlines()[0]
         name = first_line if len(first_line) <= 60 else first_line[:57] + "..."
-        task = SpecTask(new_id("spt"), project, app_id, prompt, name, user.id, now, now)
+        task = SpecTask(new_id("spt"), project, app_id, prompt, name, user.id, now, now, runtime=runtime)
         self._tasks[task.id] = task
         log.info("spec task %s created", task.id)
         return _json(task.to_json(), status=201)
@@ -381,18 +396,37 @@ class HelixApiServer:
         task = self._tasks.get(request.match_info["id"])
         if task is None:
             return _text(404, "spec task not found")
-        if task.planning_session_id:
-            return _json(task.to_json())
+        if task.status != "backlog":
+            return _text(400, f"task is not in backlog status (current: {task.status})")
+        task.set_status(TASK_QUEUED_SPEC_GENERATION, time.time())
+        self._spawn(self._orchestrate(task, user))
+        log.info("spec task %s queued for spec generation", task.id)
+        return _json(task.to_json())
+
+    @property
+    def default_agent(self) -> str:
+        """The project's DefaultHelixAppID (empty under fault no_agent)."""
+        return "" if "no_agent" in self.config.faults else self.config.agent_id
+
+    async def _orchestrate(self, task: SpecTask, user: User) -> None:
+        """The spec-task orchestrator picks the queued task up: StartSpecGeneration."""
+        await asyncio.sleep(0)
         now = time.time()
+        if not task.app_id:
+            task.app_id = self.default_agent
+        if not task.app_id:
+            log.info("spec task %s failed: %s (fault no_agent)", task.id, NO_AGENT_ERROR)
+            task.mark_failed(NO_AGENT_ERROR, now)
+            return
+        task.metadata.pop("error", None)
+        task.metadata.pop("error_timestamp", None)
         sess = Session(new_id("ses"), task, user.id, now, now, index=self._sessions_started)
         self._sessions_started += 1
         self._sessions[sess.id] = sess
         task.planning_session_id = sess.id
-        task.status = "spec_generation"
-        task.updated = now
+        task.set_status(TASK_SPEC_GENERATION, now)
         sess.provision = self._spawn(self._provision(sess))
         log.info("spec task %s: planning session %s", task.id, sess.id)
-        return _json(task.to_json())
 
     def _slowdown(self, sess: Session) -> float:
         return SLOWDOWN ** sess.index if "slow_after_running" in self.config.faults else 1.0
@@ -469,28 +503,64 @@ class HelixApiServer:
         })
 
     async def _stop_agent(self, request: web.Request) -> web.Response:
+        """stopExternalAgentSession: 400 only for a session that is not zed_external; stopping a desktop that is
+        already gone is not an error (StopDesktop logs it); 500 when stopping fails."""
         if self._user(request) is None:
             return _text(401, "unauthorized")
         sess = self._session_or_404(request, "session not found")
         if isinstance(sess, web.Response):
             return sess
-        if sess.container is None or sess.desktop is None:
+        if sess.agent_type != "zed_external":
             return _text(400, "session does not have an external Zed agent")
+        try:
+            await self._stop_desktop(sess)
+        except SimError as exc:
+            log.warning("stopping session %s failed: %s", sess.id, exc)
+            return _text(500, "failed to stop external Zed agent")
+        log.info("session %s stopped", sess.id)
+        return _json({"message": "external Zed agent stopped", "session_id": sess.id})
+
+    async def _stop_desktop(self, sess: Session) -> None:
+        """HydraExecutor.StopDesktop: the viewers' sockets end, the desktop container is deleted."""
+        if sess.provision is not None and not sess.provision.done():
+            sess.provision.cancel()
         desktop, container = sess.desktop, sess.container
         for client in self._viewers_of(sess.id):
             client.abort("session stopped")
-        await desktop.shutdown("session stopped")
-        try:
+        if desktop is not None:
+            await desktop.shutdown("session stopped")
+        if container is not None and self.engine.get(container.id) is not None:
             self.engine.remove(container.id)
-        except SimError as exc:
-            log.debug("removing %s: %s", container.name, exc)
         sess.container = None
         sess.desktop = None
         sess.stopped = True
         sess.agent_status = "stopped"
         self._set_status(sess, "")
-        log.info("session %s stopped", sess.id)
-        return _json({"message": "external Zed agent stopped", "session_id": sess.id})
+
+    async def _resume(self, request: web.Request) -> web.Response:
+        """resumeSession: start (or keep) the session's desktop; ``SessionResumeResponse``."""
+        if self._user(request) is None:
+            return _text(401, "unauthorized")
+        sess = self._sessions.get(request.match_info["id"])
+        if sess is None:
+            return _text(404, "session not found: not found")
+        if sess.agent_type != "zed_external":
+            return _text(400, "only external agent sessions can be resumed")
+        if sess.desktop is None or not sess.desktop.available:
+            sess.stopped = False
+            if sess.provision is None or sess.provision.done():
+                sess.provision = self._spawn(self._provision(sess))
+            try:
+                await asyncio.shield(sess.provision)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the executor's error, as a 500
+                return _text(500, f"failed to resume agent: {exc}")
+            if sess.container is None:  # no_container: the sandbox never started one
+                return _text(500, "failed to resume agent: desktop container did not start")
+        log.info("session %s resumed (container %s)", sess.id, sess.container_name)
+        return _json({"session_id": sess.id, "status": "resumed", "dev_container_id": sess.container_id,
+                      "screenshot_url": f"/api/v1/sessions/{sess.id}/screenshot"})
 
     # -- desktop proxies ------------------------------------------------------------------------
 
@@ -530,18 +600,20 @@ class HelixApiServer:
         if isinstance(sess, web.Response):
             return sess
         desktop = self._desktop_of(sess)
-        fmt = request.query.get("format", "jpeg").lower()
-        if fmt not in ("jpeg", "jpg", "png"):
-            return _text(400, f"unsupported format: {fmt}")
+        # The query goes to the desktop as it came, with quality=40 when absent; the desktop reads format
+        # (default jpeg; anything else gives PNG) and quality (an integer clamped to 1..100, else 70).
+        fmt = request.query.get("format", "")
+        raw_quality = request.query.get("quality", "") or "40"
         try:
-            quality = int(request.query.get("quality", "40"))  # the API's default; the desktop's is 70
+            quality = int(raw_quality)
         except ValueError:
-            return _text(400, "invalid quality")
-        data, ctype = await desktop.screenshot("png" if fmt == "png" else "jpeg", quality)
-        etag = f'"{await asyncio.to_thread(_fnv64a, data):016x}"'
+            quality = 70
+        data, ctype = await desktop.screenshot(fmt, quality)
+        etag = f'"{await asyncio.to_thread(_fnv64a, data):x}"'  # fmt.Sprintf(`"%x"`, h.Sum64()): no padding
+        headers = {"ETag": etag, "Cache-Control": "private, no-cache, must-revalidate"}
         if request.headers.get("If-None-Match") == etag:
-            return web.Response(status=304, headers={"ETag": etag})
-        return web.Response(body=data, content_type=ctype, headers={"ETag": etag, "Cache-Control": "no-cache"})
+            return web.Response(status=304, headers=headers)
+        return web.Response(body=data, content_type=ctype, headers=headers)
 
     # -- the WebSocket stream ---------------------------------------------------------------------
 
@@ -554,6 +626,8 @@ class HelixApiServer:
         desktop = sess.desktop
         if "ws_503" in self.config.faults or desktop is None or not desktop.available:
             return self._raw_503(request)
+        if sess.task.headless:  # no screen capture session to stream
+            return self._raw_503(request, RAW_DESKTOP_503)
         client_id = request.query.get("client_id") or None
         self._stream_numbers += 1
         client = StreamClient(self, sess, request, self._stream_numbers, client_id)
@@ -568,11 +642,11 @@ class HelixApiServer:
         finally:
             self._forget(client)
 
-    def _raw_503(self, request: web.Request) -> web.StreamResponse:
+    def _raw_503(self, request: web.Request, raw: bytes = RAW_503) -> web.StreamResponse:
         """After the hijack the proxy writes a hand-made response and drops the connection."""
         transport = request.transport
         if transport is not None and not transport.is_closing():
-            transport.write(RAW_503)
+            transport.write(raw)
             transport.close()
         request.protocol.force_close()
         return web.Response(status=503)

@@ -1,11 +1,17 @@
 """The WebSocket stream of ``/api/v1/external-agents/{sid}/ws/stream``, one :class:`StreamClient` per viewer.
 
-After the TEXT init: 0x30 StreamInit, [0x51 CursorName unless scanout], TEXT ConnectionComplete, 0x58
-SelfId + 0x54 RemoteUser (when the init has a session_id), then 0x01 video frames (replay first for a
-late joiner). 101 without subprotocol or extensions (401/404 are answered before the upgrade, by
-:mod:`.rest`). WS pings every ``SimConfig.ws_ping_interval_s`` (5 s), a 30 s pong deadline, 0x40 Ping →
-29-byte 0x41 Pong (with the :class:`Canary`'s scheduler lag), ``{"set_video_enabled": …}`` pauses,
-``?client_id=`` dedup (the old socket is closed 4000 "superseded").
+After the TEXT init: 0x30 StreamInit, [0x51 CursorName unless scanout], TEXT ConnectionComplete, then
+(when the init has a session_id) the viewer registers in the desktop's viewer registry
+(:mod:`helix_sim.desktop.registry`: 0x58 SelfId, 0x54 joined to everyone, 0x54 joined for each other viewer;
+the 6-byte 0x54 left when a viewer goes or is swept as stale), then 0x01 video frames (replay first for a
+late joiner). Until the first frame a text StreamStatus ``starting_video`` every
+``SimConfig.stream_status_interval_s``; none after ``first_frame_timeout_s``: 0x31 and a TCP close.
+101 without subprotocol or extensions (401/404 are answered before the upgrade, by :mod:`.rest`). WS pings
+every ``SimConfig.ws_ping_interval_s`` (5 s), a 30 s pong deadline, 0x40 Ping of 13+ bytes → 29-byte 0x41
+Pong (with the :class:`Canary`'s scheduler lag), ``{"set_video_enabled": …}`` pauses, ``?client_id=`` dedup
+(the old socket is closed 4000 "superseded"). Any data message (binary or text; not WS control frames) is
+the viewer's activity. A pipeline error ends a viewer as ``ws_stream.go`` does: 0x31, then no frames and no
+pings, the viewer leaves the registry, and the socket stays open until the read deadline closes it.
 All wire formats come from :mod:`harness.protocols.stream`; fault ``superseded`` lives here.
 """
 
@@ -25,25 +31,27 @@ from harness.protocols.stream import (
     CODEC_H264,
     FLAG_KEYFRAME,
     FLAG_REPLAY,
-    REMOTE_USER_JOINED,
+    STATUS_STARTING_VIDEO,
     ConnectionComplete,
     CursorName,
+    Event,
     Init,
     Kind,
     MsgType,
     Ping,
-    RemoteUser,
     Role,
-    SelfId,
     StreamConnection,
     StreamError,
     StreamInit,
+    StreamStatus,
     UnknownMessage,
     VideoFrame,
 )
 
 from ..._tasks import cancel_and_wait
 from ...desktop import DesktopUnavailable, Frame, StreamStartError, Subscriber
+from ...desktop.registry import Viewer, ViewerRegistry
+from ...gofmt import NS_PER_S, go_duration
 from .models import Session
 
 if TYPE_CHECKING:
@@ -54,10 +62,15 @@ log = logging.getLogger("helix_sim.api")
 #: How long the desktop waits for the TEXT init; the pong deadline (ws_stream.go).
 INIT_DEADLINE_S = 30.0
 PONG_DEADLINE_S = 30.0
-#: Fault superseded: the server supersedes a stream this long after it started.
-SUPERSEDE_AT_S = 3.0
+#: Fault superseded: the server supersedes the streams this long after the first viewer's stream started.
+SUPERSEDE_AT_S = 2.0
+#: The StreamStatus a viewer gets until its first frame (newer upstream; only ``state`` is known).
+STARTING_VIDEO = StreamStatus(STATUS_STARTING_VIDEO, "Waiting for the first video frame")
 
-USER_COLORS = ("#FF6B6B", "#4ECDC4", "#45B7D1", "#96CEB4", "#FFEAA7", "#DDA0DD", "#98D8C8", "#F7DC6F")
+
+def no_first_frame_error(timeout_s: float) -> str:
+    """The retryable ErrNoFirstFrame's text (newer upstream: "no video frame … within 10s")."""
+    return f"no video frame received within {go_duration(round(timeout_s * NS_PER_S))}"
 
 
 class Canary:
@@ -105,6 +118,10 @@ class StreamClient:
         self.sub: Subscriber | None = None
         self.paused = False
         self.ended: str | None = None  # why the server ended it
+        self.stopped = False  # Stop() after a pipeline error: no frames, no pings, the socket stays open
+        self.viewer: Viewer | None = None
+        self._registry: ViewerRegistry | None = None
+        self._first_frame = asyncio.Event()
         self.last_pong = time.monotonic()
         self.encoder_latency_ms = 0
         self.frames_sent = 0
@@ -135,6 +152,11 @@ class StreamClient:
         transport = self._transport
         if transport is not None and not transport.is_closing():
             transport.close()
+
+    def post(self, event: Event) -> None:
+        """Queue one message (the registry's delivery; never blocks): sent in the order posted."""
+        if self.ended is None and not self.ws.closed:
+            self._spawn(self.send(event))
 
     async def send(self, event: Any) -> bool:
         if self.ws.closed or self.ended is not None:
@@ -223,10 +245,6 @@ class StreamClient:
         unique = init.extra.get("client_unique_id")
         if isinstance(unique, str) and unique:
             self.unique_id = unique
-            old = self.api._by_unique_id.get((self.session.id, unique))
-            if old is not None and old is not self:
-                old.abort("a viewer with the same client_unique_id reconnected")
-            self.api._by_unique_id[(self.session.id, unique)] = self
         try:
             sub = await desktop.open_stream(init)
         except StreamStartError as exc:
@@ -246,25 +264,57 @@ class StreamClient:
             await self.send(CursorName(0, 0, 0, "default"))
         await self.send(ConnectionComplete(init.width, init.height))
         if init.session_id:
-            me = self._remote_user()
-            await self.send(SelfId(self.number))
-            await self.send(me)
-            for other in self.api._viewers_of(self.session.id):
-                if other is not self and other.init is not None and other.init.session_id:
-                    await self.send(other._remote_user())
-                    other._spawn(other.send(me))
+            self._register(desktop.registry, init)
         self._sender = self._spawn(self._send_frames(sub, width, height))
+        self._spawn(self._starting_video())
         if "superseded" in self.api.config.faults:
-            self._spawn(self._supersede_after(self.api.config.delay(SUPERSEDE_AT_S)))
+            self._spawn(self._supersede_after(desktop.fault_clock.until(SUPERSEDE_AT_S) or 0.0))
 
-    def _remote_user(self) -> RemoteUser:
-        extra = self.init.extra if self.init is not None else {}
-        name = extra.get("user_name") if isinstance(extra.get("user_name"), str) else ""
-        avatar = extra.get("avatar_url") if isinstance(extra.get("avatar_url"), str) else ""
-        return RemoteUser(
-            REMOTE_USER_JOINED, self.number, (name or f"User {self.number}")[:255],
-            USER_COLORS[(self.number - 1) % len(USER_COLORS)], avatar[:0xFFFF],
+    def _register(self, registry: ViewerRegistry, init: Init) -> None:
+        """RegisterClient: SelfId, joined to all, the others' joined (all posted in order)."""
+
+        def text(key: str) -> str:
+            value = init.extra.get(key)
+            return value if isinstance(value, str) else ""
+
+        self._registry = registry
+        self.viewer = registry.register(
+            name=text("user_name"), avatar=text("avatar_url"), user_id=text("user_id"), unique_id=self.unique_id or "",
+            deliver=self.post, evict=lambda: self.abort("a viewer with the same client_unique_id reconnected"),
         )
+
+    def _unregister(self) -> None:
+        registry, viewer = self._registry, self.viewer
+        if registry is not None and viewer is not None:
+            self._registry = None
+            registry.unregister(viewer.id)
+
+    def _touch(self) -> None:
+        if self._registry is not None and self.viewer is not None:
+            self._registry.touch(self.viewer.id)
+
+    async def _starting_video(self) -> None:
+        """Newer upstream: a StreamStatus ``starting_video`` every interval until the first frame; none within
+        ``first_frame_timeout_s``: the retryable 0x31 and the connection dropped."""
+        cfg = self.api.config
+        deadline = time.monotonic() + cfg.first_frame_timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                await asyncio.wait_for(self._first_frame.wait(), min(cfg.stream_status_interval_s, max(0.0, remaining)))
+                return
+            except asyncio.TimeoutError:
+                pass
+            if not self.streaming or self.stopped:
+                return
+            if time.monotonic() >= deadline:
+                message = no_first_frame_error(cfg.first_frame_timeout_s)
+                log.info("stream %d (%s): %s", self.number, self.session.id, message)
+                await self.send(StreamError(message))
+                self._stop_frames()
+                self.abort(message)
+                return
+            await self.send(STARTING_VIDEO)
 
     async def _send_frames(self, sub: Subscriber, width: int, height: int) -> None:
         for frame in sub.replay:
@@ -274,7 +324,9 @@ class StreamClient:
             frame = await sub.get()
             if frame is None:
                 reason = sub.end_reason or "ended"
-                if reason != "closed":
+                if reason == "error":
+                    await self._fail(sub.error or "pipeline error")
+                elif reason != "closed":
                     self.abort(f"desktop ended the stream: {reason}")
                 return
             if self.paused:
@@ -286,6 +338,7 @@ class StreamClient:
         flags = (FLAG_KEYFRAME if frame.keyframe else 0) | (FLAG_REPLAY if replay else 0)
         ok = await self.send(VideoFrame(CODEC_H264, flags, frame.pts_us, width, height, frame.data))
         if ok:
+            self._first_frame.set()
             if replay:
                 self.replay_sent += 1
             else:
@@ -293,9 +346,19 @@ class StreamClient:
                 self.encoder_latency_ms = min(0xFFFF, int((time.monotonic() - frame.published) * 1000))
         return ok
 
+    async def _fail(self, message: str) -> None:
+        """readFramesAndSend's error path: 0x31, then Stop() (heartbeat stops, the viewer leaves the registry).
+        The socket stays open; the read deadline closes it 30 s after the last pong."""
+        log.info("stream %d (%s): pipeline error: %s", self.number, self.session.id, message)
+        await self.send(StreamError(message))
+        self.stopped = True
+        self._unregister()
+
     async def _read_loop(self) -> None:
         while True:
             msg = await self.ws.receive()
+            if msg.type in (WSMsgType.BINARY, WSMsgType.TEXT):
+                self._touch()  # UpdateClientActivity: data messages only, never WS control frames
             if msg.type == WSMsgType.BINARY:
                 try:
                     event = self.conn.receive(Kind.BINARY, msg.data)
@@ -339,6 +402,8 @@ class StreamClient:
             if time.monotonic() - self.last_pong > PONG_DEADLINE_S:
                 self.abort("no pong for 30 s (read deadline)")
                 return
+            if self.stopped:
+                continue  # the heartbeat ended with Stop(); only the read deadline is left
             try:
                 await self.ws.ping()
             except (ConnectionError, RuntimeError):
@@ -351,6 +416,7 @@ class StreamClient:
 
     async def _cleanup(self) -> None:
         await cancel_and_wait(self._tasks)
+        self._unregister()  # Stop(): the others hear it left (unless it was swept or evicted)
         if self.sub is not None and self.session.desktop is not None:
             self.session.desktop.close_stream(self.sub)
         self.conn.close()

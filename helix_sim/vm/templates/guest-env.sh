@@ -4,6 +4,8 @@ export HOME=@@Q:HOME@@
 export PATH=@@Q:BIN@@:/usr/bin:/bin
 export SHELL=/bin/bash
 export LANG=C.UTF-8
+# The guest's temp dir: /tmp, which guest-shell makes the VM's own (or that dir itself where it cannot).
+export TMPDIR=@@Q:GUEST_TMPDIR@@
 # The guest's Docker engine (the simulator's Engine API socket).
 export DOCKER_HOST=@@Q:DOCKER_HOST@@
 # What the go/docker shims and the built helix CLI run on.
