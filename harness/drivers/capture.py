@@ -130,7 +130,14 @@ async def capture_stream(
                 while True:
                     now = time.monotonic()
                     if now >= end_at:
-                        result.end = "duration"
+                        if first_frame_ns is None:
+                            # the whole capture passed without a first frame: that is its cause, whichever
+                            # of the capture's duration and the first-frame timeout is shorter
+                            result.end = "error"
+                            result.first_frame_timed_out = True
+                            result.error = f"no video frame within the whole capture ({duration:.1f}s after the init)"
+                        else:
+                            result.end = "duration"
                         break
                     wait = end_at - now
                     if first_frame_ns is None:
