@@ -21,7 +21,7 @@ from ..errors import HarnessError
 from ..protocols.h264 import AnnexBAccessUnitSplitter
 from ..protocols.recording import KIND_BINARY, RecordingReader
 from ..protocols.stream import FLAG_KEYFRAME, FLAG_REPLAY, STREAM_ERROR_HEADER, VIDEO_FRAME_HEADER, MsgType
-from .content import NAL_SPS, ContentAnalyzer, summarize_au
+from .au import NAL_SPS, summarize_au
 from .timing import TimingAnalyzer
 
 log = logging.getLogger("harness.analysis.recording")
@@ -46,7 +46,7 @@ class StreamAnalyzer:
 
     def __init__(self, *, warmup_s: float = 2.0, decode: bool = True, thumbnails: bool = False) -> None:
         self.timing = TimingAnalyzer(warmup_s=warmup_s)
-        self.content = ContentAnalyzer(thumbnails=thumbnails) if decode else None
+        self.content = _content_analyzer(thumbnails=thumbnails) if decode else None
         self._t0: int | None = None
         self._t_end: int | None = None
         self._first = None
@@ -112,6 +112,13 @@ class StreamAnalyzer:
         return _ordered(merged)
 
 
+def _content_analyzer(**kwargs):
+    """A ContentAnalyzer, importing PyAV and numpy only now (``--no-decode`` never pays for them)."""
+    from .content import ContentAnalyzer
+
+    return ContentAnalyzer(**kwargs)
+
+
 def _error_text(data: bytes) -> str:
     if len(data) < STREAM_ERROR_HEADER.size:
         return ""
@@ -151,7 +158,7 @@ def analyze_h264(path: str | os.PathLike, *, decode: bool = True, assumed_fps: f
     """
     if not assumed_fps > 0:
         raise HarnessError(f"assumed_fps must be > 0, got {assumed_fps}", phase="analysis")
-    content = ContentAnalyzer() if decode else None
+    content = _content_analyzer() if decode else None
     splitter = AnnexBAccessUnitSplitter()
     frames = keyframes = 0
     first = None
