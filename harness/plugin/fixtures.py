@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ..config import TARGET_ENV, TargetConfig, load_target
+from ..config import ANALYSIS_MODES, TARGET_ENV, TargetConfig, load_target
 from ..errors import HarnessError
 from ..record import RunRecord, StreamRecord
 from ..redact import install_logging_filter, redact
@@ -68,7 +68,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 choices=["feb5-reject", "v7-fallback", "v10-ignore"], help="simulated QEMU behaviour")
     g.addoption("--sim-video-mode", dest="e2e_sim_video_mode", default=None, choices=["scanout", "shm"],
                 help="simulated video mode")
+    g.addoption("--analysis", dest="e2e_analysis", default=None, choices=list(ANALYSIS_MODES),
+                help="when the stream's frames are decoded: live (during the stream), deferred (after it, from the "
+                "recording) or sampled (IDRs and every Nth frame); default: [stream] analysis, the ini "
+                "helix_e2e_analysis, else deferred on a real Mac and live on the simulator")
     parser.addini("helix_e2e_target", "default target config file", default=None)
+    parser.addini("helix_e2e_analysis", "default analysis mode (live|deferred|sampled) for targets that set none",
+                  default=None)
 
 
 def target_path(config: pytest.Config) -> str:
@@ -100,6 +106,9 @@ def target(request: pytest.FixtureRequest) -> TargetConfig:
         overrides["stream.duration"] = config.getoption("e2e_stream_duration")
     if config.getoption("e2e_timeout_scale"):
         overrides["timeouts.scale"] = config.getoption("e2e_timeout_scale")
+    analysis = config.getoption("e2e_analysis") or (None if cfg.stream.analysis else config.getini("helix_e2e_analysis"))
+    if analysis:
+        overrides["stream.analysis"] = analysis
     faults = _sim_faults(config)
     session = E2ESession.of(config)
     if cfg.is_sim and not cfg.sim.get("external"):
