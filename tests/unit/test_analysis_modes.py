@@ -148,3 +148,10 @@ def test_modes_and_their_defaults() -> None:
         TargetConfig().with_overrides({"stream.analysis": "decode-later"})
     with pytest.raises(ConfigError):
         FrameSampler(0)
+
+
+def test_the_nightly_run_defaults_to_deferred() -> None:
+    """On the real Mac the harness must not decode while the VM streams (issue 15)."""
+    workflow = Path(__file__).resolve().parents[2] / ".github" / "workflows" / "nightly-macos.yml"
+    suite = [line for line in workflow.read_text().splitlines() if "make e2e" in line]
+    assert suite and all("--analysis deferred" in line for line in suite)
