@@ -223,7 +223,7 @@ def capture_rows(work: Path, quick: bool) -> list[Row]:
     rows.append(_error_row("4K60", run_capture(work, clips["4K60"], frames=frames, pace="realtime",
                                                analysis=DEFERRED, name="rt-4K60-deferred")))
     rows += _cpu_rows(paced, seconds)
-    rows.append(_whole_command_row(fast["1080p60"], repeats=1 if quick else 2))
+    rows.append(_whole_command_row(fast["1080p60"], repeats=1 if quick else 3))
     return rows
 
 
