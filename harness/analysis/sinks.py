@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,8 +94,6 @@ class CaptureSinks:
         if decode and analysis != DEFERRED:
             self.content = ContentWorker(_content_analyzer(thumbnails))
             self._feed = ContentFeed(self.content.put, self.sampler)
-        #: Seconds the content analysis took after the stream (the deferred pass, or draining the worker).
-        self.analysis_s: float | None = None
 
     def __enter__(self) -> "CaptureSinks":
         return self
@@ -132,7 +129,6 @@ class CaptureSinks:
                                "sampling": None}
         if not self.decode:
             return out
-        t0 = time.monotonic()
         if self.content is not None:
             self.content.close(timeout=content_timeout)
             analyzer = self.content.analyzer
@@ -150,7 +146,6 @@ class CaptureSinks:
             out["content"] = analyzer.result()
             if error:
                 out["content"]["analysis_error"] = error
-        self.analysis_s = round(time.monotonic() - t0, 3)
         if self.sampler is not None:
             out["sampling"] = self.sampler.report()
         if self._thumbnails:

@@ -131,8 +131,8 @@ _libproc: Any = None
 def _darwin_bytes_written(pid: int) -> int | None:
     global _libproc
     if _libproc is None:
-        path = ctypes.util.find_library("proc") or "/usr/lib/libproc.dylib"
-        _libproc = ctypes.CDLL(path, use_errno=True)
+        # libproc lives in libSystem, which every process has loaded (dlopen(NULL) finds it there too).
+        _libproc = ctypes.CDLL(ctypes.util.find_library("proc"), use_errno=True)
         _libproc.proc_pid_rusage.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.POINTER(_RusageInfoV2)]
         _libproc.proc_pid_rusage.restype = ctypes.c_int
     info = _RusageInfoV2()
