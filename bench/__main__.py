@@ -14,7 +14,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from harness.analysis.recording import analyze_h264, analyze_recording
@@ -26,24 +25,16 @@ from harness.protocols.stream import CODEC_H264, FLAG_KEYFRAME, VideoFrame
 from helix_sim.recordings import synthesize_recording
 from helix_sim.desktop.video import H264Encoder, Scene
 
+from .capture import capture_rows
+from .observer import observer_rows
+from .startup import startup_rows
+from .table import Row, render
+
 WARMUP = 2.0
 FFMPEG_GOAL = 0.9
 TIMING_GOAL = 200_000
 MEMORY_GOAL_MB = 10.0
 MB = 1024 * 1024
-
-
-@dataclass
-class Row:
-    metric: str
-    measured: str
-    reference: str
-    goal: str
-    ok: bool | None  # None: could not run
-
-    @property
-    def status(self) -> str:
-        return "ERROR" if self.ok is None else "PASS" if self.ok else "FAIL"
 
 
 # -- (a) FPS accuracy against the sim's ground truth ------------------------------------------------
@@ -220,21 +211,7 @@ def memory(work: Path, quick: bool) -> list[Row]:
 
 # -- the table -------------------------------------------------------------------------------------
 
-SECTIONS = (fps_accuracy, decode_vs_ffmpeg, timing_only, memory)
-HEADER = ("metric", "measured", "reference", "ratio/goal", "status")
-
-
-def render(rows: list[Row]) -> str:
-    cells = [HEADER] + [(r.metric, r.measured, r.reference, r.goal, r.status) for r in rows]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(HEADER))]
-    lines = []
-    for n, c in enumerate(cells):
-        lines.append("  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
+SECTIONS = (fps_accuracy, decode_vs_ffmpeg, timing_only, memory, capture_rows, observer_rows, startup_rows)
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="a fast smoke run: smaller streams, fewer frames")
@@ -245,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         for section in SECTIONS:
             try:
                 rows += section(Path(tmp), args.quick)
-            except (HarnessError, SimError, OSError, subprocess.CalledProcessError) as exc:
+            except (HarnessError, SimError, OSError, subprocess.SubprocessError) as exc:
                 rows.append(Row(section.__name__.replace("_", " "), "-", f"could not run: {exc}", "-", None))
     print(render(rows))
     print(f"({'quick' if args.quick else 'full'} run, {time.perf_counter() - started:.1f} s, "

@@ -22,6 +22,8 @@ UTM_CRASH_DIR = "~/Library/Logs/DiagnosticReports"
 UTMCTL = "/Applications/UTM.app/Contents/MacOS/utmctl"
 #: The env var naming the target file (the pytest option ``--target`` wins over it).
 TARGET_ENV = "HELIX_E2E_TARGET"
+#: When a stream's frames are decoded (``[stream] analysis``, ``--analysis``; see ``harness.analysis.modes``).
+ANALYSIS_MODES = ("live", "deferred", "sampled")
 
 
 def _expand(path: str | None) -> str | None:
@@ -251,6 +253,8 @@ class StreamConfig:
     video_mode: str = ""
     cli_fps_tolerance: float = 0.15
     cli_cross_check: bool = True
+    #: When the frames are decoded: live | deferred | sampled; "" = deferred on a real Mac, live on the sim.
+    analysis: str = ""
 
     def __post_init__(self) -> None:
         for name in ("fps_min", "fps_max", "duration", "warmup", "cli_fps_tolerance"):
@@ -278,6 +282,8 @@ class StreamConfig:
         check_number(self.cli_fps_tolerance, "[stream] cli_fps_tolerance", 0, 1)
         if self.video_mode not in ("", "scanout", "shm", "native", "zerocopy"):
             raise ConfigError(f"[stream] unknown video_mode {self.video_mode!r}")
+        if self.analysis and self.analysis not in ANALYSIS_MODES:
+            raise ConfigError(f"[stream] unknown analysis {self.analysis!r}", hint=f"one of: {', '.join(ANALYSIS_MODES)}")
 
 
 @dataclass(frozen=True)
@@ -297,6 +303,12 @@ class TargetConfig:
     def is_sim(self) -> bool:
         """A target with a ``[sim]`` table, even an empty one, is a simulator (never silently a real Mac)."""
         return self.sim is not None
+
+    @property
+    def analysis_mode(self) -> str:
+        """``[stream] analysis``, else ``live`` on the simulator and ``deferred`` on a real Mac (where the
+        harness would compete with the VM it measures)."""
+        return self.stream.analysis or ("live" if self.is_sim else "deferred")
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> "TargetConfig":
         """Apply dotted overrides such as ``{"stream.duration": 5, "timeouts.scale": 2}``."""

@@ -363,7 +363,8 @@ class Strategy:
         def capture() -> None:
             run.capture = d.capture.capture(
                 d.api.stream_url(sid), d.api.auth_headers, init, duration=duration, out_dir=self.artifacts_dir,
-                name="stream", on_progress=lambda s: h.update(f"streaming {s:.0f}/{duration:.0f}s"))
+                name="stream", on_progress=lambda s: h.update(f"streaming {s:.0f}/{duration:.0f}s"),
+                analysis=self.target.analysis_mode)
 
         if cfg.cli_cross_check:
             # The native client joins first, as the live-pipeline client; the CLI joins shortly after.

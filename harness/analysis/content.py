@@ -31,11 +31,8 @@ import numpy as np
 
 from ..errors import HarnessError
 from ..protocols.stamp import COUNTER_MASK, STAMP_HEIGHT, read_stamp
-
-try:  # the shared SPS parser (harness.protocols.h264); the fallback below only needs NAL types
-    from ..protocols import h264 as _h264
-except ImportError:  # pragma: no cover - only while protocols.h264 is missing
-    _h264 = None
+# The decoder-free AU helpers live in .au (timing-only analysis imports no PyAV); re-exported here.
+from .au import NAL_IDR, NAL_PPS, NAL_SLICE, NAL_SPS, AuSummary, leading_nal_types, summarize_au  # noqa: F401
 
 log = logging.getLogger("harness.analysis.content")
 
@@ -52,53 +49,9 @@ _MIN_COLUMNS = 160
 #: Longest side of a thumbnail.
 THUMB_SIZE = 320
 
-NAL_SLICE = 1
-NAL_IDR = 5
-NAL_SPS = 7
-NAL_PPS = 8
 _MAX_PENDING = 256
 #: Below this many samples a uint32 sum of uint8 values cannot overflow.
 _UINT32_SAMPLES = (1 << 32) // 256
-
-
-class AuSummary(NamedTuple):
-    """What the first NAL units of an access unit say, without decoding."""
-
-    has_idr: bool
-    has_sps: bool
-    has_pps: bool
-    size: tuple[int, int] | None  # (width, height) from the SPS, when it has one and it parses
-
-
-def leading_nal_types(au: bytes, limit: int = 16) -> list[int]:
-    """NAL unit types of ``au`` up to and including its first slice (VCL NAL), at most ``limit``."""
-    types: list[int] = []
-    find = au.find
-    i = find(b"\x00\x00\x01")
-    n = len(au)
-    while 0 <= i and i + 3 < n and len(types) < limit:
-        t = au[i + 3] & 0x1F
-        types.append(t)
-        if 1 <= t <= 5:
-            break
-        i = find(b"\x00\x00\x01", i + 3)
-    return types
-
-
-def summarize_au(au: bytes) -> AuSummary:
-    """IDR/SPS/PPS presence and the SPS picture size (via ``protocols.h264`` when available)."""
-    types = leading_nal_types(au)
-    has_sps = NAL_SPS in types
-    size = None
-    if has_sps and _h264 is not None:
-        try:
-            sps = _h264.au_info(au).sps
-        except HarnessError as exc:
-            log.debug("unparsable SPS: %s", exc)
-            sps = None
-        if sps is not None:
-            size = (sps.width, sps.height)
-    return AuSummary(NAL_IDR in types, has_sps, NAL_PPS in types, size)
 
 
 class _Pending(NamedTuple):

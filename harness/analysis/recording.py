@@ -37,7 +37,7 @@ from ..protocols.errors import RemoteProtocolError
 from ..protocols.h264 import AnnexBAccessUnitSplitter
 from ..protocols.recording import KIND_BINARY, RecordingError, RecordingReader
 from ..protocols.stream import FLAG_KEYFRAME, FLAG_REPLAY, VIDEO_FRAME_HEADER, MsgType
-from .content import NAL_SPS, ContentAnalyzer, leading_nal_types, summarize_au
+from .au import NAL_SPS, leading_nal_types, summarize_au
 from .timing import TimingAnalyzer
 
 log = logging.getLogger("harness.analysis.recording")
@@ -68,7 +68,7 @@ class StreamAnalyzer:
 
     def __init__(self, *, warmup_s: float = 2.0, decode: bool = True, thumbnails: bool = False) -> None:
         self.timing = TimingAnalyzer(warmup_s=warmup_s)
-        self.content = ContentAnalyzer(thumbnails=thumbnails) if decode else None
+        self.content = _content_analyzer(thumbnails=thumbnails) if decode else None
         self._t0: int | None = None
         self._t_end: int | None = None
         self._first = None
@@ -150,6 +150,13 @@ class StreamAnalyzer:
         return _ordered(merged)
 
 
+def _content_analyzer(**kwargs):
+    """A ContentAnalyzer, importing PyAV and numpy only now (``--no-decode`` never pays for them)."""
+    from .content import ContentAnalyzer
+
+    return ContentAnalyzer(**kwargs)
+
+
 def _ordered(d: dict) -> dict:
     out = {k: d[k] for k in RESULT_KEYS if k in d}
     out.update((k, v) for k, v in d.items() if k not in out)
@@ -202,7 +209,7 @@ def analyze_h264(path: str | os.PathLike, *, decode: bool = True, assumed_fps: f
     """
     if not (isinstance(assumed_fps, (int, float)) and math.isfinite(assumed_fps) and assumed_fps > 0):
         raise HarnessError(f"assumed_fps must be a finite number > 0, got {assumed_fps}", phase="analysis")
-    content = ContentAnalyzer() if decode else None
+    content = _content_analyzer() if decode else None
     splitter = AnnexBAccessUnitSplitter() if max_pending is None else AnnexBAccessUnitSplitter(max_pending)
     frames = keyframes = slices = junk = 0
     sps_ok = False

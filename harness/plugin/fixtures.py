@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ..config import TARGET_ENV, TargetConfig, load_target, validate_session_id
+from ..config import ANALYSIS_MODES, TARGET_ENV, TargetConfig, load_target, validate_session_id
 from ..errors import HarnessError
 from ..record import RunRecord, StreamRecord
 from ..redact import install_logging_filter, redact
@@ -71,7 +71,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 choices=["feb5-reject", "v7-fallback", "v10-ignore"], help="simulated QEMU behaviour")
     g.addoption("--sim-video-mode", dest="e2e_sim_video_mode", default=None, choices=["scanout", "shm"],
                 help="simulated video mode")
+    g.addoption("--analysis", dest="e2e_analysis", default=None, choices=list(ANALYSIS_MODES),
+                help="when the stream's frames are decoded: live (during the stream), deferred (after it, from the "
+                "recording) or sampled (IDRs and every Nth frame); default: [stream] analysis, the ini "
+                "helix_e2e_analysis, else deferred on a real Mac and live on the simulator")
     parser.addini("helix_e2e_target", "default target config file", default=None)
+    parser.addini("helix_e2e_analysis", "default analysis mode (live|deferred|sampled) for targets that set none",
+                  default=None)
 
 
 def _count(text: str) -> int:
@@ -111,6 +117,9 @@ def requested_target(config: pytest.Config) -> tuple[TargetConfig, list[str]]:
         overrides["stream.duration"] = config.getoption("e2e_stream_duration")
     if config.getoption("e2e_timeout_scale") is not None:
         overrides["timeouts.scale"] = config.getoption("e2e_timeout_scale")
+    analysis = config.getoption("e2e_analysis") or (None if cfg.stream.analysis else config.getini("helix_e2e_analysis"))
+    if analysis:
+        overrides["stream.analysis"] = analysis
     cfg = cfg.with_overrides(overrides) if overrides else cfg
     faults = _sim_faults(config)
     if faults and not cfg.is_sim:

@@ -197,6 +197,7 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     if report.when == "call" and strat is not None and streaming:
         for key, value in junit_properties(strat.record, strat.timeline).items():
             report.user_properties.append((key, value))
+            item.user_properties.append((key, value))  # junitxml writes the teardown report's, copied from the item
         mark = item.get_closest_marker("e2e_artifacts")
         keep = item.config.getoption("e2e_keep_artifacts")
         if mark is not None and (report.failed or keep == "always") and session.has_run_dir:

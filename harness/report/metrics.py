@@ -95,6 +95,8 @@ def build_metrics(record, target, timeline, *, status: str = "", broken: tuple[s
                 },
             }
         )
+        if cap.footprint:  # the harness's own cost during the stream (issue 15; a public interface)
+            m["harness"] = dict(cap.footprint)
         ids: dict[str, Any] = {}
         for where, scan in (("desktop", run.desktop_scan), ("host", run.host_scan)):
             if scan is not None:
@@ -168,6 +170,10 @@ def provenance(record, target) -> dict[str, Any]:
     }
 
 
+#: ``metrics.json["harness"]`` keys that also become JUnit properties (``harness_<key>``).
+HARNESS_PROPERTIES = ("analysis", "stream_cpu_s", "stream_cpu_percent_of_core", "peak_rss_mb", "bytes_written")
+
+
 def junit_properties(record, timeline) -> dict[str, Any]:
     """Measurements as JUnit <property> values."""
     props: dict[str, Any] = {}
@@ -182,6 +188,8 @@ def junit_properties(record, timeline) -> dict[str, Any]:
             "freezes": len(c.get("freezes") or []),
             "decode_errors": c.get("decode_errors"),
         })
+        for key in HARNESS_PROPERTIES:
+            props[f"harness_{key}"] = (run.capture.footprint or {}).get(key)
         for where, scan in (("desktop", run.desktop_scan), ("host", run.host_scan)):
             if scan is not None:
                 props[f"resource_ids_{where}_nonzero"] = scan.resource_ids.nonzero

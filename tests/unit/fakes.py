@@ -239,9 +239,10 @@ class FakeDocker(_Fake):
 class FakeCapture(_Fake):
     prefix = "capture"
 
-    def capture(self, url, headers, init, *, duration, out_dir, name="stream", on_progress=None) -> CaptureResult:
+    def capture(self, url, headers, init, *, duration, out_dir, name="stream", on_progress=None,
+                analysis="live") -> CaptureResult:
         self._rec("capture")
-        return CaptureResult(url=url, recording="", h264="", end="duration")
+        return CaptureResult(url=url, recording="", h264="", end="duration", analysis=analysis)
 
 
 class FakeFrameExport(_Fake):
