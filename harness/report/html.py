@@ -100,6 +100,7 @@ def banner_html(m: dict[str, Any], reruns: dict | None = None) -> str:
     else:
         parts.append(f"<div class='e2e-headline'>{_headline(m)}</div>")
         parts.append(_triage_html(m.get("triage")))
+        parts.append(_out_of_band_html(m))
     if m.get("broken") and not m.get("triage"):
         b = m["broken"]
         parts.append(f"<p>The target broke in the <b>{_h(b.get('phase'))}</b> phase: {_h(ms.humanize(b.get('error')))}</p>")
@@ -122,6 +123,16 @@ def _headline(m: dict[str, Any]) -> str:
         limit = f" <small>({_h(row.limit)})</small>" if row.limit else ""
         figs.append(f"<span class='e2e-fig' data-key='{_h(row.key)}'>{_h(row.label)} {value}{limit} {_mark(row)}</span>")
     return "".join(figs) or "<span class='e2e-unknown'>no stream was measured</span>"
+
+
+def _out_of_band_html(m: dict[str, Any]) -> str:
+    """Every measurement outside its band or limit, in one line each (the table below has them all)."""
+    rows = [r for r in ms.measurements(m) if r.status == ms.OUT]
+    if not rows:
+        return ""
+    items = "".join(f"<li data-key='{_h(r.key)}'>{_h(r.label)}: <b>{_h(r.value)}</b> (limit {_h(r.limit)}) "
+                    f"{_mark(r)}</li>" for r in rows[:8])
+    return f"<div class='e2e-out-of-band'><b>Outside its band or limit:</b><ul>{items}</ul></div>"
 
 
 def _triage_html(t: dict[str, Any] | None) -> str:
