@@ -262,10 +262,13 @@ def _chart(measure: Measure, runs: list[Run], flagged: dict[tuple[int, str], Reg
     values = [r.values.get(measure.key) for r in runs]
     known = [v for v in values if v is not None]
     lo, hi = (min(known), max(known)) if known else (0.0, 1.0)
-    if hi - lo < 1e-9:
-        lo, hi = lo - 1, hi + 1
+    if hi - lo < 1e-9:  # a flat line: centre it
+        pad = abs(hi) * 0.5 or 1.0
+        lo, hi = lo - pad, hi + pad
     margin = (hi - lo) * 0.1
-    lo, hi = max(0.0, lo - margin) if lo >= 0 else lo - margin, hi + margin
+    lo, hi = lo - margin, hi + margin
+    if known and min(known) >= 0:
+        lo = max(0.0, lo)  # times, rates and sizes are never negative
     n = len(runs)
 
     def x(i: int) -> float:
@@ -308,7 +311,7 @@ def _chart(measure: Measure, runs: list[Run], flagged: dict[tuple[int, str], Reg
                   f'<title>{_h(tip)}</title></circle>')
         href = _href(run.report, out_dir) if run.report is not None else (_href(run.ci_url, out_dir) if run.ci_url else "")
         parts.append(f'<a href="{_h(href)}">{circle}</a>' if href else circle)
-    step = max(1, n // 6)
+    step = max(1, -(-n // 5))  # at most 5 date labels
     for i in range(0, n, step):
         parts.append(f'<text x="{x(i):.1f}" y="{pad_t + plot_h + 28}" text-anchor="middle">'
                      f'{_h(ms.local_time(runs[i].when, "%m-%d %H:%M"))}</text>')
