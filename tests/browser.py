@@ -11,6 +11,7 @@ which :meth:`Browser.close` kills and reaps.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -117,12 +118,13 @@ class Page:
         from websockets.sync.client import connect
 
         self.timeout = timeout
-        self.ws = connect(ws_url, max_size=None, open_timeout=timeout)
+        self._stack = contextlib.ExitStack()
+        self.ws = self._stack.enter_context(connect(ws_url, max_size=None, open_timeout=timeout))
         self._id = 0
         self._events: list[dict[str, Any]] = []
 
     def close(self) -> None:
-        self.ws.close()
+        self._stack.close()
 
     def __enter__(self) -> "Page":
         return self

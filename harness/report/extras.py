@@ -19,6 +19,9 @@ from ..redact import redact
 
 log = logging.getLogger(__name__)
 
+#: What each thumbnail shows, in words.
+THUMBNAIL_WORDS = {"first_idr": "first IDR frame", "worst": "worst window", "last": "last frame"}
+
 #: Artifact kinds a test can ask for with @pytest.mark.e2e_artifacts(...).
 KINDS = ("fps_plot", "thumbnails", "clip", "timeline", "logs", "probe", "crashes")
 
@@ -342,7 +345,7 @@ def build_extras(kinds: tuple[str, ...], record, target, timeline, dest: Path) -
                 for path in run.capture.thumbnails.values():
                     shutil.copy(path, dest / Path(path).name)
                 if run.capture.thumbnails:
-                    out.append(ex.html(thumbnails_html(run.capture.thumbnails)))
+                    out.append(ex.html(thumbnails_html(run.capture.thumbnails, THUMBNAIL_WORDS)))
             elif kind == "clip" and run is not None and run.capture is not None:
                 # One copy of the clip per page (it is the largest thing on it): the run's evidence at
                 # the top holds it; this test's folder keeps the file.

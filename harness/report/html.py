@@ -21,7 +21,7 @@ from typing import Any
 
 from ..redact import redact
 from . import measures as ms
-from .extras import b64_size, clip_html, cut_clip, fps_plot_svg, log_excerpts_html, thumbnails_html, timeline_html, \
+from .extras import THUMBNAIL_WORDS, b64_size, clip_html, cut_clip, fps_plot_svg, log_excerpts_html, thumbnails_html, timeline_html, \
     timeline_svg
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,6 @@ PAGE_LIMIT_BYTES = 5_000_000
 CLIP_SECONDS = 5.0
 #: Kept free for what is not counted exactly (pytest-html's own page, the trend, rounding).
 PAGE_MARGIN_BYTES = 150_000
-THUMBNAIL_WORDS = {"first_idr": "first IDR frame", "worst": "worst window", "last": "last frame"}
 
 STYLE = """<style>
 .e2e-banner{border:1px solid #bbb;border-left:10px solid #757575;border-radius:4px;padding:8px 14px;margin:8px 0 14px;
@@ -107,6 +106,11 @@ def banner_html(m: dict[str, Any], reruns: dict | None = None) -> str:
     if reruns is not None:
         done = "; ".join(f"{r['test']} (attempt {r['attempt']}: {r['verdict']})" for r in reruns["reruns"]) or "none"
         parts.append(f"<p><b>--rerun-infra {_h(reruns['allowed'])}</b>: {_h(reruns['policy'])}. Reruns: {_h(done)}</p>")
+    failing = sorted(k for k, v in (m.get("tests") or {}).items() if v in ("failed", "error"))
+    if failing:
+        names = ", ".join(k.split("::")[-1] for k in failing[:6]) + (", …" if len(failing) > 6 else "")
+        parts.append(f"<p class='e2e-failed-tests'><b>Failed:</b> {_h(names)} "
+                     "(<a href='#results-table'>expanded in the results below</a>)</p>")
     parts.append("<p><a href='#e2e-evidence'>Measurements, FPS plot, frames and clip ↓</a></p>")
     return (f"{STYLE}<div id='e2e-banner' class='e2e-banner e2e-{word.lower()}' role='status' "
             f"data-verdict='{word}'>{''.join(parts)}</div>{_MOVE_BANNER}")
