@@ -402,4 +402,4 @@ def write_history(root: str | os.PathLike[str], out: str | os.PathLike[str]) -> 
 def summary_line(out: Path, runs: Iterable[Run], flagged: int) -> str:
     runs = list(runs)
     failed = sum(r.verdict == "FAIL" for r in runs)
-    return f"wrote {out}: {len(runs)} runs ({failed} failed), {flagged} regression(s) flagged"
+    return f"wrote {out}: {len(runs)} run{'' if len(runs) == 1 else 's'} ({failed} failed), {flagged} regression(s) flagged"
