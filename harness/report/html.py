@@ -39,6 +39,7 @@ STYLE = """<style>
 .e2e-banner.e2e-pass{border-left-color:#2e7d32;background:#f1f8f1}
 .e2e-banner.e2e-fail{border-left-color:#c62828;background:#fdf1f1}
 .e2e-banner.e2e-incomplete{border-left-color:#ef6c00;background:#fff6ec}
+.e2e-banner h2{font-size:11px;margin:0;color:#555;text-transform:uppercase;letter-spacing:.06em}
 .e2e-verdict-word{font-size:26px;font-weight:bold;margin-right:12px;vertical-align:middle}
 .e2e-pass .e2e-verdict-word{color:#2e7d32}.e2e-fail .e2e-verdict-word{color:#c62828}
 .e2e-incomplete .e2e-verdict-word{color:#ef6c00}
@@ -88,7 +89,7 @@ def banner_html(m: dict[str, Any], reruns: dict | None = None) -> str:
     target = m.get("target") or {}
     if target and "sim" in target:
         kind = " (simulator)" if target.get("sim") else " (real VM)"
-    head = (f"<div class='e2e-verdict-line'><span class='e2e-verdict-word'>{word}</span>"
+    head = (f"<h2>Verdict</h2><div class='e2e-verdict-line'><span class='e2e-verdict-word'>{word}</span>"
             f"<span>target <b>{_h(ms.target_name(m))}</b>{_h(kind)} · {_h(when)} · {counts['passed']} passed, "
             f"{counts['failed'] + counts['error']} failed, {counts['skipped']} skipped</span></div>")
     parts = [head]
