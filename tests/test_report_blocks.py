@@ -181,3 +181,25 @@ def test_metrics_keep_every_key_and_add_the_report_keys():
     assert set(m["provenance"]) >= {"helix_git_sha", "qemu_version", "qemu_build_marker", "utm_version", "host",
                                     "host_model", "harness_version", "target_file"}
     json.dumps(m)
+
+
+def test_a_broken_target_renders_what_it_knows():
+    """The stack broke: no stream was measured, the tests were skipped; the page says so in words."""
+    m = metrics()
+    for key in ("fps", "fps_windows", "fps_min_window", "frames", "capture", "width", "height", "jitter_ms", "stalls",
+                "freezes", "black_frames", "decode_errors", "probe", "probe_verdict", "resource_ids", "log_excerpts",
+                "first_frame_is_idr_with_sps_pps", "stream_errors", "motion", "crash_evidence"):
+        m.pop(key, None)
+    m["tests"] = {k: "skipped" for k in m["tests"]}
+    m["broken"] = {"phase": "stack", "error": "./stack start exited 1"}
+    m["triage"] = {"layer": "stack", "cause": "stack_failed", "evidence": ["exit status 1"], "hint": "read the output",
+                   "message": "./stack start exited 1", "check": "phase:stack", "transient": False, "explains": []}
+    m["phase_timeline"][3]["outcome"] = "failed"
+    page = "".join(page_blocks(m))
+    text = " ".join(Elements(page).text)
+    assert "FAIL" in text and "stack failed" in text and "0 passed, 0 failed, 9 skipped" in text
+    rows = {r.key: r for r in ms.measurements(m)}
+    assert rows["fps"].value == "not measured" and rows["fps"].status == ms.MISSING
+    assert rows["phase_stack"].status == ms.OUT and "(failed)" in rows["phase_stack"].value
+    assert rows["crash"].value == "not collected"
+    assert "e2e-fps" not in page and "data:video" not in page

@@ -425,25 +425,25 @@ def resource_id_rows(m: dict[str, Any]) -> list[Measurement]:
 
 
 def crash_rows(m: dict[str, Any]) -> list[Measurement]:
+    """Crash reports, the VM's status, SSH and the containers after streaming (``crash_evidence``)."""
     ev = m.get("crash_evidence")
+    label = "crash evidence (after streaming)"
     if not isinstance(ev, dict):
-        boot = (m.get("crash_reports_boot") or [])
-        if boot:
-            return [Measurement("crash", "crash evidence", "; ".join(map(str, boot)), "none", OUT, "VM")]
-        return [Measurement("crash", "crash evidence", "not collected", "none", MISSING, "VM")]
+        return [Measurement("crash", label, "not collected", "none", MISSING, "VM")]
     lines = [str(x) for x in ev.get("lines") or []]
+    if not ev.get("collected", True):
+        label = "crash evidence (during boot)"
     scope = "" if ev.get("complete", True) else " (crash reports only: the target was broken)"
     if lines:
-        return [Measurement("crash", "crash evidence", "; ".join(humanize(x) for x in lines) + scope, "none", OUT,
-                            "VM")]
+        return [Measurement("crash", label, "; ".join(humanize(x) for x in lines) + scope, "none", OUT, "VM")]
     checked = ["no new crash report"]
     if ev.get("vm_status"):
         checked.append(f"VM status `{ev['vm_status']}`")
     if ev.get("ssh_alive") is True:
         checked.append("SSH answers")
-    if ev.get("containers_checked"):
-        checked.append("containers intact")
-    return [Measurement("crash", "crash evidence", ", ".join(checked) + scope, "none", OK, "VM")]
+    if ev.get("complete", True) and ev.get("collected", True):
+        checked.append("no container restarted or OOM-killed")
+    return [Measurement("crash", label, ", ".join(checked) + scope, "none", OK, "VM")]
 
 
 def phase_rows(m: dict[str, Any]) -> list[Measurement]:
