@@ -30,6 +30,8 @@ CHROMIUM_FLAGS = (
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 )
 SKIP_REASON = "headless Chromium is not installed (Debian: apt-get install chromium; `make test` does it as root)"
+#: Loopback only: never through a proxy from the environment.
+_LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 #: The first screen a person sees.
 FIRST_SCREEN = (1280, 800)
 
@@ -84,7 +86,7 @@ class Browser:
     def _page_ws(self) -> str:
         deadline = time.monotonic() + self.timeout
         while True:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/json/list", timeout=5) as resp:
+            with _LOCAL.open(f"http://127.0.0.1:{self.port}/json/list", timeout=5) as resp:
                 pages = [t for t in json.load(resp) if t.get("type") == "page"]
             if pages:
                 return pages[0]["webSocketDebuggerUrl"]
@@ -119,7 +121,7 @@ class Page:
 
         self.timeout = timeout
         self._stack = contextlib.ExitStack()
-        self.ws = self._stack.enter_context(connect(ws_url, max_size=None, open_timeout=timeout))
+        self.ws = self._stack.enter_context(connect(ws_url, max_size=None, open_timeout=timeout, proxy=None))
         self._id = 0
         self._events: list[dict[str, Any]] = []
 

@@ -206,7 +206,6 @@ def _slug(nodeid: str) -> str:
 @pytest.hookimpl(optionalhook=True)
 def pytest_html_report_title(report) -> None:
     """Keep pytest-html's report object: its title gets the verdict once the run is over."""
-    report.title = "helix-e2e report"
     config = getattr(report, "config", None)
     if config is not None:
         config.stash[_HTML_REPORT] = report

@@ -255,7 +255,7 @@ def _media_html(m: dict[str, Any], budget: int | None, suffix: str) -> tuple[str
     if thumbs:
         cost = sum(b64_size(Path(p).stat().st_size) + 400 for p in thumbs.values())
         if budget is None or cost <= budget:
-            parts.append("<h3>Frames</h3>" + thumbnails_html(thumbs, THUMBNAIL_WORDS))
+            parts.append(thumbnails_html(thumbs, THUMBNAIL_WORDS))
             budget = None if budget is None else budget - cost
         else:
             omitted.append(f"the thumbnails ({len(thumbs)} JPEG images)")
@@ -287,7 +287,7 @@ def _media_html(m: dict[str, Any], budget: int | None, suffix: str) -> tuple[str
         if path and Path(path).is_file():
             omitted.append(f"{what} ({Path(path).name}, {ms.size(Path(path).stat().st_size)}): in the run's artifacts "
                            f"({Path(path).parent})")
-    return "".join(parts), omitted
+    return ("<h3>Frames and clip</h3>" + "".join(parts) if parts else ""), omitted
 
 
 def page_blocks(m: dict[str, Any], *, reruns: dict | None = None, other_bytes: int = 0) -> list[str]:
