@@ -122,6 +122,9 @@ def test_the_title_gives_verdict_target_and_date():
     assert ms.report_title(metrics(failure="frozen")).startswith("helix-e2e FAIL: sim, ")
     broken = metrics(tests={"t::a": "skipped"})
     assert ms.verdict_word(broken) == "INCOMPLETE"
+    merged = {"tests": {"t::a": "passed"}, "targets": {"sim@gw1": metrics(target="sim@gw1"),
+                                                        "sim@gw0": metrics(target="sim@gw0", failure="frozen")}}
+    assert re.fullmatch(r"helix-e2e FAIL: sim@gw0, sim@gw1, 2026-11-0[12] \d\d:\d\d", ms.report_title(merged))
 
 
 def test_every_value_is_escaped():

@@ -83,8 +83,7 @@ def banner_html(m: dict[str, Any], reruns: dict | None = None) -> str:
     """The verdict at the top of the page (``m``: a run's metrics.json; merged ones have ``targets``)."""
     word = ms.verdict_word(m)
     counts = ms.outcome_counts(m)
-    when = ms.local_time(ms.started_at(m) if not m.get("targets") else
-                         min((t for t in (ms.started_at(x) for x in m["targets"].values()) if t), default=None))
+    when = ms.local_time(ms.started_at(m))
     kind = ""
     target = m.get("target") or {}
     if target and "sim" in target:

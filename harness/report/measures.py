@@ -117,7 +117,11 @@ def target_name(m: dict[str, Any]) -> str:
 
 
 def started_at(m: dict[str, Any]) -> float | None:
-    """When the run started (the first phase), else when its metrics were written; epoch seconds."""
+    """When the run started (the first phase), else when its metrics were written; epoch seconds.
+    Merged (xdist) metrics: when the first target started."""
+    if isinstance(m.get("targets"), dict) and m["targets"]:
+        starts = [started_at(t) for t in m["targets"].values() if isinstance(t, dict)]
+        return min((s for s in starts if s is not None), default=None)
     timeline = m.get("phase_timeline") or []
     if timeline and isinstance(timeline[0].get("started"), (int, float)):
         return float(timeline[0]["started"])
