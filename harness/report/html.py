@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import html
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,6 @@ from . import measures as ms
 from .extras import THUMBNAIL_WORDS, b64_size, clip_html, cut_clip, fps_plot_svg, log_excerpts_html, thumbnails_html, timeline_html, \
     timeline_svg
 
-log = logging.getLogger(__name__)
 
 #: The self-contained report stays under this size (the clip is cut, or left out, to fit).
 PAGE_LIMIT_BYTES = 5_000_000
