@@ -52,9 +52,13 @@ debs:
 	    >/dev/null 2>&1 || echo "note: could not install$$missing; the tests that need them will skip"; \
 	else echo "note:$$missing missing (not root with apt); the tests that need them will skip"; fi
 
+# After each run (pass or fail), reports/history.html shows every run kept under reports/ side by side.
 e2e: setup
-	$(PY) -m pytest -m streaming tests/streaming $(if $(TARGET),--target $(TARGET)) \
-	  --html=reports/latest/report.html --self-contained-html --junitxml=reports/latest/junit.xml $(PYTEST_ARGS)
+	status=0; $(PY) -m pytest -m streaming tests/streaming $(if $(TARGET),--target $(TARGET)) \
+	  --html=reports/latest/report.html --self-contained-html --junitxml=reports/latest/junit.xml $(PYTEST_ARGS) \
+	  || status=$$?; \
+	$(VENV)/bin/helix-e2e history reports --html reports/history.html || echo "note: reports/history.html not updated"; \
+	exit $$status
 
 # Every phase has its own deadline; pytest-timeout's session timeout is only a backstop.
 test: setup

@@ -1,14 +1,18 @@
-"""The streaming report as QA sees it: rendered by a real browser, not read as a file.
+"""The reports as QA sees them: rendered and laid out by a real browser, not read as files.
 
-pytest-html builds its results table in JavaScript from a JSON blob, so the artifacts only exist
-once a browser has run the page. This runs the streaming suite on the simulator in a child pytest
-(4 s of stream, artifacts kept for passing tests), renders ``report.html`` in headless Chromium
-(``--dump-dom`` and a ``--screenshot``), and checks that the rendered DOM holds the FPS plot (an
-SVG with one ``window`` bar per second of metrics.json), the thumbnails (JPEG data URIs), the MP4
-clip (a ``<video>`` whose data URI demuxes to frames) and the phase timeline table. Skipped with a
-reason when Chromium is not installed.
+pytest-html builds its results table in JavaScript from a JSON blob, and the helix-e2e banner moves
+itself above the environment table, so what a person sees only exists once a browser ran the page.
+Headless Chromium (``tests/browser.py``) opens, at 1280×800:
 
-Every process started here runs in its own session and is killed by process group at its deadline.
+- the report of a passing streaming run on the simulator (the session's shared ``passing_run``):
+  the banner and verdict in the first screen, the FPS shown equal to metrics.json, the FPS plot (one
+  bar per second of metrics.json), thumbnails (JPEG), a playable clip, the phase timeline as bars,
+  highlighted log excerpts, provenance, every passing test collapsed, the page under 5 MB;
+- the report of a failing run (``--sim-fault frozen``): its cause at the top, the failed test expanded;
+- the history page of ten synthesized nights, two failed: one point per run in every chart.
+
+A screenshot of the first screen and of the whole of each page is kept next to the page and under
+``reports/browser/``. Skipped with the reason only when no Chromium is installed.
 """
 
 from __future__ import annotations
@@ -16,44 +20,27 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
+import re
 import shutil
-import signal
-import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
+from browser import CHROMIUM, FIRST_SCREEN, SKIP_REASON, Browser
+from childrun import finished_run
+from report_samples import write_nights
+
 REPO = Path(__file__).resolve().parents[1]
-BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-CHROMIUM = next((p for p in map(shutil.which, BROWSERS) if p), None)
-CHROMIUM_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-)
-CHILD_TIMEOUT_S = 90
-BROWSER_TIMEOUT_S = 30
+SCREENSHOTS = REPO / "reports" / "browser"
+PAGE_LIMIT = 5_000_000
 # HTML void elements never get an end tag, so they never enter the ancestor stack (Chromium serialises
 # SVG elements with end tags).
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (Debian: apt-get install chromium)")
-
-
-def _run(argv: list[str], *, timeout: float, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run a command in its own session; at the deadline kill that whole process group and fail."""
-    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"{Path(argv[0]).name} did not finish within {timeout:.0f}s:\n"
-                    f"{out.decode(errors='replace')[-3000:]}\n{err.decode(errors='replace')[-2000:]}")
-    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason=SKIP_REASON)
+DRAWN = ("svg.e2e-trend-chart[data-measure=fps] circle.point", "svg.e2e-trend-chart[data-measure=fps] .marker",
+         ".e2e-fps rect.window", ".e2e-clip video", ".e2e-thumbnails img")
 
 
 class Element:
@@ -112,44 +99,109 @@ def _text(dom: Dom, parent: Element) -> str:
     return " ".join(p for p in pieces if p)
 
 
+class Look:
+    """What the browser showed: the rendered DOM, element boxes and the screenshots."""
+
+    def __init__(self, page, path: Path, name: str) -> None:
+        self.path = path
+        self.title = page.evaluate("document.title")
+        self.dom = Dom(page.html())
+        self.viewport = page.evaluate("[innerWidth, innerHeight]")
+        self.boxes = {sel: page.box(sel) for sel in (
+            "#e2e-banner", "#environment-header", ".e2e-verdict-word", ".e2e-fps-value", ".e2e-cause",
+            "#results-table", "tbody.failed", "#title", "svg.e2e-trend-chart")}
+        #: How many of these elements the browser drew with a non-empty box.
+        self.drawn = {sel: page.evaluate(
+            "[...document.querySelectorAll(%s)].filter(e => { const r = e.getBoundingClientRect();"
+            " return r.width > 0 && r.height > 0; }).length" % json.dumps(sel)) for sel in DRAWN}
+        self.first_screen = page.screenshot(path.with_name(f"{name}-first-screen.png"))
+        self.full = page.screenshot(path.with_name(f"{name}-full.png"), full_page=True)
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        for shot in (self.first_screen, self.full):
+            shutil.copy(shot, SCREENSHOTS / shot.name)
+
+    def in_first_screen(self, selector: str) -> bool:
+        box = self.boxes[selector]
+        return bool(box and box["visible"] and box["height"] > 0 and box["bottom"] <= FIRST_SCREEN[1]
+                    and box["right"] <= FIRST_SCREEN[0])
+
+
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory):
-    """(rendered DOM, metrics.json, screenshot path) of a fresh streaming run on the simulator."""
-    base = tmp_path_factory.mktemp("report-render")
-    reports, tmp = base / "reports", base / "tmp"
-    tmp.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HELIX_E2E_", "PYTEST_"))}
-    env.update({"TMPDIR": str(tmp), "PYTHONUNBUFFERED": "1"})
-    child = _run([sys.executable, "-m", "pytest", "-m", "streaming", "tests/streaming", "--stream-duration", "4",
-                  "--report-dir", str(reports), "--keep-artifacts", "always", "-p", "no:cacheprovider",
-                  "-p", "no:randomly", "-q"], timeout=CHILD_TIMEOUT_S, cwd=REPO, env=env)
-    output = child.stdout.decode(errors="replace") + child.stderr.decode(errors="replace")
-    assert child.returncode == 0, f"the streaming suite failed on the simulator:\n{output[-4000:]}"
-    report = reports / "latest" / "report.html"
-    assert report.is_file(), output[-2000:]
-
-    profile = base / "chromium-profile"
-    browser = [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}"]
-    dump = _run([*browser, "--dump-dom", report.as_uri()], timeout=BROWSER_TIMEOUT_S, cwd=base)
-    assert dump.returncode == 0, dump.stderr.decode(errors="replace")[-2000:]
-    shot = base / "report.png"
-    snap = _run([*browser, "--hide-scrollbars", "--window-size=1280,2400", f"--screenshot={shot}", report.as_uri()],
-                timeout=BROWSER_TIMEOUT_S, cwd=base)
-    assert snap.returncode == 0, snap.stderr.decode(errors="replace")[-2000:]
-    metrics = json.loads((reports / "latest" / "metrics.json").read_text())
-    return Dom(dump.stdout.decode("utf-8", "replace")), metrics, shot
+def browser(tmp_path_factory):
+    with Browser(tmp_path_factory.mktemp("chromium-profile")) as b:
+        yield b
 
 
-def test_the_page_was_rendered_by_javascript(rendered) -> None:
-    dom, metrics, _ = rendered
-    rows = dom.find("tbody", "results-table-row")
+def _look(browser: Browser, path: Path, name: str) -> Look:
+    page = browser.open(path.as_uri())
+    try:
+        return Look(page, path, name)
+    finally:
+        page.close()
+
+
+@pytest.fixture(scope="module")
+def passed(passing_run, browser):
+    """(what the browser showed, metrics.json) of the shared passing run's report."""
+    assert passing_run.returncode == 0, passing_run.tail()
+    report = passing_run.latest / "report.html"
+    return _look(browser, report, "report-pass"), json.loads((passing_run.latest / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def failed(tmp_path_factory, browser):
+    """The same for a run whose stream froze (test_stream_has_no_errors fails)."""
+    run = finished_run(tmp_path_factory.mktemp("frozen"), ["--sim-fault", "frozen"])
+    assert run.returncode == 1, run.tail()
+    assert run.leftovers == [], run.leftovers
+    return _look(browser, run.latest / "report.html", "report-fail"), json.loads((run.latest / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory, browser):
+    """The history page of ten synthesized nights, two of them failed."""
+    from harness.cli import main
+
+    root = tmp_path_factory.mktemp("nights") / "reports"
+    write_nights(root, 10, failures={2: "low_fps", 6: "frozen"})
+    out = root / "history.html"
+    assert main(["history", str(root), "--html", str(out)]) == 0
+    return _look(browser, out, "history")
+
+
+# -- the passing run ---------------------------------------------------------------------------------
+def test_the_page_was_rendered_by_javascript(passed) -> None:
+    look, metrics = passed
+    rows = look.dom.find("tbody", "results-table-row")
     assert len(rows) >= len(metrics["tests"]) >= 9, "pytest-html did not build its results table"
-    names = " ".join(_text(dom, r) for r in rows)
+    names = " ".join(_text(look.dom, r) for r in rows)
     assert "test_stream_fps_in_band" in names and "test_vm_boots_without_crash" in names
 
 
-def test_fps_plot_has_one_bar_per_window(rendered) -> None:
-    dom, metrics, _ = rendered
+def test_banner_and_verdict_in_the_first_screen(passed) -> None:
+    look, _ = passed
+    assert look.viewport == list(FIRST_SCREEN)
+    assert re.fullmatch(r"helix-e2e PASS: sim, \d{4}-\d\d-\d\d \d\d:\d\d", look.title), look.title
+    assert look.in_first_screen("#e2e-banner") and look.in_first_screen(".e2e-verdict-word")
+    assert look.boxes["#e2e-banner"]["bottom"] <= look.boxes["#environment-header"]["top"]
+    word = look.dom.find("span", "e2e-verdict-word")
+    assert [_text(look.dom, w) for w in word] == ["PASS"]
+
+
+def test_the_fps_shown_equals_metrics_json(passed) -> None:
+    look, metrics = passed
+    assert look.in_first_screen(".e2e-fps-value")
+    shown = look.dom.find("b", "e2e-fps-value")
+    assert len(shown) == 1
+    assert _text(look.dom, shown[0]) == f"{metrics['fps']:.1f} fps"
+    assert float(shown[0].attrs["data-value"]) == metrics["fps"]
+    row = [r for r in look.dom.find("tr") if r.attrs.get("data-key") == "fps"]
+    assert row and f"{metrics['fps']:.1f} fps" in _text(look.dom, row[0])
+
+
+def test_fps_plot_has_one_bar_per_window(passed) -> None:
+    look, metrics = passed
+    dom = look.dom
     plots = [svg for svg in dom.find("svg") if any("e2e-fps" in a.classes for a in svg.ancestors)]
     assert plots, "no FPS plot (svg in div.e2e-fps) in the rendered report"
     windows = metrics["fps_windows"]
@@ -160,10 +212,11 @@ def test_fps_plot_has_one_bar_per_window(rendered) -> None:
         heights = [float(b.attrs["height"]) for b in bars]
         assert all(h > 0 for h in heights), heights
         assert [f"{i}–{i + 1}s: {v} frames" for i, v in enumerate(windows)] == [_text(dom, b) for b in bars]
+        assert "FPS band 30–60" in _text(dom, svg)
 
 
-def test_thumbnails_are_jpeg_images(rendered) -> None:
-    dom, _, _ = rendered
+def test_thumbnails_are_jpeg_images(passed) -> None:
+    dom = passed[0].dom
     images = [img for img in dom.find("img") if img.attrs.get("src", "").startswith("data:image/jpeg;base64,")]
     assert images, "no thumbnail (img with a data:image/jpeg URI) in the rendered report"
     labels = {img.attrs.get("title") for img in images}
@@ -173,10 +226,10 @@ def test_thumbnails_are_jpeg_images(rendered) -> None:
         assert data[:3] == b"\xff\xd8\xff" and len(data) > 500
 
 
-def test_clip_is_a_playable_mp4(rendered) -> None:
+def test_clip_is_a_playable_mp4(passed) -> None:
     import av
 
-    dom, _, _ = rendered
+    dom = passed[0].dom
     sources = [s for s in dom.find("source") if s.attrs.get("src", "").startswith("data:video/mp4;base64,")]
     assert sources, "no MP4 clip (video source with a data:video/mp4 URI) in the rendered report"
     for source in sources:
@@ -187,8 +240,13 @@ def test_clip_is_a_playable_mp4(rendered) -> None:
         assert frames >= 30, f"the clip decodes to only {frames} frames"
 
 
-def test_phase_timeline_table(rendered) -> None:
-    dom, metrics, _ = rendered
+def test_phase_timeline_chart_and_table(passed) -> None:
+    look, metrics = passed
+    dom = look.dom
+    charts = dom.find("svg", "e2e-timeline-chart")
+    assert len(charts) == 1, "no phase timeline chart"
+    bars = dom.inside(charts[0], "rect", "phase")
+    assert len(bars) == len(metrics["phase_timeline"]) and all(float(b.attrs["width"]) > 0 for b in bars)
     tables = dom.find("table", "e2e-timeline")
     assert tables, "no phase timeline table in the rendered report"
     phases = {p["name"] for p in metrics["phase_timeline"]}
@@ -201,13 +259,100 @@ def test_phase_timeline_table(rendered) -> None:
     assert {"boot", "ssh", "stack", "session", "stream"} <= shown <= phases, (shown, phases)
 
 
-def test_screenshot_is_not_blank(rendered) -> None:
+def test_measurements_provenance_and_log_excerpts(passed) -> None:
+    look, metrics = passed
+    dom = look.dom
+    rows = {r.attrs["data-key"]: _text(dom, r) for r in dom.find("tr") if r.attrs.get("data-key")}
+    for key in ("fps", "fps_min_window", "first_frame_s", "frames", "resolution", "jitter_ms", "stalls", "freezes",
+                "black_frames", "decode_errors", "resource_ids_host", "probe", "crash", "phase_boot", "phase_stream"):
+        assert key in rows, key
+    assert "rejected" in rows["probe"] and "✓" in rows["probe"]
+    assert f"{metrics['width']}×{metrics['height']}" in rows["resolution"]
+    assert metrics["provenance"]["helix_git_sha"] in rows["helix_git_sha"]
+    assert "pytest" in rows["command_line"] and "-m streaming" in rows["command_line"]
+    assert "sim.toml" in rows["target_file"]
+    marks = dom.find("mark", "e2e-match")
+    assert any("FRAME_READY" in _text(dom, m) for m in marks), "no highlighted FRAME_READY line"
+
+
+def test_plot_thumbnails_and_clip_are_drawn(passed) -> None:
+    look, metrics = passed
+    assert look.drawn[".e2e-fps rect.window"] == len(metrics["fps_windows"])
+    assert look.drawn[".e2e-thumbnails img"] >= 2 and look.drawn[".e2e-clip video"] == 1
+
+
+def test_passing_tests_are_collapsed_and_the_page_is_small(passed) -> None:
+    look, _ = passed
+    bodies = look.dom.find("tbody", "results-table-row")
+    assert bodies and all("passed" in b.classes for b in bodies)
+    for body in bodies:
+        extras = [e for e in look.dom.elements if e.tag == "tr" and "extras-row" in e.classes and body in e.ancestors]
+        assert extras and "hidden" in extras[0].classes
+    assert look.path.stat().st_size < PAGE_LIMIT
+
+
+def test_screenshots_are_not_blank(passed) -> None:
     import av
 
-    _, _, shot = rendered
-    assert shot.is_file() and shot.stat().st_size > 10_000
-    with av.open(str(shot)) as png:
-        frame = next(png.decode(video=0))
-    pixels = frame.to_ndarray(format="gray")
-    assert pixels.shape == (2400, 1280)
-    assert pixels.std() > 10, "the screenshot is a blank page"
+    look, _ = passed
+    for shot, height in ((look.first_screen, FIRST_SCREEN[1]), (look.full, None)):
+        assert shot.is_file() and shot.stat().st_size > 10_000 and (SCREENSHOTS / shot.name).is_file()
+        with av.open(str(shot)) as png:
+            pixels = next(png.decode(video=0)).to_ndarray(format="gray")
+        assert pixels.shape[1] == FIRST_SCREEN[0] and (height is None or pixels.shape[0] == height)
+        assert pixels.std() > 10, f"{shot.name} is a blank page"
+
+
+# -- the failing run ----------------------------------------------------------------------------------
+def test_a_failing_run_shows_its_cause_at_the_top(failed) -> None:
+    look, metrics = failed
+    assert metrics["triage"]["cause"] == "frozen"
+    assert look.title.startswith("helix-e2e FAIL: sim, ")
+    assert look.in_first_screen("#e2e-banner") and look.in_first_screen(".e2e-cause")
+    cause = _text(look.dom, look.dom.find("p", "e2e-cause")[0])
+    assert "stream" in cause and "frozen" in cause and re.search(r"at \d+\.\d\d s for \d+\.\d\d s", cause), cause
+    banner = _text(look.dom, [e for e in look.dom.elements if e.attrs.get("id") == "e2e-banner"][0])
+    assert "What to do:" in banner and "{'" not in banner and "[{" not in banner, banner
+    assert "freezes (identical content)" in banner  # the out-of-band measurement, in the banner too
+    plots = [svg for svg in look.dom.find("svg") if any("e2e-fps" in a.classes for a in svg.ancestors)]
+    assert any(look.dom.inside(svg, "rect", "freeze") for svg in plots), "the freeze is not shaded on the plot"
+
+
+def test_the_failed_test_is_expanded(failed) -> None:
+    look, _ = failed
+    dom = look.dom
+    bodies = dom.find("tbody", "results-table-row")
+    failed_bodies = [b for b in bodies if "failed" in b.classes]
+    # The freeze fails the stream check (and, over a short stream, the vkcube motion check too).
+    failed_bodies = [b for b in failed_bodies if _text(dom, b).split()[1].endswith("test_stream_has_no_errors")]
+    assert failed_bodies
+    for body in bodies:
+        extras = [e for e in dom.elements if e.tag == "tr" and "extras-row" in e.classes and body in e.ancestors][0]
+        assert ("hidden" in extras.classes) is ("failed" not in body.classes), body.classes
+    log = [e for e in dom.find("div", "log") if failed_bodies[0] in e.ancestors]
+    assert log and "content froze" in _text(dom, log[0])
+    box = look.boxes["tbody.failed"]
+    assert box and box["visible"] and box["height"] > 100  # its log and extras are laid out, not hidden
+
+
+# -- the history page --------------------------------------------------------------------------------
+def test_the_history_page_draws_one_point_per_run(history) -> None:
+    dom = history.dom
+    assert history.title.startswith("helix-e2e history: 10 runs of sim")
+    charts = dom.find("svg", "e2e-trend-chart")
+    assert len(charts) >= 6
+    for chart in charts:
+        assert len(dom.inside(chart, "circle", "point")) == 10, chart.attrs["data-measure"]
+        assert len(dom.inside(chart, "path", "fail")) == 2 and len(dom.inside(chart, "rect", "pass")) == 8
+    fps = [c for c in charts if c.attrs["data-measure"] == "fps"][0]
+    failed_points = dom.inside(fps, "circle", "fail")
+    assert len(failed_points) == 2 and "19.8 fps (FAIL)" in _text(dom, failed_points[0])
+    assert history.drawn["svg.e2e-trend-chart[data-measure=fps] circle.point"] == 10
+    assert history.drawn["svg.e2e-trend-chart[data-measure=fps] .marker"] == 10
+    rows = [r for r in dom.find("tr") if "data-run" in r.attrs]
+    causes = [_text(dom, r) for r in rows if "fail" in r.classes]
+    assert len(causes) == 2 and "stream / low fps" in causes[0] and "stream / frozen" in causes[1]
+    for link in [a for a in dom.find("a", "report-link")]:
+        assert (history.path.parent / link.attrs["href"]).is_file()
+    assert history.in_first_screen("#title") and history.in_first_screen("svg.e2e-trend-chart")
+    assert history.first_screen.stat().st_size > 10_000

@@ -250,6 +250,14 @@ def cmd_doctor(args) -> int:
     return 1 if report.failed else 0
 
 
+def cmd_history(args) -> int:
+    from ..report.history import summary_line, write_history
+
+    out, runs, flagged = write_history(args.dir, args.html or f"{args.dir}/history.html")
+    print(redact(summary_line(out, runs, flagged)))
+    return 0
+
+
 def cmd_sim_up(args, rest: Sequence[str]) -> int:
     from helix_sim.__main__ import main as sim_main
 
@@ -292,6 +300,12 @@ def main_parser() -> argparse.ArgumentParser:
     doc.add_argument("--report-dir", metavar="DIR", default="reports", help="where runs write artifacts (disk check)")
     doc.add_argument("--json", action="store_true")
     doc.set_defaults(func=cmd_doctor)
+
+    hist = sub.add_parser("history", help="one HTML page of every run under a reports directory: trends, "
+                          "failures with their cause, regressions")
+    hist.add_argument("dir", nargs="?", default="reports", metavar="DIR", help="reports directory (default: reports)")
+    hist.add_argument("--html", metavar="OUT", default=None, help="the page to write (default: DIR/history.html)")
+    hist.set_defaults(func=cmd_history)
 
     sim = sub.add_parser("sim", help="the embedded simulator")
     sim_sub = sim.add_subparsers(dest="sim_command", required=True)

@@ -8,16 +8,21 @@ metrics and the xdist merge live in ``harness.report``; the terminal's progress 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
+import shlex
+import sys
+from typing import Any
 
 import pytest
 
 from ..errors import HarnessError
 from ..redact import install_logging_filter, redact
 from ..report.extras import KINDS, build_extras
-from ..report.html import merged_verdicts_html, provenance_html, verdict_html
+from ..report.html import page_blocks, report_data_bytes
+from ..report.measures import report_title
 from ..report.merge import merge_worker_metrics
-from ..report.metrics import build_metrics, junit_properties, provenance, write_json
+from ..report.metrics import build_metrics, junit_properties, write_json
 from ..report.summary import append_history, read_history, render_summary, trend_html
 from ..verdict.checks import Finding, from_error
 from ..verdict.triage import triage
@@ -25,6 +30,8 @@ from .interrupts import install_sigterm, restore_sigterm
 from .progress import ProgressPrinter
 from .rerun import FINDING_KEY, mark_for_reruns
 from .session import SESSION_KEY, E2ESession, is_xdist_controller, publish_dated_copy, reports_latest, worker_id
+
+log = logging.getLogger(__name__)
 
 #: Every marker the plugin and this project's tests use, declared in one place.
 MARKERS = {
@@ -35,6 +42,9 @@ MARKERS = {
 }
 _PROGRESS = pytest.StashKey[ProgressPrinter]()
 _SIGTERM = pytest.StashKey[object]()
+#: pytest-html's report object (its title is set once the verdict is known) and the run's metrics.
+_HTML_REPORT = pytest.StashKey[Any]()
+_METRICS = pytest.StashKey[dict]()
 
 
 def _wants_reports(config: pytest.Config) -> bool:
@@ -217,19 +227,53 @@ def _slug(nodeid: str) -> str:
 
 
 @pytest.hookimpl(optionalhook=True)
+def pytest_html_report_title(report) -> None:
+    """Keep pytest-html's report object: its title gets the verdict once the run is over."""
+    config = getattr(report, "config", None)
+    if config is not None:
+        config.stash[_HTML_REPORT] = report
+
+
+@pytest.hookimpl(optionalhook=True)
 def pytest_html_results_summary(prefix, summary, postfix, session) -> None:
     config = session.config
     e2e = E2ESession.of(config)
     strat = e2e.strategy
-    if strat is not None:
-        prefix.append(verdict_html(e2e.verdict(), e2e.rerun_summary()))
-        prefix.append(provenance_html(provenance(strat.record, strat.target)))
-    if strat is None and is_xdist_controller(config):
-        prefix.append(merged_verdicts_html(reports_latest(config) / "metrics.json"))
+    metrics = config.stash.get(_METRICS, None)
+    if metrics is None and strat is not None:  # no run dir (no report wanted): render from the record
+        metrics = build_metrics(strat.record, strat.target, strat.timeline, status=strat.status.name,
+                                broken=strat.broken, outcomes=e2e.outcomes, triage=e2e.verdict(),
+                                reruns=e2e.rerun_summary(), phase_limits=_phase_limits(strat),
+                                command_line=_command_line(config))
+    if metrics is not None:
+        report = config.stash.get(_HTML_REPORT, None)
+        if report is not None:
+            report.title = report_title(metrics)
+        reruns = e2e.rerun_summary() if strat is not None else None
+        try:
+            prefix.extend(page_blocks(metrics, reruns=reruns, other_bytes=report_data_bytes(report)))
+        except Exception as exc:  # noqa: BLE001 - a report block never changes a verdict
+            log.warning("the report's evidence could not be rendered: %s", exc)
     if strat is not None or is_xdist_controller(config):
         trend = trend_html(read_history(reports_latest(config).parent / "history.jsonl"))
         if trend:
             postfix.append(trend)
+
+
+def _phase_limits(strat) -> dict[str, float]:
+    limits = {}
+    for name in strat.timeline.durations():
+        try:
+            limits[name] = strat.phase_timeout(name)
+        except (HarnessError, KeyError):
+            continue  # a phase with no timeout of its own (the simulator's start, the preflight)
+    return limits
+
+
+def _command_line(config: pytest.Config) -> str:
+    """The exact command that ran this session (provenance)."""
+    argv = getattr(sys, "orig_argv", None) or [sys.executable, *config.invocation_params.args]
+    return redact(shlex.join(str(a) for a in argv))
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -243,14 +287,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus) -> None:
         session.exitstatus = pytest.ExitCode.INTERRUPTED if e2e.interrupted else pytest.ExitCode.TESTS_FAILED
     strat = e2e.strategy
     if is_xdist_controller(config) and e2e.has_run_dir:
-        merge_worker_metrics(e2e.run_dir, e2e.outcomes, completion=e2e.completion())
+        config.stash[_METRICS] = merge_worker_metrics(e2e.run_dir, e2e.outcomes, completion=e2e.completion())
         return
     if strat is None or not e2e.has_run_dir:
         return
     latest = e2e.run_dir
     metrics = build_metrics(strat.record, strat.target, strat.timeline, status=strat.status.name,
                             broken=strat.broken, outcomes=e2e.outcomes, triage=e2e.verdict(),
-                            reruns=e2e.rerun_summary(), completion=e2e.completion())
+                            reruns=e2e.rerun_summary(), completion=e2e.completion(),
+                            phase_limits=_phase_limits(strat), command_line=_command_line(config))
+    config.stash[_METRICS] = metrics
     write_json(latest / "metrics.json", metrics)
     (latest / "summary.md").write_text(render_summary(metrics))
     if not worker_id(config):

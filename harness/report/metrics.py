@@ -10,15 +10,19 @@ from typing import Any
 
 from .. import __version__
 from ..redact import redact
+from .measures import MIN_WINDOW_SHARE
 
 
 def build_metrics(record, target, timeline, *, status: str = "", broken: tuple[str, BaseException] | None = None,
                   outcomes: dict[str, str] | None = None, triage: Any = None,
-                  reruns: dict[str, Any] | None = None, completion: dict[str, Any] | None = None) -> dict[str, Any]:
+                  reruns: dict[str, Any] | None = None, completion: dict[str, Any] | None = None,
+                  phase_limits: dict[str, float] | None = None, command_line: str = "") -> dict[str, Any]:
     """``record``: the :class:`harness.record.RunRecord`; ``status``/``broken``: where the strategy ended;
     ``triage``: the run's :class:`harness.verdict.triage.Verdict` (``None``: every check passed);
     ``reruns``: what ``--rerun-infra`` allowed and reran; ``completion``: whether every selected test ran
-    (``complete``, ``interrupted``, ``not_run``); tests that never ran appear in ``tests`` as ``not_run``."""
+    (``complete``, ``interrupted``, ``not_run``); tests that never ran appear in ``tests`` as ``not_run``;
+    ``phase_limits``: each phase's timeout (the strategy's); ``command_line``: the exact command that ran
+    (provenance)."""
     t = target
     m: dict[str, Any] = {
         "schema": "helix-e2e/metrics/1",
@@ -118,6 +122,7 @@ def build_metrics(record, target, timeline, *, status: str = "", broken: tuple[s
     if record.probe is not None:
         m["probe"] = record.probe.result.as_dict()
         m["probe_verdict"] = record.probe.result.verdict
+    m.update(report_keys(record, target, phase_limits=phase_limits, command_line=command_line))
     return m
 
 
@@ -132,6 +137,59 @@ def _completion(completion: dict[str, Any] | None) -> dict[str, Any]:
     c = completion or {"complete": True, "interrupted": False, "not_run": []}
     return {"complete": bool(c.get("complete")), "interrupted": bool(c.get("interrupted")),
             "not_run": list(c.get("not_run") or [])}
+
+
+def report_keys(record, target, *, phase_limits: dict[str, float] | None = None,
+                command_line: str = "") -> dict[str, Any]:
+    """What the run report shows besides the measurements themselves (metrics.json keys ``provenance``,
+    ``limits``, ``thumbnails``, ``crash_evidence`` and ``log_excerpts``)."""
+    s = target.stream
+    out: dict[str, Any] = {
+        "provenance": provenance(record, target, command_line=command_line),
+        "limits": {
+            "fps_min_window": round(s.fps_min * MIN_WINDOW_SHARE, 3),
+            "first_frame_s": target.timeouts["first_frame"],
+            "trailing_gap_s": round(max(1.0, 3.0 / s.fps_min), 3),
+            "resolution": [s.width, s.height],
+            "cli_fps_tolerance": s.cli_fps_tolerance,
+            "phases": dict(phase_limits or {}),
+        },
+    }
+    run = record.stream
+    if run is not None and run.capture is not None:
+        out["thumbnails"] = {str(k): str(v) for k, v in (run.capture.thumbnails or {}).items()}
+    crash = _crash_evidence(record)
+    if crash is not None:
+        out["crash_evidence"] = crash
+    if run is not None:
+        from .extras import log_excerpt
+
+        excerpts = []
+        for where, title, text in (("desktop", "desktop container log", run.desktop_logs),
+                                   ("host", "QEMU helix-debug.log", run.host_log)):
+            if text:
+                excerpts.append({"path": where, "title": title, **log_excerpt(text)})
+        out["log_excerpts"] = excerpts
+    return out
+
+
+def _crash_evidence(record) -> dict[str, Any] | None:
+    boot = [c.summary() for c in (record.boot.crash_reports if record.boot else [])]
+    ev = record.crash
+    if ev is None:
+        return {"collected": False, "boot_crash_reports": boot, "lines": [f"new crash report {b}" for b in boot]} \
+            if boot else None
+    return {
+        "collected": True,
+        "complete": ev.complete,
+        "boot_crash_reports": boot,
+        "crash_reports": [c.summary() for c in ev.crash_reports],
+        "vm_status": ev.vm_status,
+        "vm_running": ev.vm_running,
+        "ssh_alive": ev.ssh_alive,
+        "containers": [{"container": p.container, "kind": p.kind, "text": p.text} for p in ev.containers],
+        "lines": ev.lines(),
+    }
 
 
 def write_json(path: str | os.PathLike[str], data: dict[str, Any]) -> Path:
@@ -154,12 +212,13 @@ def _scanout(target) -> bool:
     return (target.stream.video_mode or "scanout") == "scanout"
 
 
-def provenance(record, target) -> dict[str, Any]:
+def provenance(record, target, *, command_line: str = "") -> dict[str, Any]:
     """Where a result came from: harness, target, Helix, QEMU, UTM and host versions (the host's own
-    description was collected once by the strategy)."""
+    description was collected once by the strategy), the target file and, when given, the exact
+    command line; on GitHub Actions, the run's URL."""
     run = record.stream
     qemu_versions = run.host_scan.versions if run is not None else []
-    return {
+    out = {
         "harness_version": __version__,
         "target": f"{target.name} ({'simulator' if target.is_sim else 'real VM'})",
         "helix_git_sha": record.stack.helix_git_sha if record.stack else "",
@@ -167,7 +226,25 @@ def provenance(record, target) -> dict[str, Any]:
         "utm_version": record.boot.vm_version if record.boot else "",
         "host": record.provenance.get("host", ""),
         "host_model": record.provenance.get("host_model", ""),
+        "qemu_build_marker": record.qemu_binary_version,
+        "vm_provider": record.provenance.get("vm_provider", ""),
+        "target_file": str(target.source or ""),
     }
+    if command_line:
+        out["command_line"] = command_line
+    ci = ci_run_url()
+    if ci:
+        out["ci_run_url"] = ci
+    return out
+
+
+def ci_run_url() -> str:
+    """The GitHub Actions run this ran in (``""`` elsewhere)."""
+    env = os.environ
+    if env.get("GITHUB_ACTIONS") == "true" and env.get("GITHUB_RUN_ID") and env.get("GITHUB_REPOSITORY"):
+        server = env.get("GITHUB_SERVER_URL") or "https://github.com"
+        return f"{server}/{env['GITHUB_REPOSITORY']}/actions/runs/{env['GITHUB_RUN_ID']}"
+    return ""
 
 
 #: ``metrics.json["harness"]`` keys that also become JUnit properties (``harness_<key>``).

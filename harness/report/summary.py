@@ -80,6 +80,7 @@ def history_entry(m: dict[str, Any]) -> dict[str, Any]:
     tests = m.get("tests") or {}
     entry = {k: m.get(k) for k in HISTORY_KEYS if k in m}
     entry["target"] = (m.get("target") or {}).get("name")
+    entry["first_frame_s"] = (m.get("capture") or {}).get("first_frame_s")
     entry["stalls"] = len(m.get("stalls") or [])
     entry["freezes"] = len(m.get("freezes") or [])
     for outcome in ("passed", "failed", "skipped"):

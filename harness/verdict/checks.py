@@ -202,6 +202,15 @@ def fps_in_band(run, target) -> Finding:
     return _ok(name, f"{fps:.1f} fps")
 
 
+def _spans(items: list) -> str:
+    """Stalls or freezes in words: ``at 0.81 s for 3.00 s; at 5.10 s for 0.40 s``."""
+    def one(i) -> str:
+        if isinstance(i, dict) and isinstance(i.get("start_s"), (int, float)) and isinstance(i.get("duration_s"), (int, float)):
+            return f"at {i['start_s']:.2f} s for {i['duration_s']:.2f} s"
+        return str(i)
+    return "; ".join(one(i) for i in items[:5]) + (f"; and {len(items) - 5} more" if len(items) > 5 else "")
+
+
 @_recorded
 def stream_errors(run) -> Finding:
     name = "stream_has_no_errors"
@@ -224,10 +233,12 @@ def stream_errors(run) -> Finding:
                      [f"decode_errors={c.get('decode_errors')}"])
     stalls = (cap.timing or {}).get("stalls")
     if stalls:
-        return _fail(name, f"arrival stalls: {stalls}", "stall", [str(x) for x in stalls[:5]])
+        return _fail(name, f"arrival stalls {_spans(stalls)}", "stall", [_spans(stalls[i:i + 1]) for i in range(min(5, len(stalls)))])
     if c.get("freezes"):
         # Blamed on the stream: what the viewer got froze; the desktop's own logs say why, if they can.
-        return _fail(name, f"content froze: {c.get('freezes')}", "frozen", [str(x) for x in c["freezes"][:5]],
+        freezes = c["freezes"]
+        return _fail(name, f"content froze {_spans(freezes)}", "frozen",
+                     [_spans(freezes[i:i + 1]) for i in range(min(5, len(freezes)))],
                      "frames kept arriving with identical content: the compositor or app stopped rendering "
                      "(check the desktop's pipeline and vkcube)")
     if c.get("black_frames"):
