@@ -47,7 +47,7 @@ def test_soak_trips_on_slow_after_running_and_a_reboot_makes_it_fast_again(tmp_p
 
 
 def test_clean_simulator_passes_ten_iterations(tmp_path):
-    proc, soak = run_soak(tmp_path, "--soak-sessions", "10", "--stream-duration", "2.5")
+    proc, soak = run_soak(tmp_path, "--soak-sessions", "10")
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-2000:]
     assert len(soak["iterations"]) == 10 and soak["ok"]
     assert all(30 <= r["fps"] <= 60 for r in soak["iterations"])
