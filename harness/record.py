@@ -29,6 +29,8 @@ class BootRecord:
     host_snapshot: "HostSnapshot | None" = None  # crash reports and log size before the VM started
     status_after: str = ""  # the VM's status once booted
     running_after: bool = False  # whether that status means running (the provider decides)
+    status_source: str = "utmctl status"  # where the status came from (the provider says)
+    running_status: str = "started"  # the status that means running
     crash_reports: list["CrashReport"] = field(default_factory=list)  # new .ips reports during boot
     host_log: bytes = b""  # bytes QEMU appended to its log during boot
 
@@ -73,6 +75,7 @@ class StreamRecord:
     vkcube_running_after: bool = False
     vkcube_error: str = ""  # launching vkcube failed (exec refused or errored)
     vkcube_after_error: str = ""  # checking vkcube after the stream failed (the desktop was unreachable)
+    cli_skipped: str = ""  # why the CLI cross-check did not run (no helix CLI configured): the test skips
     #: The latest :class:`harness.verdict.checks.Finding` of each stream check, by check name.
     findings: dict[str, Any] = field(default_factory=dict)
 
@@ -118,18 +121,24 @@ class CrashEvidence:
     ssh_alive: bool | None = None  # None: not checked
     containers: list[ContainerProblem] = field(default_factory=list)
     complete: bool = True  # False: only the crash reports were read (the target was broken)
+    status_source: str = "utmctl status"  # where vm_status came from (the provider says)
+    running_status: str = "started"
+    #: What the VM provider itself found (``VmProvider.health``): a cause it recognised (a hung QEMU, a
+    #: panicked guest) and its evidence (a dead QEMU's exit status and last stderr lines).
+    vm_cause: str | None = None
+    vm_lines: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         """Human-readable evidence, crash reports first."""
         out = [f"new crash report {c.summary()}" for c in self.crash_reports]
         if self.vm_status_error:
-            out.append(f"utmctl status failed: {self.vm_status_error}")
+            out.append(f"{self.status_source} failed: {self.vm_status_error}")
         elif self.vm_status is not None and not self.vm_running:
-            out.append(f"utmctl status is `{self.vm_status}`, not `started`")
+            out.append(f"{self.status_source} is `{self.vm_status}`, not `{self.running_status}`")
         if self.ssh_alive is False:
             out.append("SSH no longer answers `echo ready`")
         out += [p.text for p in self.containers]
-        return out
+        return out + self.vm_lines  # last: the provider's own lines (a dead QEMU's stderr tail)
 
 
 @dataclass
