@@ -31,6 +31,8 @@ class BootRecord:
     running_after: bool = False  # whether that status means running (the provider decides)
     status_source: str = "utmctl status"  # where the status came from (the provider says)
     running_status: str = "started"  # the status that means running
+    provider: str = "utm"  # the VM provider's name
+    vm_pid: int | None = None  # the VM's process, when the harness runs it (Helix.app's QEMU)
     crash_reports: list["CrashReport"] = field(default_factory=list)  # new .ips reports during boot
     host_log: bytes = b""  # bytes QEMU appended to its log during boot
 
@@ -180,7 +182,13 @@ class RunRecord:
         out: dict[str, Any] = {}
         if self.boot is not None:
             out["vm_status_at_start"] = self.boot.status_at_start
-            if self.boot.vm_version:
+            if self.boot.provider != "utm":  # Helix.app: its QEMU's version and PID
+                out["vm_provider"] = self.boot.provider
+                if self.boot.vm_version:
+                    out["vm_version"] = self.boot.vm_version
+                if self.boot.vm_pid:
+                    out["qemu_pid"] = self.boot.vm_pid
+            elif self.boot.vm_version:
                 out["utm_version"] = self.boot.vm_version
         if self.qemu_binary_version:
             out["qemu_binary_version"] = self.qemu_binary_version

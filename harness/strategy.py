@@ -318,7 +318,8 @@ class Strategy:
         except HarnessError as exc:
             log.info("%s version unavailable: %s", vm.name, exc)
         vm.power_on(timeout=self._timeout("boot"), on_wait=h.update)
-        boot.status_source, boot.running_status = vm.status_source, vm.running_status
+        boot.status_source, boot.running_status, boot.provider = vm.status_source, vm.running_status, vm.name
+        boot.vm_pid = vm.process_id()
         boot.status_after = vm.status()
         boot.running_after = vm.is_running(boot.status_after)
         boot.crash_reports = d.host.new_crash_reports(boot.host_snapshot)

@@ -115,6 +115,10 @@ class VmProvider(abc.ABC):
         behind an SSH timeout), chained to ``error``, or ``None`` when the VM has nothing to add."""
         return None
 
+    def process_id(self) -> int | None:
+        """The VM's process when the harness runs it itself (Helix.app's QEMU), else ``None``."""
+        return None
+
     def health(self) -> VmHealth:
         """The VM's own evidence after a run (see :class:`VmHealth`)."""
         return VmHealth()

@@ -140,15 +140,20 @@ def provenance(record, target) -> dict[str, Any]:
     description was collected once by the strategy)."""
     run = record.stream
     qemu_versions = run.host_scan.versions if run is not None else []
-    return {
+    provider = target.vm.provider
+    out = {
         "harness_version": __version__,
         "target": f"{target.name} ({'simulator' if target.is_sim else 'real VM'})",
         "helix_git_sha": record.stack.helix_git_sha if record.stack else "",
         "qemu_version": qemu_versions[0] if qemu_versions else "",
-        "utm_version": record.boot.vm_version if record.boot else "",
+        "utm_version": record.boot.vm_version if record.boot and provider == "utm" else "",
         "host": record.provenance.get("host", ""),
         "host_model": record.provenance.get("host_model", ""),
     }
+    if provider != "utm":  # Helix.app: the provider, and its QEMU's `--version`
+        out["vm_provider"] = provider
+        out["vm_version"] = record.boot.vm_version if record.boot else ""
+    return out
 
 
 def junit_properties(record, timeline) -> dict[str, Any]:

@@ -400,6 +400,8 @@ _DOCTOR = {
     "dylib_paths": "qemu_dylib_paths", "qemu_version": "qemu_version", "qemu_fresh": "stale_qemu",
     "utmctl": "utmctl_unusable", "hvf": "no_hvf", "frame_export_port": "frame_export_port_busy", "ssh_key": "ssh_key",
     "known_hosts": "known_hosts", "usercreds": "usercreds", "disk": "low_disk", "memory": "low_memory",
+    "helix_app_bundle": "helix_app_bundle", "helix_app_files": "helix_app_files",
+    "helix_app_running": "helix_app_running", "helix_app_ports": "helix_app_port_busy",
 }
 
 

@@ -10,6 +10,7 @@ Light on purpose (the doctor imports it): psutil and sockets only.
 from __future__ import annotations
 
 import errno
+import shlex
 import os
 import socket
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ class Conflict:
     finding: str
     fix: str
     pid: int | None = None
+    source: str = "port"  # how it was found: "app" (a running Helix.app), "pid_file" (qemu.pid), "port"
 
 
 def _proc(pid: int) -> Proc | None:
@@ -163,7 +165,7 @@ def find_conflicts(target: TargetConfig, *, own_pid: int | None = None) -> list[
             "helix_app_running",
             f"Helix.app is running ({app.describe()}): its killStaleQEMU would SIGKILL the harness's QEMU",
             "quit it: osascript -e 'quit app \"Helix\"'   (the app survives SIGTERM; then: " + _kill_fix(app) + ")",
-            app.pid))
+            app.pid, "app"))
     recorded = read_pid_file(data_dir / APP_PID_FILE)
     if recorded is not None and recorded[0] != own_pid:
         proc = _proc(recorded[0])
@@ -171,8 +173,8 @@ def find_conflicts(target: TargetConfig, *, own_pid: int | None = None) -> list[
             out.append(Conflict(
                 "stale_qemu_pid",
                 f"{data_dir / APP_PID_FILE} names {proc.describe()}, which still runs: a stale QEMU of Helix.app",
-                f"{_kill_fix(proc)}; then rm {data_dir / APP_PID_FILE}", proc.pid))
-    seen = {c.pid for c in out}
+                f"{_kill_fix(proc)}; then rm {shlex.quote(str(data_dir / APP_PID_FILE))}", proc.pid, "pid_file"))
+    seen: set[int | None] = set()  # one line per process holding ports (it may be the one qemu.pid names too)
     for name, role in PORT_ROLES:
         port = getattr(vm, name)
         if port_free(port):

@@ -263,6 +263,9 @@ class HelixAppVm(VmProvider):
     def close(self) -> None:
         self.monitor.close()
 
+    def process_id(self) -> int | None:
+        return self.pid
+
     # -- boot -----------------------------------------------------------------------------------------------
     def _refuse_conflicts(self) -> None:
         conflicts = find_conflicts(self.target)
