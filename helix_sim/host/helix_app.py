@@ -150,6 +150,34 @@ def _free_ports(count: int) -> list[int]:
             s.close()
 
 
+def write_bundle(host_dir: Path, config: SimConfig) -> Path:
+    """``host_dir/Helix.app`` as the doctor inspects it: the ~75 KB Mach-O wrapper (LC_RPATH
+    ``@executable_path/../Frameworks``, loading ``@rpath/libqemu-aarch64-softmmu.dylib``), that dylib (with the
+    build's ``[HELIX] VERSION:``), the EDK2 firmware and the Vulkan ICD. Returns the bundle."""
+    host_dir = Path(host_dir)
+    for rel in (WRAPPER, DYLIB, *FIRMWARE, VULKAN_ICD):
+        (host_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+    loads = ["@rpath/libqemu-aarch64-softmmu.dylib", "/usr/lib/libSystem.B.dylib"]
+    strings = ("QEMU emulator version 10.0.2 (qemu-utm helix)", "_main")
+    wrapper = build_macho(loads, rpaths=["@executable_path/../Frameworks"], strings=strings)
+    pad = WRAPPER_SIZE - len(wrapper)
+    if pad > 0:  # the real wrapper's size: code and signature the stand-in does not have
+        wrapper = build_macho(loads, rpaths=["@executable_path/../Frameworks"], strings=(*strings, "\x01" * (pad - 1)))
+    (host_dir / WRAPPER).write_bytes(wrapper)
+    (host_dir / WRAPPER).chmod(0o755)
+    (host_dir / DYLIB).write_bytes(build_macho(
+        ["@rpath/libglib-2.0.0.dylib", "@rpath/libvirglrenderer.1.dylib", "@rpath/libspice-server.1.dylib",
+         "/System/Library/Frameworks/Metal.framework/Versions/A/Metal",
+         "/System/Library/Frameworks/VideoToolbox.framework/Versions/A/VideoToolbox", "/usr/lib/libSystem.B.dylib"],
+        id_dylib="@rpath/libqemu-aarch64-softmmu.dylib",
+        strings=(f"[HELIX] VERSION: {config.qemu_version}", "_helix_frame_export_init", "_helix_scanout_frame_ready")))
+    for rel in FIRMWARE:
+        (host_dir / rel).write_bytes(b"\0" * 4096)
+    (host_dir / VULKAN_ICD).write_text(json.dumps({"file_format_version": "1.0.1", "ICD": {
+        "library_path": "../../../Frameworks/libvulkan_kosmickrisp.dylib", "api_version": "1.3.0"}}) + "\n")
+    return host_dir / APP_BUNDLE
+
+
 class HelixAppHost:
     """The Mac with Helix.app: its files, the real QEMU the harness starts, and the faults of this place."""
 
@@ -197,28 +225,7 @@ class HelixAppHost:
     # --- files --------------------------------------------------------------------------------------
 
     def write_files(self) -> None:
-        cfg = self.config
-        for rel in (WRAPPER, DYLIB, *FIRMWARE, VULKAN_ICD):
-            (self.host_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-        strings = ("QEMU emulator version 10.0.2 (qemu-utm helix)", "_main")
-        wrapper = build_macho(["@rpath/libqemu-aarch64-softmmu.dylib", "/usr/lib/libSystem.B.dylib"],
-                              rpaths=["@executable_path/../Frameworks"], strings=strings)
-        pad = WRAPPER_SIZE - len(wrapper)
-        if pad > 0:  # the real wrapper's size: code and signature the stand-in does not have
-            wrapper = build_macho(["@rpath/libqemu-aarch64-softmmu.dylib", "/usr/lib/libSystem.B.dylib"],
-                                  rpaths=["@executable_path/../Frameworks"], strings=(*strings, "\x01" * pad))
-        (self.host_dir / WRAPPER).write_bytes(wrapper)
-        (self.host_dir / WRAPPER).chmod(0o755)
-        (self.host_dir / DYLIB).write_bytes(build_macho(
-            ["@rpath/libglib-2.0.0.dylib", "@rpath/libvirglrenderer.1.dylib", "@rpath/libspice-server.1.dylib",
-             "/System/Library/Frameworks/Metal.framework/Versions/A/Metal",
-             "/System/Library/Frameworks/VideoToolbox.framework/Versions/A/VideoToolbox", "/usr/lib/libSystem.B.dylib"],
-            id_dylib="@rpath/libqemu-aarch64-softmmu.dylib",
-            strings=(f"[HELIX] VERSION: {cfg.qemu_version}", "_helix_frame_export_init", "_helix_scanout_frame_ready")))
-        for rel in FIRMWARE:
-            (self.host_dir / rel).write_bytes(b"\0" * 4096)
-        (self.host_dir / VULKAN_ICD).write_text(json.dumps({"file_format_version": "1.0.1", "ICD": {
-            "library_path": "../../../Frameworks/libvulkan_kosmickrisp.dylib", "api_version": "1.3.0"}}) + "\n")
+        write_bundle(self.host_dir, self.config)
         vm_dir = self.data_dir / "vm" / "helix-desktop"
         vm_dir.mkdir(parents=True, exist_ok=True)
         (vm_dir / "disk.qcow2").write_bytes(b"QFI\xfb")
