@@ -11,7 +11,7 @@ provider does the same, with the app's command line. Here:
   bundled QEMU (``host/bin/qemu-system-aarch64``, :mod:`.real_qemu`), a host ``helix`` CLI
   (``host/bin/helix``: the darwin CLI's stand-in) and a known_hosts for the SSH forward.
 - **The VM is a real QEMU** (:mod:`.real_qemu`): the launcher hands over its stdout/stderr and execs
-  ``qemu-system-aarch64 -M none`` with the harness's QMP port and a private QMP socket, on which this host
+  ``qemu-system-aarch64 -M none`` with the harness's QMP port and a private QMP port, on which this host
   follows QEMU's events. While QEMU runs, the SLIRP forwards (:mod:`.hostfwd`) carry SSH and the API to the
   guest; after ``boot_delay_s`` the frame export binds ``helix-port`` (its ``helix:`` lines go to QEMU's
   stderr, and to helix-debug.log as qemu-utm's hard-coded path does) and the guest boots (sshd).
@@ -40,6 +40,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +57,7 @@ from ..errors import SimError, SimTimeout
 from ..vm.freeze import GuestFreezer
 from .hostfwd import HostForward
 from .qemu import QemuFrameExport
-from .real_qemu import find_qemu, parse_app_argv, real_argv, write_launcher
+from .real_qemu import control_address, find_qemu, parse_app_argv, real_argv, write_launcher
 
 log = logging.getLogger("helix_sim.helix_app")
 
@@ -116,7 +117,7 @@ class _Vm:
     argv: list[str]
     stdout_fd: int
     stderr_fd: int
-    monitor: Path
+    monitor: int  # the sim's own QMP port
     forwards: list[HostForward] = field(default_factory=list)
     client: Any = None  # qemu.qmp.QMPClient on the private monitor
     listener: Any = None
@@ -194,7 +195,9 @@ class HelixAppHost:
         self.launcher = self.host_dir / "bin" / "qemu-system-aarch64"
         self.helix_cli = self.host_dir / "bin" / "helix"
         self.known_hosts = self.host_dir / "known_hosts"
-        self.control_path = self.host_dir / "app.sock"
+        # The launcher's control socket: Linux's abstract namespace, else a short path (sim roots can be deep).
+        self.control = (f"@helix-sim-app-{os.getpid()}-{id(self):x}" if sys.platform.startswith("linux")
+                        else str(Path(tempfile.mkdtemp(prefix="hsa-", dir="/tmp")) / "app.sock"))
         self.ssh_key = self.data_dir / "ssh" / "helix_ed25519"
         self.ssh_port, self.api_port, self.qmp_port = _free_ports(3)
         self.qemu_system = find_qemu()
@@ -236,7 +239,7 @@ class HelixAppHost:
         host_pub = _pub(self.guest.host_key).read_text().split()
         self.known_hosts.write_text(f"[127.0.0.1]:{self.ssh_port} {host_pub[0]} {host_pub[1]}\n")
         (self.guest.home / "etc").mkdir(parents=True, exist_ok=True)  # the drm manager's env file (sim path)
-        write_launcher(self.launcher, control=self.control_path, python=sys.executable)
+        write_launcher(self.launcher, control=self.control, python=sys.executable)
         self._write_cli_launcher()
 
     def _write_cli_launcher(self) -> None:
@@ -304,7 +307,7 @@ class HelixAppHost:
     def _start_stale_qemu(self) -> None:
         if self.qemu_system is None:
             raise HelixAppError("stale_qemu_pid needs a real qemu-system-aarch64 (install qemu-system-arm)")
-        argv = real_argv(self.qemu_system, qmp_port=self.qmp_port, monitor_socket=self.host_dir / "stale.sock")
+        argv = real_argv(self.qemu_system, qmp_port=self.qmp_port, monitor_port=_free_ports(1)[0])
         self._stale = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                        stderr=subprocess.DEVNULL, start_new_session=True)
         (self.data_dir / "qemu.pid").write_text(f"{self._stale.pid}\n")
@@ -334,9 +337,8 @@ class HelixAppHost:
     # --- the launcher's control socket --------------------------------------------------------------
 
     def _start_control(self) -> None:
-        self.control_path.unlink(missing_ok=True)
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        server.bind(str(self.control_path))
+        server.bind(control_address(self.control))
         server.listen(8)
         server.settimeout(0.2)
         self._control = server
@@ -351,7 +353,8 @@ class HelixAppHost:
         if self._control is not None:
             self._control.close()
         self._control = self._control_thread = None
-        self.control_path.unlink(missing_ok=True)
+        if not self.control.startswith("@"):
+            shutil.rmtree(Path(self.control).parent, ignore_errors=True)
 
     def _serve_control(self) -> None:
         assert self._control is not None
@@ -394,20 +397,19 @@ class HelixAppHost:
             raise HelixAppError(f"Could not set up host forwarding rule: QEMU pid {self.vm.pid} already runs")
         app = parse_app_argv(argv)
         qmp_port = app.qmp[1] if app.qmp else self.qmp_port
-        monitor = self.host_dir / f"qmp-{pid}.sock"
-        monitor.unlink(missing_ok=True)
+        monitor = _free_ports(1)[0]
         if "qemu_exit_at_start" in self.config.faults:
             for fd in fds:
                 os.close(fd)
             log.info("fault qemu_exit_at_start: QEMU pid %d gets the app's -spice option", pid)
-            return {"exec": real_argv(self.qemu_system, qmp_port=qmp_port, monitor_socket=monitor,
+            return {"exec": real_argv(self.qemu_system, qmp_port=qmp_port, monitor_port=monitor,
                                       extra=("-spice", app.spice or "unix=on,gl=es"))}
         vm = _Vm(pid, argv, fds[0], fds[1], monitor)
         self.vm = vm
         self.last_qemu_pid = pid
         self.status = "starting"
         vm.tasks.append(asyncio.create_task(self._run_vm(vm, app), name=f"sim-qemu-{pid}"))
-        return {"exec": real_argv(self.qemu_system, qmp_port=qmp_port, monitor_socket=monitor)}
+        return {"exec": real_argv(self.qemu_system, qmp_port=qmp_port, monitor_port=monitor)}
 
     def console(self, vm: _Vm, text: str) -> None:
         """The guest's serial console (QEMU's stdout with -serial mon:stdio)."""
@@ -476,19 +478,14 @@ class HelixAppHost:
 
         loop = asyncio.get_running_loop()
         end = loop.time() + 15.0
-        while not vm.monitor.exists():
-            if not _alive(vm.pid) or loop.time() > end:
-                await self._vm_gone(vm)
-                return
-            await asyncio.sleep(0.02)
         client = QMPClient(f"helix-sim-{vm.pid}")
         listener = EventListener()
         client.register_listener(listener)
         while True:
             try:
-                await asyncio.wait_for(client.connect(str(vm.monitor)), 5)
+                await asyncio.wait_for(client.connect(("127.0.0.1", vm.monitor)), 5)
                 break
-            except Exception:  # noqa: BLE001 - the socket appears before QEMU accepts on it
+            except Exception:  # noqa: BLE001 - refused until QEMU listens
                 if not _alive(vm.pid) or loop.time() > end:
                     await self._vm_gone(vm)
                     return
@@ -596,7 +593,6 @@ class HelixAppHost:
                 os.close(fd)
             except OSError:
                 pass
-        vm.monitor.unlink(missing_ok=True)
         if self.vm is vm:
             self.status = "stopped"
         log.info("QEMU pid %d is gone: the VM is off", vm.pid)

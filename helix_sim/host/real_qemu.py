@@ -10,7 +10,7 @@ with ``gl=es``), which no QEMU on a Linux CI host can run. The sim's "bundled QE
    stdout/stderr file descriptors (SCM_RIGHTS), so the sim can write the console and the ``helix:``
    lines where QEMU's own output goes;
 3. ``exec``\\ s the real QEMU the sim answers with (:func:`real_argv`): TCG, ``-M none`` (no CPU, ~0 %
-   CPU: helix-app-vm.md §7), no disk, QMP on the harness's port plus a private QMP socket for the sim.
+   CPU: helix-app-vm.md §7), no disk, QMP on the harness's port plus a private QMP port for the sim.
 
 So the PID the harness holds, its process group, its QMP, its events and its exit are a real QEMU's.
 ``--version`` execs the real QEMU's. Stdlib only: it starts for every boot.
@@ -91,14 +91,20 @@ def parse_app_argv(argv: list[str]) -> AppArgs:
     return out
 
 
-def real_argv(qemu: str, *, qmp_port: int, monitor_socket: str | os.PathLike[str], extra: tuple[str, ...] = ()
-              ) -> list[str]:
+def real_argv(qemu: str, *, qmp_port: int, monitor_port: int, extra: tuple[str, ...] = ()) -> list[str]:
     """A real QEMU with no guest: no machine (so no CPU spins), no devices, QMP for the harness on
-    ``127.0.0.1:qmp_port`` and a second QMP monitor on a unix socket for the sim (QEMU serves one client
-    per monitor; events go to every monitor)."""
+    ``127.0.0.1:qmp_port`` and a second QMP monitor on ``127.0.0.1:monitor_port`` for the sim (QEMU serves
+    one client per monitor; events go to every monitor). TCP, not a unix socket: a sim root can be deeper
+    than a socket path may be long."""
     return [qemu, "-M", "none", "-nodefaults", "-display", "none", "-name", "helix-sim-vm",
             "-qmp", f"tcp:127.0.0.1:{qmp_port},server,nowait",
-            "-qmp", f"unix:{monitor_socket},server,nowait", *extra]
+            "-qmp", f"tcp:127.0.0.1:{monitor_port},server,nowait", *extra]
+
+
+def control_address(value: str) -> str:
+    """The control socket's address for ``socket.connect``/``bind``: ``@name`` is Linux's abstract namespace
+    (no path, no length trouble, nothing to remove), anything else a path."""
+    return "\0" + value[1:] if value.startswith("@") else value
 
 
 def _fail(message: str) -> int:
@@ -117,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(CONTROL_TIMEOUT_S)
-            sock.connect(control)
+            sock.connect(control_address(control))
             message = json.dumps({"argv": argv, "pid": os.getpid()}).encode() + b"\n"
             socket.send_fds(sock, [message], [1, 2])
             reply = b""
@@ -151,7 +157,7 @@ def write_launcher(path: str | os.PathLike[str], *, control: str | os.PathLike[s
         "#!/bin/sh",
         "# qemu-system-aarch64 of the helix-e2e simulator's Helix.app: hands its output to the sim, then",
         "# execs a real QEMU (see helix_sim/host/real_qemu.py).",
-        f"{CONTROL_ENV}={shlex.quote(str(Path(control).absolute()))}",
+        f"{CONTROL_ENV}={shlex.quote(str(control) if str(control).startswith('@') else str(Path(control).absolute()))}",
         f"export {CONTROL_ENV}",
         f'PYTHONPATH={shlex.quote(str(IMPORT_ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}',
         "export PYTHONPATH",
