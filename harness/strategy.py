@@ -266,6 +266,8 @@ class Strategy:
         vm = self.drivers.vm
         if vm is not None and (status is Status.vm_up and up or status is Status.off and not up):
             what = vm.boot_label if up else vm.stop_label
+        elif status is Status.stack_up and up:
+            what = self.drivers.stack.label
         method = getattr(self, f"_{'up' if up else 'down'}_{status.name}")
         with self.timeline.phase(phase, what) as handle:
             try:

@@ -20,6 +20,9 @@ class StackError(HarnessError):
 
 
 class StackDriver:
+    #: What the stack phase waits for, as the timeline shows it.
+    label = "./stack start, the API and an online sandbox"
+
     def __init__(self, runner: CommandRunner, guest: GuestConfig) -> None:
         self.runner = runner
         self.guest = guest

@@ -132,6 +132,7 @@ class FakeSsh(_Fake):
 class FakeStack(_Fake):
     prefix = "stack"
     guest = None
+    label = "./stack start, the API and an online sandbox"
 
     def start(self, *, timeout, on_stage=None) -> str:
         self._rec("start")

@@ -217,3 +217,10 @@ def test_a_failed_phase_is_explained_by_the_provider():
     assert "line 13" in finding.evidence  # the error's own evidence lines are all kept
     with pytest.raises(StrategyBroken):
         s.ensure("stack_up")
+
+
+def test_the_example_target_for_a_real_mac_loads():
+    t = __import__("harness.config", fromlist=["load_target"]).load_target(
+        Path(__file__).resolve().parents[2] / "fixtures/targets/helix-app.example.toml", env={})
+    assert t.vm.provider == "helix-app" and not t.is_sim
+    assert (t.ssh.port, t.ssh.user, t.frame_export.port, t.vm.qmp_port) == (41222, "ubuntu", 41937, 41444)

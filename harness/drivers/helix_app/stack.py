@@ -71,6 +71,8 @@ echo STARTED
 class HelixAppStack(StackDriver):
     """``start`` runs the app's three stages over SSH; the rest (usercreds, compose ps) is the guest's as on UTM."""
 
+    label = "the app's boot stages (storage, environment, compose up), the API and an online sandbox"
+
     def __init__(self, runner: CommandRunner, guest: GuestConfig, vm: VmConfig) -> None:
         super().__init__(runner, guest)
         self.vm = vm
