@@ -38,8 +38,7 @@ echo STORAGE_READY
 
 _ENV_SCRIPT = """set -e
 cd {helix_dir}
-if [ -e .env ]; then ENV_FILE=$(readlink -f .env); elif [ -f .env.vm ]; then ENV_FILE=.env.vm; \
-else echo 'no .env or .env.vm in ~/helix' >&2; exit 3; fi
+if [ -f .env ]; then ENV_FILE=$(readlink -f .env); else ENV_FILE=.env.vm; touch "$ENV_FILE"; fi
 set_kv() {{ if grep -q "^$2=" "$1"; then sed -i "s|^$2=.*|$2=$3|" "$1"; else printf '%s=%s\\n' "$2" "$3" >> "$1"; fi; }}
 set_kv "$ENV_FILE" HELIX_FRAME_EXPORT_PORT {port}
 want={want}
