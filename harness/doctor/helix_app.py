@@ -102,7 +102,7 @@ def check_helix_app_bundle(target: TargetConfig, *, system: str | None = None) -
         return Check(name, FAIL, f"{found} is not a Mach-O library: {exc.message}", _REINSTALL, data)
     if not all(sl.filetype == "dylib" for sl in dylib_slices):
         return Check(name, FAIL, f"{found} is a Mach-O {dylib_slices[0].filetype}, not a dylib", _REINSTALL, data)
-    note = "" if WRAPPER_USUAL_BYTES[0] <= size <= WRAPPER_USUAL_BYTES[1] else f" (unusual size for the wrapper)"
+    note = "" if WRAPPER_USUAL_BYTES[0] <= size <= WRAPPER_USUAL_BYTES[1] else " (unusual size for the wrapper)"
     return Check(name, OK, f"{wrapper} ({size // 1024} KB{note}, {'/'.join(s.arch for s in slices)}) loads "
                  f"{loads[0]} from {found} via LC_RPATH {', '.join(rpaths) or '(none needed)'}{override}", "", data)
 

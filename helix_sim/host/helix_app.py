@@ -33,11 +33,9 @@ import asyncio
 import json
 import logging
 import os
-import shlex
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import tempfile
@@ -48,31 +46,18 @@ from typing import Any, Awaitable, Callable
 
 import psutil
 
-from harness.protocols.macho import build_macho
-
-from .._paths import IMPORT_ROOT
 from .._wait import poll_until
 from ..config import SimConfig
 from ..errors import SimError, SimTimeout
 from ..vm.freeze import GuestFreezer
+from .helix_app_files import (APP_BUNDLE, APP_EXECUTABLE, DATA_DIR, HOME, target_toml, write_bundle,
+                              write_cli_launcher)
 from .hostfwd import HostForward
 from .qemu import QemuFrameExport
 from .real_qemu import control_address, find_qemu, parse_app_argv, real_argv, write_launcher
 
 log = logging.getLogger("helix_sim.helix_app")
 
-APP_BUNDLE = "Helix.app"
-WRAPPER = f"{APP_BUNDLE}/Contents/MacOS/qemu-system-aarch64"
-DYLIB = f"{APP_BUNDLE}/Contents/Frameworks/libqemu-aarch64-softmmu.dylib"
-APP_EXECUTABLE = f"{APP_BUNDLE}/Contents/MacOS/Helix for Mac"
-FIRMWARE = (f"{APP_BUNDLE}/Contents/Resources/firmware/edk2-aarch64-code.fd",
-            f"{APP_BUNDLE}/Contents/Resources/firmware/edk2-arm-vars.fd")
-VULKAN_ICD = f"{APP_BUNDLE}/Contents/Resources/vulkan/icd.d/kosmickrisp_mesa_icd.json"
-#: The data dir, under the simulated user's HOME (the app: ~/Library/Application Support/Helix).
-HOME = "home"
-DATA_DIR = f"{HOME}/Library/Application Support/Helix"
-#: The real wrapper is about 75 KB: the Mach-O written here is padded to that size.
-WRAPPER_SIZE = 75 * 1024
 #: Fault timings (scaled by delay_scale): the deadlock comes this long after the guest booted.
 DEADLOCK_AFTER_S = 1.0
 #: How often the "other threads" of a deadlocked QEMU print their lines.
@@ -151,34 +136,6 @@ def _free_ports(count: int) -> list[int]:
             s.close()
 
 
-def write_bundle(host_dir: Path, config: SimConfig) -> Path:
-    """``host_dir/Helix.app`` as the doctor inspects it: the ~75 KB Mach-O wrapper (LC_RPATH
-    ``@executable_path/../Frameworks``, loading ``@rpath/libqemu-aarch64-softmmu.dylib``), that dylib (with the
-    build's ``[HELIX] VERSION:``), the EDK2 firmware and the Vulkan ICD. Returns the bundle."""
-    host_dir = Path(host_dir)
-    for rel in (WRAPPER, DYLIB, *FIRMWARE, VULKAN_ICD):
-        (host_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-    loads = ["@rpath/libqemu-aarch64-softmmu.dylib", "/usr/lib/libSystem.B.dylib"]
-    strings = ("QEMU emulator version 10.0.2 (qemu-utm helix)", "_main")
-    wrapper = build_macho(loads, rpaths=["@executable_path/../Frameworks"], strings=strings)
-    pad = WRAPPER_SIZE - len(wrapper)
-    if pad > 0:  # the real wrapper's size: code and signature the stand-in does not have
-        wrapper = build_macho(loads, rpaths=["@executable_path/../Frameworks"], strings=(*strings, "\x01" * (pad - 1)))
-    (host_dir / WRAPPER).write_bytes(wrapper)
-    (host_dir / WRAPPER).chmod(0o755)
-    (host_dir / DYLIB).write_bytes(build_macho(
-        ["@rpath/libglib-2.0.0.dylib", "@rpath/libvirglrenderer.1.dylib", "@rpath/libspice-server.1.dylib",
-         "/System/Library/Frameworks/Metal.framework/Versions/A/Metal",
-         "/System/Library/Frameworks/VideoToolbox.framework/Versions/A/VideoToolbox", "/usr/lib/libSystem.B.dylib"],
-        id_dylib="@rpath/libqemu-aarch64-softmmu.dylib",
-        strings=(f"[HELIX] VERSION: {config.qemu_version}", "_helix_frame_export_init", "_helix_scanout_frame_ready")))
-    for rel in FIRMWARE:
-        (host_dir / rel).write_bytes(b"\0" * 4096)
-    (host_dir / VULKAN_ICD).write_text(json.dumps({"file_format_version": "1.0.1", "ICD": {
-        "library_path": "../../../Frameworks/libvulkan_kosmickrisp.dylib", "api_version": "1.3.0"}}) + "\n")
-    return host_dir / APP_BUNDLE
-
-
 class HelixAppHost:
     """The Mac with Helix.app: its files, the real QEMU the harness starts, and the faults of this place."""
 
@@ -240,21 +197,7 @@ class HelixAppHost:
         self.known_hosts.write_text(f"[127.0.0.1]:{self.ssh_port} {host_pub[0]} {host_pub[1]}\n")
         (self.guest.home / "etc").mkdir(parents=True, exist_ok=True)  # the drm manager's env file (sim path)
         write_launcher(self.launcher, control=self.control, python=sys.executable)
-        self._write_cli_launcher()
-
-    def _write_cli_launcher(self) -> None:
-        """The darwin helix CLI's stand-in on the host: the sim's CLI with the sim's timings."""
-        from ..vm.sshd import cli_timing
-
-        env = cli_timing(self.config).to_env()
-        lines = ["#!/bin/sh", "# helix: the helix CLI on the host (the sim's; see helix_sim/guest/helix).",
-                 *[f"{k}={shlex.quote(v)}; export {k}" for k, v in env.items()],
-                 'HELIX_CLI_ARGV0="$0"; export HELIX_CLI_ARGV0',
-                 f'PYTHONPATH={shlex.quote(str(IMPORT_ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}; export PYTHONPATH',
-                 f'exec {shlex.quote(sys.executable)} -s -m helix_sim.guest.helix "$@"', ""]
-        self.helix_cli.parent.mkdir(parents=True, exist_ok=True)
-        self.helix_cli.write_text("\n".join(lines))
-        self.helix_cli.chmod(stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
+        write_cli_launcher(self.helix_cli, self.config)
 
     # --- lifecycle ----------------------------------------------------------------------------------
 
@@ -607,56 +550,5 @@ class HelixAppHost:
 
     # --- the target file -----------------------------------------------------------------------------
 
-    def target_toml(self, *, api_port: int, frame_export_port: int, helix_debug_log: Path, width: int,
-                    height: int) -> str:
-        def q(value: object) -> str:
-            return json.dumps(str(value))
-
-        g = self.guest
-        return f"""\
-# Target config of the helix-e2e simulator rooted at {self.host_dir.parent}: its Mac runs Helix.app, whose
-# bundled QEMU is the launcher below (a real qemu-system-aarch64, see helix_sim/host/real_qemu.py).
-name = "sim-helix-app"
-kind = "helix-app"
-
-[vm]
-app = {q(self.app_dir)}
-qemu = {q(self.launcher)}
-data_dir = {q(self.data_dir)}
-ssh_port = {self.ssh_port}
-api_port = {self.api_port}
-qmp_port = {self.qmp_port}
-frame_export_port = {frame_export_port}
-helix_cli = {q(self.helix_cli)}
-powerdown_wait = 5
-
-[ssh]
-host = "127.0.0.1"
-user = {q(g.ssh_user)}
-known_hosts = {q(self.known_hosts)}
-
-[guest]
-helix_dir = "~/helix"
-api_port = {api_port}
-drm_env_file = "~/etc/helix-drm-manager.env"
-
-[host]
-helix_debug_log = {q(helix_debug_log)}
-crash_dir = {q(self.crash_dir)}
-
-[stream]
-duration = 10
-width = {width}
-height = {height}
-
-[timeouts]
-boot = 30
-ssh = 20
-stack = 60
-session = 60
-
-# This target IS a running simulator (`sim up`): the harness drives it and does not start another.
-[sim]
-external = true
-provider = "helix-app"
-"""
+    def target_toml(self, **kw) -> str:
+        return target_toml(self, **kw)

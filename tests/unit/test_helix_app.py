@@ -3,7 +3,6 @@ doctor's bundle checks, the QMP greeting that never comes, and how a failed phas
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness.causes import CAUSES
-from harness.config import TargetConfig, VmConfig, parse_target
+from harness.config import TargetConfig, parse_target
 from harness.doctor import HELIX_APP_CHECK_NAMES, run_doctor
 from harness.doctor.helix_app import bundle_paths, check_helix_app_bundle, check_helix_app_files
 from harness.drivers.helix_app import command
@@ -84,7 +83,7 @@ def test_command_line_is_the_apps(tmp_path):
     assert argv[0] == vm.qemu_path
     assert "-accel hvf,ipa-granule-size=0x1000 -cpu host -smp 4 -m 8192 -nodefaults -vga none" in line
     assert f"hostfwd=tcp::{vm.ssh_port}-:22,hostfwd=tcp:127.0.0.1:{vm.api_port}-:8080" in line
-    assert f"hostmem=256M" in line and f"helix-port={vm.frame_export_port}" in line
+    assert "hostmem=256M" in line and f"helix-port={vm.frame_export_port}" in line
     assert f"-qmp tcp:127.0.0.1:{vm.qmp_port},server,nowait" in line
     assert "zfs-data.qcow2" not in line and "seed.iso" not in line  # only when the files exist
     assert f"addr={command.spice_socket()},disable-ticketing=on,gl=es" in line

@@ -37,7 +37,7 @@ from ..base import VmHealth, VmProvider
 from ..host import HostArtifacts
 from ..qmp import QmpError, QmpMonitor
 from . import command as qemu_command
-from .conflicts import APP_PID_FILE, OWN_PID_FILE, find_conflicts, read_pid_file
+from .conflicts import OWN_PID_FILE, find_conflicts, read_pid_file
 
 log = logging.getLogger(__name__)
 
