@@ -57,6 +57,21 @@ _ROWS: tuple[Cause, ...] = (
     Cause("preflight_failed", "host", "run `helix-e2e doctor` and fix what it reports"),
     Cause("config_failed", "host", "fix the target config (the error names the key)"),
     Cause("host_failed", "host", "fix the Mac host setup (run `helix-e2e doctor`)"),
+    # Helix.app (provider "helix-app"): the harness runs the app's bundled QEMU itself (helix-app-vm.md §5 B)
+    Cause("helix_app_running", "host", "Helix.app is running: its killStaleQEMU would SIGKILL the harness's QEMU and "
+          "it uses the same ports. Quit it (menu Helix → Quit, or `osascript -e 'quit app \"Helix\"'`), then kill "
+          "the pid in the evidence if it stays (SIGTERM only stops its VM), and rerun"),
+    Cause("stale_qemu_pid", "host", "a QEMU from an earlier run (or from Helix.app) still holds the QMP port or "
+          "qemu.pid: stop the pid in the evidence (`kill PID`; `lsof -ti tcp:41444` finds it), remove the stale "
+          "qemu.pid, and rerun"),
+    Cause("helix_app_port_busy", "host", "another process holds one of Helix.app's ports (SSH 41222, API 41080, "
+          "QMP 41444, frame export 41937): stop it, or move the ports in [vm]"),
+    Cause("helix_app_bundle", "host", "the bundled QEMU is not the 75 KB wrapper that loads "
+          "libqemu-aarch64-softmmu.dylib via rpath @executable_path/../Frameworks: reinstall Helix.app or fix "
+          "[vm] app / [vm] qemu"),
+    Cause("helix_app_files", "host", "a file Helix.app's QEMU needs is missing (EDK2 firmware, the Vulkan ICD, the "
+          "VM disk): reinstall Helix.app, let it download the VM image once, or fix [vm] firmware_dir / vulkan_icd "
+          "/ vm_dir"),
     # -- utm: UTM.app and utmctl -------------------------------------------------------------------
     Cause("utmctl_no_gui", "utm", "run the harness in the Mac's logged-in GUI session (utmctl needs Apple Events), "
           "and grant the terminal Automation permission for UTM"),
@@ -77,6 +92,23 @@ _ROWS: tuple[Cause, ...] = (
     Cause("boot_failed", "vm", "read the VM's crash reports and QEMU's log"),
     Cause("boot_timeout", "vm", "the VM did not finish booting within the boot phase's timeout and nothing crashed: "
           "on a slow host raise [timeouts] boot or --timeout-scale; otherwise look at the VM's console in UTM"),
+    Cause("qemu_exit_at_start", "vm", "QEMU exited as it started: read its last stderr lines in the evidence "
+          "(`-spice: invalid option` or an unknown property: not Helix.app's qemu-utm build, set [vm] qemu to the "
+          "bundled one; SIGKILL / `Code Signature Invalid`: re-sign the app; `Could not open …edk2…`: firmware "
+          "missing)", rank=CATASTROPHE),
+    Cause("edk2_no_boot", "vm", "QEMU runs and answers QMP but the guest never answered SSH (Helix.app's `boot timed "
+          "out`): EDK2 most likely ran out of PCI resources (hostmem=512M with ipa-granule-size=0x1000 on M1: "
+          "`Out Of Resource!`, a UEFI shell, no virtio disk). Read QEMU's console log; use [vm] hostmem = \"256M\"",
+          rank=CATASTROPHE),
+    Cause("qemu_deadlock", "vm", "QEMU's main loop is deadlocked (the BQL deadlock: alive at ~0% CPU while SSH, HTTP "
+          "and the QMP greeting all time out). Sample it before killing it (`sample PID 5` or `lldb -p PID -o 'bt "
+          "all'`: virgl_resource_destroy_func → CFRelease holding the BQL), then kill it; run a qemu-utm with the BQL "
+          "fix (Helix.app >= 2.7.10) and keep hostmem 1024M on hosts with more than 16 GB", rank=CATASTROPHE),
+    Cause("qemu_hung", "vm", "QEMU spins the CPU without answering QMP, SSH or HTTP: sample it (`sample PID 5`), then "
+          "kill it and report the stacks", rank=CATASTROPHE),
+    Cause("guest_panicked", "vm", "QMP reported GUEST_PANICKED: the guest kernel panicked; read QEMU's console log "
+          "(the serial output) for the panic", rank=CATASTROPHE),
+    Cause("qmp_failed", "vm", "QEMU's QMP monitor did not answer as expected: read QEMU's stderr log"),
     Cause("power_off_failed", "vm", "the VM did not power off: stop it in UTM by hand"),
     Cause("slow_after_running", "vm", "each new session on this VM is slower: restart the VM between runs and report "
           "it"),
@@ -188,8 +220,10 @@ _ROWS: tuple[Cause, ...] = (
 CAUSES: dict[str, Cause] = {c.name: c for c in _ROWS}
 
 #: Catastrophes, most basic first: a lower index explains a higher one.
-CATASTROPHE_ORDER: tuple[str, ...] = ("qemu_dylib_missing", "vm_crashed_boot", "qemu_crashed", "vm_crashed",
-                                      "vm_not_started", "ssh_lost", "container_oom", "container_restarted")
+CATASTROPHE_ORDER: tuple[str, ...] = ("qemu_dylib_missing", "qemu_exit_at_start", "vm_crashed_boot",
+                                      "edk2_no_boot", "qemu_deadlock", "qemu_hung", "guest_panicked", "qemu_crashed",
+                                      "vm_crashed", "vm_not_started", "ssh_lost", "container_oom",
+                                      "container_restarted")
 
 #: The cause of a phase that failed with an error that carries none (the phase is all we know).
 PHASE_CAUSES: dict[str, str] = {

@@ -20,6 +20,14 @@ from .errors import ConfigError
 UTM_HELIX_DEBUG_LOG = "~/Library/Group Containers/WDNLXAD4W8.com.utmapp.UTM/helix-debug.log"
 UTM_CRASH_DIR = "~/Library/Logs/DiagnosticReports"
 UTMCTL = "/Applications/UTM.app/Contents/MacOS/utmctl"
+#: Helix.app (helix-app-vm.md §1, §4): the bundle and its data dir; QEMU, firmware, ICD and key default inside them.
+HELIX_APP = "/Applications/Helix.app"
+HELIX_DATA_DIR = "~/Library/Application Support/Helix"
+#: The VM providers a target can name in ``[vm] provider`` (or ``kind``).
+PROVIDERS = ("utm", "helix-app")
+#: Helix.app's hard-coded host ports: SSH, API, QMP, frame export (helix-app-vm.md §4).
+HELIX_APP_PORTS = {"ssh_port": 41222, "api_port": 41080, "qmp_port": 41444, "frame_export_port": 41937}
+_HOSTMEM_RE = re.compile(r"[1-9][0-9]{0,5}[MG]")
 #: The env var naming the target file (the pytest option ``--target`` wins over it).
 TARGET_ENV = "HELIX_E2E_TARGET"
 #: When a stream's frames are decoded (``[stream] analysis``, ``--analysis``; see ``harness.analysis.modes``).
@@ -106,17 +114,76 @@ def validate_session_id(value: object, key: str = "--session") -> str:
 class VmConfig:
     id: str = ""
     utmctl: str = UTMCTL
+    #: Who runs the VM: "utm" (UTM.app via utmctl) or "helix-app" (Helix.app's bundled QEMU, run by the harness).
     provider: str = "utm"
     #: Other VMs (UUIDs or names) that parallel workers (pytest -n N) may take, one each.
     pool: tuple[str, ...] = ()
+    # -- provider "helix-app" (helix-app-vm.md §1 command line, §4 ports and data dir, §5 Option B) --------------
+    app: str = HELIX_APP  # the bundle (the doctor checks its Mach-O files)
+    qemu: str = ""  # "": <app>/Contents/MacOS/qemu-system-aarch64 (like the app's HELIX_QEMU_PATH when set)
+    firmware_dir: str = ""  # "": <app>/Contents/Resources/firmware (edk2-aarch64-code.fd, edk2-arm-vars.fd)
+    vulkan_icd: str = ""  # "": <app>/Contents/Resources/vulkan/icd.d/kosmickrisp_mesa_icd.json
+    data_dir: str = HELIX_DATA_DIR  # settings.json, qemu.pid, ssh/, vm/helix-desktop/
+    vm_dir: str = ""  # "": <data_dir>/vm/helix-desktop (disk.qcow2, zfs-data.qcow2, seed.iso)
+    key: str = ""  # "": <data_dir>/ssh/helix_ed25519 (the app's key; the [ssh] key defaults to it)
+    ssh_port: int = HELIX_APP_PORTS["ssh_port"]
+    api_port: int = HELIX_APP_PORTS["api_port"]
+    qmp_port: int = HELIX_APP_PORTS["qmp_port"]
+    frame_export_port: int = HELIX_APP_PORTS["frame_export_port"]
+    cpus: int = 0  # 0: settings.json vm_cpus, else the app's default (half the host's CPUs, at least 2)
+    memory_mb: int = 0  # 0: settings.json vm_memory_mb, else half the host's RAM, at least 6144
+    hostmem: str = ""  # "": the app's rule (host RAM <= 16 GB: 256M, else 1024M)
+    storage_script: str = ""  # host path of for-mac/scripts/init-zfs-pool.sh; "": import the pool, start Docker
+    helix_cli: str = ""  # host path of the darwin helix CLI; "": sessions start over REST, CLI cross-check skipped
+    powerdown_wait: float = 10.0  # seconds QEMU gets after system_powerdown before `quit`, then SIGKILL
 
     def __post_init__(self) -> None:
-        if self.provider not in ("utm",):
-            raise ConfigError(f"[vm] provider {self.provider!r} is not supported", hint="use provider = \"utm\"")
+        if self.provider not in PROVIDERS:
+            raise ConfigError(f"[vm] provider {self.provider!r} is not supported",
+                              hint=f"use one of: {', '.join(repr(p) for p in PROVIDERS)}")
         for name, value in (("id", self.id), *((f"pool[{i}]", v) for i, v in enumerate(self.pool))):
             if not isinstance(value, str) or len(value) > 256 or _CONTROL_RE.search(value):
                 raise ConfigError(f"[vm] {name} must be a VM UUID or name without control characters, got "
                                   f"{_shown(value)}")
+        for name in ("app", "data_dir"):
+            check_plain_path(getattr(self, name), f"[vm] {name}")
+        for name in ("qemu", "firmware_dir", "vulkan_icd", "vm_dir", "key", "storage_script", "helix_cli"):
+            if getattr(self, name):
+                check_plain_path(getattr(self, name), f"[vm] {name}")
+        ports = {name: getattr(self, name) for name in HELIX_APP_PORTS}
+        for name, port in ports.items():
+            check_int(port, f"[vm] {name}", 1, 65535)
+        if len(set(ports.values())) != len(ports):
+            raise ConfigError(f"[vm] ssh_port, api_port, qmp_port and frame_export_port must differ, got {ports}")
+        check_int(self.cpus, "[vm] cpus", 0, 256)
+        if self.memory_mb:
+            check_int(self.memory_mb, "[vm] memory_mb", 1024, 1 << 20)
+        if self.hostmem and not _HOSTMEM_RE.fullmatch(self.hostmem):
+            raise ConfigError(f"[vm] hostmem must look like 256M or 1G, got {_shown(self.hostmem)}")
+        check_number(self.powerdown_wait, "[vm] powerdown_wait", 0, 600)
+
+    # The helix-app paths, with the app's defaults filled in (host paths, ~ expanded).
+    @property
+    def qemu_path(self) -> str:
+        return expand(self.qemu) if self.qemu else os.path.join(expand(self.app), "Contents/MacOS/qemu-system-aarch64")
+
+    @property
+    def firmware_path(self) -> str:
+        return expand(self.firmware_dir) if self.firmware_dir else os.path.join(expand(self.app),
+                                                                              "Contents/Resources/firmware")
+
+    @property
+    def vulkan_icd_path(self) -> str:
+        return expand(self.vulkan_icd) if self.vulkan_icd else os.path.join(
+            expand(self.app), "Contents/Resources/vulkan/icd.d/kosmickrisp_mesa_icd.json")
+
+    @property
+    def vm_dir_path(self) -> str:
+        return expand(self.vm_dir) if self.vm_dir else os.path.join(expand(self.data_dir), "vm/helix-desktop")
+
+    @property
+    def key_path(self) -> str:
+        return expand(self.key) if self.key else os.path.join(expand(self.data_dir), "ssh/helix_ed25519")
 
 
 @dataclass(frozen=True)
@@ -149,11 +216,13 @@ class GuestConfig:
     api_port: int = 8080
     cli_path: str = "/tmp/helix"
     usercreds: str = ".env.usercreds"  # relative to helix_dir unless absolute
+    #: helix-app: where the guest's helix-drm-manager reads QEMU_ADDR (the app's env injection writes it).
+    drm_env_file: str = "/etc/helix-drm-manager.env"
 
     def __post_init__(self) -> None:
         if not (0 < self.api_port < 65536):
             raise ConfigError(f"[guest] api_port must be 1..65535, got {self.api_port}")
-        for name in ("helix_dir", "compose_file", "cli_path", "usercreds"):
+        for name in ("helix_dir", "compose_file", "cli_path", "usercreds", "drm_env_file"):
             check_plain_path(getattr(self, name), f"[guest] {name}")
         check_plain_name(self.sandbox_service, "[guest] sandbox_service")
         check_plain_name(self.compose_profiles, "[guest] compose_profiles", lists=True, empty=True)
@@ -299,6 +368,21 @@ class TargetConfig:
     stream: StreamConfig = field(default_factory=StreamConfig)
     sim: Mapping[str, Any] | None = None  # the [sim] table (only read by helix_sim); None: a real Mac
 
+    def __post_init__(self) -> None:
+        vm = self.vm
+        if vm.provider == "helix-app":
+            # QEMU forwards [vm] ssh_port and serves helix-port [vm] frame_export_port: the drivers must use the same.
+            for key, have, want in (("[ssh] port", self.ssh.port, ("[vm] ssh_port", vm.ssh_port)),
+                                    ("[frame_export] port", self.frame_export.port,
+                                     ("[vm] frame_export_port", vm.frame_export_port))):
+                if have != want[1]:
+                    raise ConfigError(f"{key} ({have}) must equal {want[0]} ({want[1]}) with [vm] provider "
+                                      "\"helix-app\": QEMU forwards that port", hint=f"set only {want[0]}")
+
+    @property
+    def is_helix_app(self) -> bool:
+        return self.vm.provider == "helix-app"
+
     @property
     def is_sim(self) -> bool:
         """A target with a ``[sim]`` table, even an empty one, is a simulator (never silently a real Mac)."""
@@ -414,6 +498,12 @@ def _apply(cfg: TargetConfig, overrides: Mapping[str, Any], origin: str) -> Targ
         else:
             raise ConfigError(f"unknown config key {dotted!r} ({origin})")
     changes = {s: _build_section(_SECTIONS[s], s, vals, getattr(cfg, s), origin) for s, vals in grouped.items()}
+    vm = changes.get("vm", cfg.vm)
+    if vm.provider == "helix-app":  # [ssh] port and [frame_export] port follow [vm]'s unless given too
+        if "port" not in grouped.get("ssh", {}):
+            changes["ssh"] = replace(changes.get("ssh", cfg.ssh), port=vm.ssh_port)
+        if "port" not in grouped.get("frame_export", {}):
+            changes["frame_export"] = replace(changes.get("frame_export", cfg.frame_export), port=vm.frame_export_port)
     return replace(cfg, **changes, **top)
 
 
@@ -428,12 +518,26 @@ def parse_target(data: Mapping[str, Any], *, source: str = "<memory>") -> Target
             hint=f"known: name, kind, sim, {', '.join(_SECTIONS)}",
         )
     kind = data.get("kind", "utm")
-    if kind != "utm":
-        raise ConfigError(f"{source}: kind = {kind!r} is not supported", hint='use kind = "utm"')
+    if kind not in PROVIDERS:
+        raise ConfigError(f"{source}: kind = {kind!r} is not supported",
+                          hint=f"use one of: {', '.join(repr(p) for p in PROVIDERS)}")
     cfg = TargetConfig(name=str(data.get("name", Path(source).stem)), source=source)
     sections = {}
+    vm_raw = data.get("vm", {})
+    if kind != "utm":  # `kind = "helix-app"` names the provider too
+        if isinstance(vm_raw, Mapping) and vm_raw.get("provider", kind) != kind:
+            raise ConfigError(f"{source}: kind = {kind!r} but [vm] provider = {vm_raw.get('provider')!r}",
+                              hint="drop one of them")
+        vm_raw = {**vm_raw, "provider": kind} if isinstance(vm_raw, Mapping) else vm_raw
+    if "vm" in data or kind != "utm":
+        sections["vm"] = _build_section(VmConfig, "vm", vm_raw, cfg.vm, source)
+    if "vm" in sections and sections["vm"].provider == "helix-app":
+        vm = sections["vm"]
+        # Helix.app's SSH: ubuntu@<ssh_port> with the app's key; its frame export on <frame_export_port>.
+        cfg = replace(cfg, vm=vm, ssh=replace(cfg.ssh, port=vm.ssh_port, user="ubuntu", key=vm.key_path),
+                      frame_export=replace(cfg.frame_export, port=vm.frame_export_port))
     for key, cls in _SECTIONS.items():
-        if key in data:
+        if key in data and key != "vm":
             sections[key] = _build_section(cls, key, data[key], getattr(cfg, key), source)
     sim = data.get("sim")
     if sim is not None and not isinstance(sim, Mapping):

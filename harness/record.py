@@ -29,6 +29,10 @@ class BootRecord:
     host_snapshot: "HostSnapshot | None" = None  # crash reports and log size before the VM started
     status_after: str = ""  # the VM's status once booted
     running_after: bool = False  # whether that status means running (the provider decides)
+    status_source: str = "utmctl status"  # where the status came from (the provider says)
+    running_status: str = "started"  # the status that means running
+    provider: str = "utm"  # the VM provider's name
+    vm_pid: int | None = None  # the VM's process, when the harness runs it (Helix.app's QEMU)
     crash_reports: list["CrashReport"] = field(default_factory=list)  # new .ips reports during boot
     host_log: bytes = b""  # bytes QEMU appended to its log during boot
 
@@ -75,6 +79,7 @@ class StreamRecord:
     vkcube_state_after: str = ""  # running | gone | zombie (a crashed vkcube stays a zombie)
     vkcube_error: str = ""  # launching vkcube failed (exec refused or errored)
     vkcube_after_error: str = ""  # checking vkcube after the stream failed (the desktop was unreachable)
+    cli_skipped: str = ""  # why the CLI cross-check did not run (no helix CLI configured): the test skips
     #: The latest :class:`harness.verdict.checks.Finding` of each stream check, by check name.
     findings: dict[str, Any] = field(default_factory=dict)
 
@@ -120,18 +125,24 @@ class CrashEvidence:
     ssh_alive: bool | None = None  # None: not checked
     containers: list[ContainerProblem] = field(default_factory=list)
     complete: bool = True  # False: only the crash reports were read (the target was broken)
+    status_source: str = "utmctl status"  # where vm_status came from (the provider says)
+    running_status: str = "started"
+    #: What the VM provider itself found (``VmProvider.health``): a cause it recognised (a hung QEMU, a
+    #: panicked guest) and its evidence (a dead QEMU's exit status and last stderr lines).
+    vm_cause: str | None = None
+    vm_lines: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         """Human-readable evidence, crash reports first."""
         out = [f"new crash report {c.summary()}" for c in self.crash_reports]
         if self.vm_status_error:
-            out.append(f"utmctl status failed: {self.vm_status_error}")
+            out.append(f"{self.status_source} failed: {self.vm_status_error}")
         elif self.vm_status is not None and not self.vm_running:
-            out.append(f"utmctl status is `{self.vm_status}`, not `started`")
+            out.append(f"{self.status_source} is `{self.vm_status}`, not `{self.running_status}`")
         if self.ssh_alive is False:
             out.append("SSH no longer answers `echo ready`")
         out += [p.text for p in self.containers]
-        return out
+        return out + self.vm_lines  # last: the provider's own lines (a dead QEMU's stderr tail)
 
 
 @dataclass
@@ -173,7 +184,13 @@ class RunRecord:
         out: dict[str, Any] = {}
         if self.boot is not None:
             out["vm_status_at_start"] = self.boot.status_at_start
-            if self.boot.vm_version:
+            if self.boot.provider != "utm":  # Helix.app: its QEMU's version and PID
+                out["vm_provider"] = self.boot.provider
+                if self.boot.vm_version:
+                    out["vm_version"] = self.boot.vm_version
+                if self.boot.vm_pid:
+                    out["qemu_pid"] = self.boot.vm_pid
+            elif self.boot.vm_version:
                 out["utm_version"] = self.boot.vm_version
         if self.qemu_binary_version:
             out["qemu_binary_version"] = self.qemu_binary_version

@@ -97,7 +97,7 @@ class Strategy:
 
     def __post_init__(self) -> None:
         if self.drivers is None:
-            self.drivers = Drivers.for_target(self.target)
+            self.drivers = Drivers.for_target(self.target, artifacts_dir=self.artifacts_dir)
         self.record.target_name = self.target.name
 
     # -- public API ------------------------------------------------------------------
@@ -161,6 +161,7 @@ class Strategy:
                     self.record.teardown_errors.append(f"{PHASE_OF.get(below, below.name)}: {exc}")
                     self.status = below
             self.drivers.deactivate("ssh")
+            self.drivers.close()
         return self.record.teardown_errors
 
     def reset(self, reason: str) -> None:
@@ -222,11 +223,14 @@ class Strategy:
             ev.crash_reports = d.host.new_crash_reports(rec.host_snapshot)
         if complete:
             if d.vm is not None:
+                ev.status_source, ev.running_status = d.vm.status_source, d.vm.running_status
                 try:
                     ev.vm_status = d.vm.status()
                     ev.vm_running = d.vm.is_running(ev.vm_status)
                 except HarnessError as exc:
                     ev.vm_status_error = str(exc)
+                health = d.vm.health()
+                ev.vm_cause, ev.vm_lines = health.cause, list(health.lines)
             ev.ssh_alive = d.ssh.ping()
             if d.docker is not None:
                 stack, session = rec.stack, rec.session
@@ -260,17 +264,41 @@ class Strategy:
     def _step(self, status: Status, *, up: bool) -> None:
         phase = PHASE_OF[status] if up else f"{PHASE_OF[Status(status.value + 1)]}_down"
         what = _WHAT[status] if up else _WHAT_DOWN[status]
+        vm = self.drivers.vm
+        if vm is not None and (status is Status.vm_up and up or status is Status.off and not up):
+            what = vm.boot_label if up else vm.stop_label
+        elif status is Status.stack_up and up:
+            what = self.drivers.stack.label
         method = getattr(self, f"_{'up' if up else 'down'}_{status.name}")
         with self.timeline.phase(phase, what) as handle:
             try:
                 method(handle)
             except Exception as exc:
                 if up:
-                    self.broken = (PHASE_OF[status], exc)
                     if isinstance(exc, HarnessError) and exc.phase is None:
                         exc.phase = PHASE_OF[status]
+                    explained = self._explain(PHASE_OF[status], exc)
+                    self.broken = (PHASE_OF[status], explained or exc)
+                    if explained is not None:
+                        raise explained from exc
                 raise
         self.status = status
+
+    def _explain(self, phase: str, exc: BaseException) -> BaseException | None:
+        """The VM provider's view of a failed phase (a hung or dead QEMU behind an SSH timeout), if it has one."""
+        vm = self.drivers.vm
+        if vm is None:
+            return None
+        try:
+            explained = vm.explain(phase, exc)
+        except Exception:  # noqa: BLE001 - a failed diagnosis must not hide the phase's own error
+            log.exception("the VM provider could not examine the failed %s phase", phase)
+            return None
+        if explained is not None:
+            if isinstance(explained, HarnessError) and explained.phase is None:
+                explained.phase = phase
+            explained.__cause__ = exc
+        return explained
 
     # up ----------------------------------------------------------------------------
     def _up_off(self, h) -> None:
@@ -293,6 +321,8 @@ class Strategy:
         except HarnessError as exc:
             log.info("%s version unavailable: %s", vm.name, exc)
         vm.power_on(timeout=self._timeout("boot"), on_wait=h.update)
+        boot.status_source, boot.running_status, boot.provider = vm.status_source, vm.running_status, vm.name
+        boot.vm_pid = vm.process_id()
         boot.status_after = vm.status()
         boot.running_after = vm.is_running(boot.status_after)
         boot.crash_reports = d.host.new_crash_reports(boot.host_snapshot)
@@ -305,8 +335,7 @@ class Strategy:
 
     def _up_stack_up(self, h) -> None:
         deadline = Deadline(self.phase_timeout("stack"))
-        h.update("./stack start")
-        output = self.drivers.stack.start(timeout=deadline.remaining)
+        output = self.drivers.stack.start(timeout=deadline.remaining, on_stage=h.update)  # its stages as progress
         self._attach(Status.stack_up, timeout=deadline.remaining)
         stack = self.record.stack
         stack.output_tail = output[-2000:]
@@ -322,11 +351,12 @@ class Strategy:
     def _up_session_ready(self, h) -> None:
         d = self.drivers
         deadline = Deadline(self.phase_timeout("session"))
-        h.update("building the helix CLI")
+        if d.cli.build_label:
+            h.update(d.cli.build_label)
         built = d.cli.ensure_built(self.record.stack.helix_git_sha if self.record.stack else "",
                                    timeout=min(self._timeout("build"), deadline.remaining))
         name = f"helix-e2e-{uuid.uuid4().hex[:8]}"
-        h.update("helix spectask start --wait")
+        h.update(d.cli.start_label)
         since_start = Deadline(0)  # only its `elapsed`: spectask start plus the container lookup
         try:
             started = d.cli.start_session(d.creds.project, name, agent=d.creds.agent,
@@ -366,14 +396,15 @@ class Strategy:
                 name="stream", on_progress=lambda s: h.update(f"streaming {s:.0f}/{duration:.0f}s"),
                 analysis=self.target.analysis_mode)
 
-        if cfg.cli_cross_check:
+        if cfg.cli_cross_check and d.cli.available:
             # The native client joins first, as the live-pipeline client; the CLI joins shortly after.
             with d.cli.background_stream(sid, duration=duration, timeout=duration + self._timeout("stream_extra"),
-                                         local=self.artifacts_dir / "cli-stream.h264", transfer=d.ssh,
-                                         deadline=deadline) as cli:
+                                         local=self.artifacts_dir / "cli-stream.h264", deadline=deadline) as cli:
                 capture()
             run.cli, run.cli_error, run.cli_h264, run.cli_h264_head = cli.result, cli.error, cli.h264_local, cli.h264_head
         else:
+            if cfg.cli_cross_check:
+                run.cli_skipped = d.cli.unavailable_reason
             capture()
         try:
             run.vkcube_state_after = d.api.vkcube_state(sid, run.vkcube_pid)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
 from .errors import SimError
-from .config import CLI_GENERATIONS, FAULTS, QEMU_BEHAVIOURS, VIDEO_MODES, SimConfig, parse_faults
+from .config import CLI_GENERATIONS, FAULTS, PROVIDERS, QEMU_BEHAVIOURS, VIDEO_MODES, SimConfig, parse_faults
 
 PROG = "python -m helix_sim"
 
@@ -64,6 +64,9 @@ def main_parser() -> argparse.ArgumentParser:
     up.add_argument("--resolution", type=_resolution, dest="resolution", default=(1280, 720), help="WxH (default 1280x720)")
     up.add_argument("--video-mode", choices=VIDEO_MODES, dest="video_mode", default="scanout")
     up.add_argument("--qemu", choices=QEMU_BEHAVIOURS, dest="qemu", default="feb5-reject", help="QEMU build behaviour")
+    up.add_argument("--provider", choices=PROVIDERS, dest="provider", default="utm",
+                    help="who runs the VM: utm (UTM.app, utmctl) or helix-app (Helix.app's QEMU: a real "
+                    "qemu-system-aarch64); default utm")
     up.add_argument("--fault", action="append", dest="faults", default=[], metavar="NAME",
                     help=f"inject a fault (repeatable; one of: {', '.join(FAULTS)})")
     up.add_argument("--gop", type=int, dest="gop", default=120, help="keyframe interval in frames (default 120)")
@@ -103,16 +106,22 @@ def _config(args: argparse.Namespace, root: Path) -> SimConfig:
         qemu_behaviour=args.qemu,
         faults=parse_faults(args.faults),
         gop=args.gop,
+        provider=args.provider,
         **extra,
     )
 
 
 def _summary(info: dict[str, Any]) -> str:
+    if info.get("provider") == "helix-app":
+        vm = (f"  QEMU          started by the harness (provider helix-app, QMP on 127.0.0.1:{info['qmp_port']}); "
+              "the VM boots then")
+    else:
+        vm = f"  utmctl        {info['utmctl']}  (VM {info['vm_id']}, stopped: `utmctl start {info['vm_id']}`)"
     return "\n".join(
         [
             "helix-e2e simulator up (Ctrl-C to stop)",
             f"  target file   {info['target_file']}",
-            f"  utmctl        {info['utmctl']}  (VM {info['vm_id']}, stopped: `utmctl start {info['vm_id']}`)",
+            vm,
             f"  ssh           ssh -i {info['ssh_key']} -p {info['ssh_port']} {info['ssh_user']}@{info['ssh_host']}",
             f"  api           {info['api_url']} (after ./stack start in the guest)",
             f"  frame export  127.0.0.1:{info['frame_export_port']} (after the VM boots)",

@@ -13,6 +13,8 @@ VIDEO_MODES = ("scanout", "shm")
 #: The helix CLI generations the guest can build (upstream-corrections.md §2): ``2026-08`` has ``-a/--agent``;
 #: ``2026-11`` (the default) has no ``--agent`` and has ``--runtime ubuntu-desktop|headless-ubuntu``.
 CLI_GENERATIONS = ("2026-08", "2026-11")
+#: Who runs the VM on the simulated Mac: UTM.app (utmctl), or Helix.app's bundled QEMU (a real QEMU here).
+PROVIDERS = ("utm", "helix-app")
 
 #: The QEMU VERSION marker each behaviour's build prints (`[HELIX] VERSION: ...`).
 QEMU_VERSIONS = {
@@ -75,7 +77,21 @@ _FAULT_ROWS = [
     ("sysroot_paths", "qemu_dylib_paths", "host.qemu_binary", "the QEMU binary has sysroot load commands"),
     ("container_oom", "container_oom", "desktop.session", "the desktop container restarts with OOMKilled"),
     ("slow_after_running", "slow_after_running", "stack.api", "each successive session is 30 % slower"),
+    # provider "helix-app": Helix.app's bundled QEMU is a real qemu-system-aarch64 (host/helix_app.py)
+    ("qemu_exit_at_start", "qemu_exit_at_start", "host.helix_app",
+     "the bundled QEMU exits as it starts: a real QEMU rejects the app's `-spice … gl=es`"),
+    ("qemu_deadlock", "qemu_deadlock", "host.helix_app", "once the guest booted QEMU's main loop stops (SIGSTOP): "
+     "SSH, HTTP and the QMP greeting time out at 0 % CPU while `[HELIX] … dropping frame` lines go on"),
+    ("edk2_no_boot", "edk2_no_boot", "host.helix_app",
+     "QEMU runs and answers QMP, the guest never boots: EDK2 `Out Of Resource!` and a UEFI shell on the console"),
+    ("stale_qemu_pid", "stale_qemu_pid", "host.helix_app",
+     "a real QEMU left over holds the QMP port and is named in the data dir's qemu.pid"),
+    ("helix_app_running", "helix_app_running", "host.helix_app",
+     "Helix.app (`Helix for Mac`) runs with the same data dir: its killStaleQEMU would kill the harness's QEMU"),
 ]
+#: Faults only the helix-app provider has (they need a real qemu-system-aarch64).
+HELIX_APP_FAULTS = frozenset({"qemu_exit_at_start", "qemu_deadlock", "edk2_no_boot", "stale_qemu_pid",
+                              "helix_app_running"})
 
 FAULTS: dict[str, Fault] = {row[0]: Fault(*row) for row in _FAULT_ROWS}
 
@@ -148,6 +164,8 @@ class SimConfig:
     api_port: int = 0
     frame_export_port: int = 0
     seed: int = 0
+    #: "utm" (UTM.app and utmctl) or "helix-app" (Helix.app's bundled QEMU: a real qemu-system-aarch64).
+    provider: str = "utm"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
@@ -156,6 +174,12 @@ class SimConfig:
             raise SimConfigError(
                 f"unknown sim QEMU behaviour {self.qemu_behaviour!r}", hint=f"use one of {', '.join(QEMU_BEHAVIOURS)}"
             )
+        if self.provider not in PROVIDERS:
+            raise SimConfigError(f"unknown sim provider {self.provider!r}", hint=f"use one of {', '.join(PROVIDERS)}")
+        wrong = sorted(self.faults & HELIX_APP_FAULTS) if self.provider != "helix-app" else []
+        if wrong:
+            raise SimConfigError(f"sim fault(s) {', '.join(wrong)} need provider helix-app",
+                                 hint="pass --provider helix-app (pytest: --sim-provider helix-app)")
         if self.video_mode not in VIDEO_MODES:
             raise SimConfigError(f"unknown sim video mode {self.video_mode!r}", hint=f"use one of {', '.join(VIDEO_MODES)}")
         if not (1 <= self.fps <= 240):

@@ -188,11 +188,12 @@ class Simulator:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     def info(self) -> dict[str, Any]:
-        """The ``sim up --json`` dict."""
+        """The ``sim up --json`` dict (provider helix-app: the forwards' ports, the app's key, plus ``qmp_port``
+        and ``qemu_pid``, the QEMU the harness started, null until then)."""
         if not self._started or self.guest is None:
             raise SimulatorError("the simulator is not started")
         cfg = self.config
-        return {
+        info = {
             "api_url": f"http://127.0.0.1:{cfg.api_port}",
             "api_key": cfg.api_key,
             "ssh_host": self.guest.ssh_host,
@@ -206,6 +207,9 @@ class Simulator:
             "crash_dir": str(self.crash_dir),
             "target_file": str(self.target_file),
         }
+        if cfg.provider == "helix-app":
+            info.update(self.host.info())
+        return info
 
     # --- loop side ----------------------------------------------------------------------
 
@@ -271,7 +275,12 @@ class Simulator:
 
         self.engine = DockerEngine(cfg, self.root / "docker.sock")
         await self.engine.start()
-        self.qemu = QemuFrameExport(cfg, self.helix_debug_log)
+        if cfg.provider == "helix-app":
+            from .host.helix_app import HelixAppFrameExport
+
+            self.qemu = HelixAppFrameExport(cfg, self.helix_debug_log)
+        else:
+            self.qemu = QemuFrameExport(cfg, self.helix_debug_log)
         self.guest = GuestVM(
             self.root / "vm",
             cfg,
@@ -280,14 +289,24 @@ class Simulator:
             python=sys.executable,
         )
         await asyncio.to_thread(self.guest.prepare)
-        self.host = UtmHost(
-            cfg, self.host_dir, qemu=self.qemu, guest=self.guest, engine=self.engine, on_power_off=self._power_off
-        )
+        if cfg.provider == "helix-app":
+            from .host.helix_app import HelixAppHost
+
+            self.host = HelixAppHost(cfg, self.host_dir, qemu=self.qemu, guest=self.guest, engine=self.engine,
+                                     on_power_off=self._power_off)
+        else:
+            self.host = UtmHost(
+                cfg, self.host_dir, qemu=self.qemu, guest=self.guest, engine=self.engine, on_power_off=self._power_off
+            )
         self.api = HelixApiServer(cfg, self.engine, self.qemu, self.host)
         self.engine.on_service_start("api", self._api_started)
         self.engine.on_service_stop("api", self._api_stopped)
         self.engine.on_service_start("sandbox-macos", self._sandbox_started)
         self.engine.on_service_stop("sandbox-macos", self._sandbox_stopped)
+        if cfg.provider == "helix-app":
+            await self.host.start()
+            self._write_target()
+            return
         await self.host.start_control_server()
         # utmctl lives inside the (fake) UTM.app, as on a Mac: the doctor derives the QEMU framework
         # binary from utmctl's path (host/UTM.app/…/qemu-aarch64-softmmu).
@@ -347,6 +366,13 @@ class Simulator:
     def _write_target(self) -> None:
         assert self.guest is not None
         cfg = self.config
+        if cfg.provider == "helix-app":
+            text = self.host.target_toml(api_port=cfg.api_port, frame_export_port=cfg.frame_export_port,
+                                         helix_debug_log=self.helix_debug_log, width=cfg.width, height=cfg.height)
+            tmp = self.target_file.with_suffix(".toml.tmp")
+            tmp.write_text(text)
+            tmp.replace(self.target_file)
+            return
         text = f"""\
 # Target config of the helix-e2e simulator rooted at {self.root}
 name = "sim"

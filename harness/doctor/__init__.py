@@ -12,6 +12,8 @@ Where a change goes:
   ``qemu_runtime_version``, run after VM start);
 - :mod:`.host`: the Mac: ``utmctl`` (GUI login), ``hvf``, ``frame_export_port``, ``disk``, ``memory``;
 - :mod:`.credentials`: ``ssh_key``, ``known_hosts``, ``usercreds``;
+- :mod:`.helix_app`: provider ``helix-app`` (Helix.app's bundled QEMU): ``helix_app_bundle``,
+  ``helix_app_files``, ``helix_app_running``, ``helix_app_ports`` (:data:`HELIX_APP_CHECK_NAMES`);
 - this module: which checks run, in which order (:data:`CHECK_NAMES`, :func:`run_doctor`), and the
   target to check (:func:`target_for_doctor`).
 
@@ -76,7 +78,7 @@ from .host import QEMU_PROCESS_MARKERS  # noqa: F401
 from .qemu import ALLOWED_PREFIXES, HOMEBREW_PREFIX, QEMU_FRAMEWORK_IN_APP, VERSION_MARKER  # noqa: F401
 
 __all__ = [
-    "OK", "WARN", "FAIL", "STATUSES", "CHECK_NAMES", "Check", "DoctorReport", "DoctorError",
+    "OK", "WARN", "FAIL", "STATUSES", "CHECK_NAMES", "HELIX_APP_CHECK_NAMES", "Check", "DoctorReport", "DoctorError",
     "run_doctor", "target_for_doctor", "default_qemu_binary",
     "check_dylib_paths", "check_qemu_version", "check_runtime_version", "check_qemu_fresh", "check_utmctl",
     "check_hvf", "check_frame_export_port", "check_ssh_key", "check_known_hosts", "check_usercreds",
@@ -92,6 +94,12 @@ log = logging.getLogger(__name__)
 CHECK_NAMES = (
     "dylib_paths", "qemu_version", "qemu_fresh", "utmctl", "hvf", "frame_export_port",
     "ssh_key", "known_hosts", "usercreds", "disk", "memory",
+)
+#: The same for a target with ``[vm] provider = "helix-app"`` (dylib_paths and qemu_version read the app's
+#: libqemu-aarch64-softmmu.dylib; the four ports replace frame_export_port; there is no utmctl).
+HELIX_APP_CHECK_NAMES = (
+    "helix_app_bundle", "dylib_paths", "qemu_version", "helix_app_files", "helix_app_running", "helix_app_ports",
+    "hvf", "ssh_key", "known_hosts", "usercreds", "disk", "memory",
 )
 
 
@@ -138,6 +146,10 @@ def run_doctor(
     """
     system = host_system(system)
     environ = os.environ if environ is None else environ
+    if target.vm.provider == "helix-app":
+        return _run_helix_app_doctor(target, qemu_binary=qemu_binary, qemu_source=qemu_source,
+                                     expect_version=expect_version, usercreds=usercreds, reports_dir=reports_dir,
+                                     system=system)
     explicit = qemu_binary is not None
     skip_qemu = sim_unprovisioned(target) and not explicit
     binary = Path(expand(str(qemu_binary))) if explicit else Path(default_qemu_binary(target))
@@ -166,6 +178,44 @@ def run_doctor(
         fe = target.frame_export
         add("frame_export_port", lambda: check_frame_export_port(fe.host, fe.port, vm_status=vm_status,
                                                                  sim=target.is_sim))
+    add("ssh_key", lambda: check_ssh_key(target))
+    add("known_hosts", lambda: check_known_hosts(target))
+    add("usercreds", lambda: check_usercreds(usercreds))
+    add("disk", lambda: check_disk(reports_dir))
+    add("memory", lambda: check_memory())
+    where = f" ({target.source})" if target.source else ""
+    return DoctorReport(checks=checks, target=f"{target.name}{where}")
+
+
+def _run_helix_app_doctor(target: TargetConfig, *, qemu_binary, qemu_source, expect_version, usercreds, reports_dir,
+                          system: str) -> DoctorReport:
+    """:data:`HELIX_APP_CHECK_NAMES` in order: the bundle, its dylib, its files, what must not run, the ports."""
+    from .helix_app import (bundle_paths, check_helix_app_bundle, check_helix_app_files, check_helix_app_ports,
+                            check_helix_app_running)
+
+    explicit = qemu_binary is not None
+    dylib = Path(expand(str(qemu_binary))) if explicit else bundle_paths(target)[1]
+    skip_qemu = sim_unprovisioned(target) and not explicit
+    checks: list[Check] = []
+
+    def add(name: str, fn: Callable[[], Check]) -> Check:
+        check = _guarded(name, fn)
+        log.info("doctor %s: %s: %s", check.name, check.status, check.finding)
+        checks.append(check)
+        return check
+
+    add("helix_app_bundle", lambda: check_helix_app_bundle(target, system=system))
+    if skip_qemu:
+        for name in ("dylib_paths", "qemu_version"):
+            add(name, lambda name=name: skipped_for_sim(name, "its Helix.app bundle"))
+    else:
+        add("dylib_paths", lambda: check_dylib_paths(dylib, explicit=explicit, system=system))
+        add("qemu_version", lambda: check_qemu_version(dylib, qemu_source=qemu_source, expect_version=expect_version,
+                                                       explicit=explicit, system=system))
+    add("helix_app_files", lambda: check_helix_app_files(target, system=system))
+    add("helix_app_running", lambda: check_helix_app_running(target))
+    add("helix_app_ports", lambda: check_helix_app_ports(target))
+    add("hvf", lambda: check_hvf(system=system, sim=target.is_sim))
     add("ssh_key", lambda: check_ssh_key(target))
     add("known_hosts", lambda: check_known_hosts(target))
     add("usercreds", lambda: check_usercreds(usercreds))

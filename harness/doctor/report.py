@@ -112,7 +112,10 @@ def host_system(system: str | None) -> str:
 
 
 def sim_unprovisioned(target: TargetConfig) -> bool:
-    """A simulator target before the simulator filled in its connection settings (vm.id among them)."""
+    """A simulator target before the simulator filled in its connection settings (vm.id among them; for
+    provider helix-app, [vm] qemu: the simulator's launcher)."""
+    if target.vm.provider == "helix-app":
+        return target.is_sim and not target.vm.qemu
     return target.is_sim and not target.vm.id
 
 

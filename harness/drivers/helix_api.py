@@ -96,12 +96,12 @@ class HelixApi:
             ) from None
 
     # -- readiness -------------------------------------------------------------------
-    def status_code(self) -> int:
+    def status_code(self, *, timeout: float = 5.0) -> int:
         """GET /api/v1/status; any status below 500 means the API process is up (401 included)."""
-        return self._request("GET", "/api/v1/status", phase="stack", timeout=5).status_code
+        return self._request("GET", "/api/v1/status", phase="stack", timeout=timeout).status_code
 
-    def sandboxes(self) -> list[dict[str, Any]]:
-        data = self._json("GET", "/api/v1/sandboxes", phase="stack", timeout=5)
+    def sandboxes(self, *, timeout: float = 5.0) -> list[dict[str, Any]]:
+        data = self._json("GET", "/api/v1/sandboxes", phase="stack", timeout=timeout)
         if not isinstance(data, list):
             raise HelixApiError(f"/api/v1/sandboxes returned {type(data).__name__}, not a list", phase="stack")
         return data
@@ -119,8 +119,8 @@ class HelixApi:
         deadline = Deadline(timeout)
         seen: list[int] = []
 
-        def api_up() -> int | None:
-            code = self.status_code()
+        def api_up() -> int | None:  # each request ends by the deadline (a frozen API must not outlast it)
+            code = self.status_code(timeout=min(5.0, max(0.5, deadline.remaining)))
             if not seen or seen[-1] != code:
                 seen.append(code)
             return code if code < 500 else None
@@ -141,7 +141,9 @@ class HelixApi:
 
     def wait_sandbox(self, *, timeout: float, on_wait=None) -> dict[str, Any]:
         """Poll GET /api/v1/sandboxes until one is online with desktop_versions (``no_sandbox`` otherwise)."""
-        return poll_until(lambda: self.ready_sandbox(self.sandboxes()), timeout=timeout,
+        deadline = Deadline(timeout)
+        return poll_until(lambda: self.ready_sandbox(self.sandboxes(timeout=min(5.0, max(0.5, deadline.remaining)))),
+                          timeout=timeout,
                           what="a sandbox reporting desktop_versions", phase="stack", cause="no_sandbox",
                           on_wait=(lambda e: on_wait(f"no online sandbox yet ({e:.0f}s)")) if on_wait else None,
                           hint="COMPOSE_PROFILES=code-macos must be set so the sandbox-macos service runs")
@@ -155,6 +157,33 @@ class HelixApi:
         return poll_until(lookup, timeout=timeout, what="the session's dev_container_id", phase="session",
                           cause="no_container",
                           hint="the sandbox never started the session's desktop container: read the sandbox's logs")
+
+    # -- spec tasks (what `helix spectask start --wait` does over REST: api/pkg/cli/spectask/spectask.go
+    #    createSpecTask, triggerStartPlanning, waitForTaskSession) ------------------------------------
+    def start_spec_task(self, project: str, name: str, prompt: str, *, timeout: float) -> tuple[str, str]:
+        """``POST /api/v1/spec-tasks/from-prompt`` then ``POST …/{id}/start-planning``, then poll
+        ``GET /api/v1/spec-tasks/{id}`` until it names its ``planning_session_id``: (task id, session id)."""
+        deadline = Deadline(timeout)
+        task = self._json("POST", "/api/v1/spec-tasks/from-prompt", phase="session", ok=(200, 201),
+                          json={"name": name, "prompt": prompt, "project_id": project},
+                          timeout=min(30.0, max(0.5, deadline.remaining)))
+        task_id = str((task or {}).get("id") or "") if isinstance(task, dict) else ""
+        if not task_id:
+            raise HelixApiError(f"POST /api/v1/spec-tasks/from-prompt returned no task id: {str(task)[:200]}",
+                                phase="session", cause="no_session_id")
+        self._json("POST", f"/api/v1/spec-tasks/{quote(task_id, safe='')}/start-planning", phase="session",
+                   ok=(200, 201), timeout=min(30.0, max(0.5, deadline.remaining)))
+
+        def planning_session() -> str | None:
+            data = self._json("GET", f"/api/v1/spec-tasks/{quote(task_id, safe='')}", phase="session",
+                              timeout=min(10.0, max(0.5, deadline.remaining)))
+            sid = data.get("planning_session_id") if isinstance(data, dict) else None
+            return str(sid) if sid else None
+
+        session_id = poll_until(planning_session, timeout=deadline.remaining, what=f"spec task {task_id}'s "
+                                "planning_session_id", phase="session", cause="session_start_timeout",
+                                hint="the API never started the task's planning session: read the API's logs")
+        return task_id, session_id
 
     # -- sessions --------------------------------------------------------------------
     def session(self, session_id: str) -> dict[str, Any]:

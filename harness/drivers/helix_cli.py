@@ -1,7 +1,15 @@
-"""The `helix` CLI inside the guest: build it, start a spectask session, stream with it.
+"""The `helix` CLI: build it, start a spectask session, stream with it.
 
-Every invocation sources `.env.usercreds` in the guest, so the API key never appears in a
-command line we send or log (helix-stream.md §1: the CLI reads HELIX_URL / HELIX_API_KEY).
+Three drivers, one interface (what the strategy calls):
+
+- :class:`HelixCliDriver`: the CLI built inside the guest (UTM's dev VM has the source). Every
+  invocation sources `.env.usercreds` in the guest, so the API key never appears in a command line we
+  send or log (helix-stream.md §1: the CLI reads HELIX_URL / HELIX_API_KEY).
+- :class:`HostHelixCli`: a helix CLI binary on the host (Helix.app's VM image has no source checkout:
+  upstream-corrections.md §2), run locally with HELIX_URL / HELIX_API_KEY in its environment.
+- :class:`ApiOnlyCli`: no CLI at all: the session starts over the REST API, as `spectask start --wait`
+  does it (api/pkg/cli/spectask/spectask.go: createSpecTask, triggerStartPlanning, waitForTaskSession),
+  and the CLI cross-check is skipped with :attr:`~ApiOnlyCli.unavailable_reason`.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 from ..config import GuestConfig, shell_path
 from ..deadline import Deadline
@@ -64,13 +72,24 @@ class BackgroundStream:
     error: str = ""
     h264_local: str = ""
     h264_head: bytes = b""  # the first 64 KiB of the fetched .h264 (its SPS/PPS, for the cross-check)
+    skipped: str = ""  # why no CLI stream ran (no CLI configured): the cross-check test skips with it
 
 
 class HelixCliDriver:
-    def __init__(self, runner: CommandRunner, guest: GuestConfig) -> None:
+    """The helix CLI built in the guest from ``~/helix/api`` and run there over SSH."""
+
+    #: Whether a CLI exists to run (else the cross-check is skipped with :attr:`unavailable_reason`).
+    available = True
+    unavailable_reason = ""
+    #: Progress text of the session phase's two steps ("" = the step does nothing).
+    build_label = "building the helix CLI"
+    start_label = "helix spectask start --wait"
+
+    def __init__(self, runner: CommandRunner, guest: GuestConfig, *, transfer: FileTransfer | None = None) -> None:
         self.runner = runner
         self.guest = guest
         self._start_help: cli_output.StartHelp | None = None
+        self.transfer = transfer if transfer is not None else (runner if isinstance(runner, FileTransfer) else None)
 
     @property
     def cli(self) -> str:
@@ -80,7 +99,7 @@ class HelixCliDriver:
     def _creds_prefix(self) -> str:
         return f"set -a && . {shell_path(self.guest.usercreds_path)} && set +a && "
 
-    def ensure_built(self, git_sha: str, *, timeout: float) -> bool:
+    def ensure_built(self, git_sha: str, *, timeout: float) -> bool | None:
         """`cd ~/helix/api && CGO_ENABLED=0 go build -o /tmp/helix .`, skipped when /tmp/helix
         was built from the same git SHA. Returns True when it built."""
         stamp = shell_path(f"{self.guest.cli_path}.gitsha")
@@ -189,11 +208,12 @@ class HelixCliDriver:
 
     @contextmanager
     def background_stream(self, session_id: str, *, duration: float, timeout: float, local: Path,
-                          transfer: FileTransfer, deadline: Deadline) -> Iterator[BackgroundStream]:
+                          deadline: Deadline, transfer: FileTransfer | None = None) -> Iterator[BackgroundStream]:
         """Run `spectask stream` on its own thread for the body of the ``with``; on exit wait for it (until
         ``deadline``), fetch its `.h264` to ``local`` and remove it from the guest, whether or not it finished.
         Failures end up in the result's ``error``: the cross-check test reports them, they never raise."""
         bg = BackgroundStream(remote=f"/tmp/helix-e2e-{session_id}.h264")
+        transfer = transfer if transfer is not None else self.transfer
 
         def run() -> None:
             try:
@@ -225,3 +245,54 @@ class HelixCliDriver:
                                 phase="stream", check=False)
             except Exception as exc:  # noqa: BLE001 - cleanup is never the verdict (the crash checks say why SSH died)
                 log.info("could not remove the CLI's .h264 in the guest: %s", exc)
+
+
+class HostHelixCli(HelixCliDriver):
+    """A helix CLI binary on the host (``[vm] helix_cli``: the darwin build of upstream's ``api/``), run
+    locally. Nothing is built; the API's URL and key reach it through its environment (``env()``, read when
+    a command runs: the stack layer knows them), never through a command line."""
+
+    build_label = ""
+
+    def __init__(self, path: str, runner: CommandRunner) -> None:
+        super().__init__(runner, GuestConfig(cli_path=path))
+        self.path = path
+
+    def _creds_prefix(self) -> str:
+        return ""  # the runner's environment carries HELIX_URL and HELIX_API_KEY
+
+    def ensure_built(self, git_sha: str, *, timeout: float) -> bool | None:
+        return None  # a host binary: nothing to build
+
+
+class ApiOnlyCli:
+    """No helix CLI on the host: the session starts over the REST API, and no CLI stream runs."""
+
+    available = False
+    build_label = ""
+    start_label = "POST /api/v1/spec-tasks/from-prompt (no helix CLI configured)"
+    unavailable_reason = ("no helix CLI is configured ([vm] helix_cli): the session was started over the REST API "
+                          "and the CLI cross-check is skipped")
+
+    def __init__(self, api: "Callable[[], Any]", *, prompt: str = "helix-e2e streaming check") -> None:
+        self._api = api
+        self.prompt = prompt
+
+    def ensure_built(self, git_sha: str, *, timeout: float) -> bool | None:
+        return None
+
+    def start_session(self, project: str, name: str, *, timeout: float) -> StartedSession:
+        started_wall, t0 = time.time(), time.monotonic()
+        api = self._api()
+        if api is None:
+            raise HelixCliError("the API client is not connected (the stack layer is down)")
+        _task, session_id = api.start_spec_task(project, name, self.prompt, timeout=timeout)
+        if not cli_output.is_session_id(session_id):
+            raise HelixCliError(f"the spec task's planning_session_id {session_id!r} is not a ses_ id",
+                                cause="no_session_id")
+        return StartedSession(session_id, started_wall, round(time.monotonic() - t0, 3))
+
+    @contextmanager
+    def background_stream(self, session_id: str, *, duration: float, timeout: float, local: Path,
+                          deadline: Deadline, transfer: FileTransfer | None = None) -> Iterator[BackgroundStream]:
+        yield BackgroundStream(remote="", skipped=self.unavailable_reason)

@@ -23,10 +23,22 @@ class HostSnapshot:
 
 
 class HostArtifacts:
+    """The crash-report dir and QEMU's host log. A VM provider may point them elsewhere: Helix.app's QEMU
+    logs to its own stderr (a file the provider writes), and its crashes are ``qemu-system-aarch64-*.ips``."""
+
     def __init__(self, cfg: HostConfig) -> None:
         self.cfg = cfg
         self.crash_dir = Path(expand(cfg.crash_dir))
         self.debug_log = Path(expand(cfg.helix_debug_log))
+        self.crash_globs: tuple[str, ...] = (cfg.crash_glob,)
+
+    def use_log(self, path: "str | os.PathLike[str]") -> None:
+        """Read QEMU's host log from ``path`` instead of ``[host] helix_debug_log``."""
+        self.debug_log = Path(path)
+
+    def use_crash_globs(self, *globs: str) -> None:
+        """Count crash reports whose names match any of ``globs`` (instead of ``[host] crash_glob``)."""
+        self.crash_globs = tuple(globs)
 
     def _reports(self) -> dict[str, float]:
         if not self.crash_dir.is_dir():
@@ -37,7 +49,7 @@ class HostArtifacts:
         except OSError as exc:
             raise HarnessError(f"cannot list crash-report dir {self.crash_dir}: {exc.strerror}", phase="host") from None
         for entry in entries:
-            if fnmatch.fnmatch(entry.name, self.cfg.crash_glob):
+            if any(fnmatch.fnmatch(entry.name, glob) for glob in self.crash_globs):
                 try:
                     out[entry.name] = entry.stat().st_mtime
                 except OSError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+from typing import Callable
 
 from ..config import GuestConfig, shell_path
 from ..errors import CommandError, HarnessError
@@ -19,12 +20,17 @@ class StackError(HarnessError):
 
 
 class StackDriver:
+    #: What the stack phase waits for, as the timeline shows it.
+    label = "./stack start, the API and an online sandbox"
+
     def __init__(self, runner: CommandRunner, guest: GuestConfig) -> None:
         self.runner = runner
         self.guest = guest
 
-    def start(self, *, timeout: float) -> str:
+    def start(self, *, timeout: float, on_stage: Callable[[str], None] | None = None) -> str:
         """`COMPOSE_PROFILES=code-macos ./stack start`; the script does no health check itself."""
+        if on_stage:
+            on_stage("./stack start")
         cmd = f"{self.guest.cd_helix} && COMPOSE_PROFILES={shlex.quote(self.guest.compose_profiles)} ./stack start"
         try:
             result = self.runner.run(cmd, timeout=timeout, phase=PHASE)

@@ -13,7 +13,9 @@ credentials and a port forward over SSH, so :meth:`activate` ``("stack")`` opens
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from ..config import TargetConfig
@@ -36,8 +38,15 @@ log = logging.getLogger(__name__)
 LAYERS = ("ssh", "stack")
 
 
-def vm_provider(target: TargetConfig, host: HostArtifacts) -> VmProvider | None:
-    """The VM provider a target's ``[vm]`` table asks for (``None`` when no VM is configured)."""
+def vm_provider(target: TargetConfig, host: HostArtifacts, *, artifacts_dir: "str | Path | None" = None
+                ) -> VmProvider | None:
+    """The VM provider ``[vm] provider`` asks for: ``utm`` (default; ``None`` when no VM id is configured) or
+    ``helix-app`` (Helix.app's bundled QEMU run by the harness; its logs go under ``artifacts_dir``)."""
+    if target.vm.provider == "helix-app":
+        from .helix_app import HelixAppVm
+
+        where = Path(artifacts_dir) if artifacts_dir is not None else Path(tempfile.mkdtemp(prefix="helix-e2e-qemu-"))
+        return HelixAppVm(target, host, artifacts_dir=where, command_timeout=target.timeouts["command"])
     if not target.vm.id:
         return None
     return UtmVm(UtmDriver(target.vm, command_timeout=target.timeouts["command"]), host)
@@ -65,16 +74,19 @@ class Drivers:
     active: set[str] = field(default_factory=set)
 
     @classmethod
-    def for_target(cls, target: TargetConfig) -> "Drivers":
+    def for_target(cls, target: TargetConfig, *, artifacts_dir: "str | Path | None" = None) -> "Drivers":
+        """The drivers ``target`` needs; the VM provider decides the stack driver, the API's address and the
+        CLI (see :class:`~harness.drivers.base.VmProvider`)."""
         t = target.timeouts
         host = HostArtifacts(target.host)
         ssh = SshDriver(target.ssh)
-        return cls(
+        vm = vm_provider(target, host, artifacts_dir=artifacts_dir)
+        drivers = cls(
             host=host,
-            vm=vm_provider(target, host),
+            vm=vm,
             ssh=ssh,
-            stack=StackDriver(ssh, target.guest),
-            cli=HelixCliDriver(ssh, target.guest),
+            stack=vm.make_stack(ssh, target.guest) if vm is not None else StackDriver(ssh, target.guest),
+            cli=HelixCliDriver(ssh, target.guest, transfer=ssh),
             frame_export=FrameExportDriver(target.frame_export.host, target.frame_export.port, timeout=t["probe"]),
             capture=CaptureDriver(connect_timeout=t["first_frame"], first_frame_timeout=t["first_frame"],
                                   warmup_s=target.stream.warmup),
@@ -82,6 +94,20 @@ class Drivers:
             ssh_timeout=t["ssh"],
             make_docker=lambda ssh_driver: DockerDriver(ssh_driver.client, ssh_driver, target.guest),
         )
+        if vm is not None:
+            drivers.cli = vm.make_cli(ssh, target.guest, api=lambda: drivers.api, env=drivers.cli_env)
+        return drivers
+
+    def cli_env(self) -> dict[str, str]:
+        """What a host helix CLI needs to reach the API (HELIX_URL, HELIX_API_KEY), once the stack is up."""
+        if self.api is None or self.creds is None:
+            return {}
+        return {"HELIX_URL": self.api.base_url, "HELIX_API_KEY": self.creds.api_key}
+
+    def close(self) -> None:
+        """Release the VM provider's connections (its QMP thread); the VM itself is left as it is."""
+        if self.vm is not None:
+            self.vm.close()
 
     def require_vm(self) -> VmProvider:
         if self.vm is None:
@@ -98,8 +124,9 @@ class Drivers:
             self.active.add("ssh")
         if layer == "stack" and "stack" not in self.active:
             self.creds = parse_usercreds(self.stack.read_usercreds())
-            fwd = self.ssh.forward(self.guest_api_port)
-            self.api = self.make_api(fwd.url, self.creds.api_key)
+            url = self.vm.api_base_url(self.ssh, self.guest_api_port) if self.vm is not None \
+                else self.ssh.forward(self.guest_api_port).url
+            self.api = self.make_api(url, self.creds.api_key)
             self.docker = self.make_docker(self.ssh)
             self.active.add("stack")
 

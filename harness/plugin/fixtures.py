@@ -75,6 +75,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="when the stream's frames are decoded: live (during the stream), deferred (after it, from the "
                 "recording) or sampled (IDRs and every Nth frame); default: [stream] analysis, the ini "
                 "helix_e2e_analysis, else deferred on a real Mac and live on the simulator")
+    g.addoption("--sim-provider", dest="e2e_sim_provider", default=None, choices=["utm", "helix-app"],
+                help="who runs the simulated VM: utm (UTM.app, utmctl) or helix-app (Helix.app's bundled QEMU: a "
+                "real qemu-system-aarch64, Debian's qemu-system-arm)")
     parser.addini("helix_e2e_target", "default target config file", default=None)
     parser.addini("helix_e2e_analysis", "default analysis mode (live|deferred|sampled) for targets that set none",
                   default=None)
@@ -141,9 +144,16 @@ def target(request: pytest.FixtureRequest) -> TargetConfig:
     session = E2ESession.of(config)
     if cfg.is_sim and not cfg.sim.get("external"):
         settings = {k: v for k, v in cfg.sim.items()}
-        for key, opt in (("fps", "e2e_sim_fps"), ("qemu", "e2e_sim_qemu"), ("video_mode", "e2e_sim_video_mode")):
+        for key, opt in (("fps", "e2e_sim_fps"), ("qemu", "e2e_sim_qemu"), ("video_mode", "e2e_sim_video_mode"),
+                         ("provider", "e2e_sim_provider")):
             if config.getoption(opt) is not None:
                 settings[key] = config.getoption(opt)
+        if settings.get("provider") == "helix-app":
+            from helix_sim.host.real_qemu import find_qemu
+
+            if find_qemu() is None:
+                pytest.skip("the Helix.app simulator runs a real qemu-system-aarch64 and this host has none: install "
+                            "Debian's qemu-system-arm (`make debs` does, as root)")
         with session.timeline.phase("sim", "the embedded simulator to start"):
             sim = launch_sim(settings, faults, timeout=60)
         session.sim = sim

@@ -27,16 +27,29 @@ def lock_dir() -> Path:
 
 
 def _lock_for(target: TargetConfig, vm_id: str) -> FileLock:
+    # A simulator's VM lives in the simulator's own root, which goes away with it: its lock lives there too,
+    # so runs leave no lock file behind. A real Mac's VMs share the per-user cache.
+    if target.vm.provider == "helix-app":  # one QEMU per data dir and QMP port
+        where = os.path.realpath(os.path.expanduser(target.vm.data_dir))
+        key = hashlib.sha256(f"helix-app\0{where}\0{target.vm.qmp_port}".encode()).hexdigest()[:24]
+        home = Path(where) if target.is_sim and Path(where).is_dir() else lock_dir()
+        return FileLock(str(home / f"vm-{key}.lock"))
     utmctl = os.path.realpath(os.path.expanduser(target.vm.utmctl))
     key = hashlib.sha256(f"{utmctl}\0{vm_id}".encode()).hexdigest()[:24]
-    # A simulator's utmctl lives in the simulator's own root, which goes away with it: its lock lives there
-    # too, so runs leave no lock file behind. A real Mac's VMs share the per-user cache.
-    where = Path(utmctl).parent if target.is_sim and Path(utmctl).parent.is_dir() else lock_dir()
-    return FileLock(str(where / f"vm-{key}.lock"))
+    home = Path(utmctl).parent if target.is_sim and Path(utmctl).parent.is_dir() else lock_dir()
+    return FileLock(str(home / f"vm-{key}.lock"))
 
 
 def acquire_vm(target: TargetConfig, *, timeout: float) -> tuple[TargetConfig, FileLock | None]:
     """The target bound to a VM this process now owns, and the held lock (release at the end)."""
+    if target.vm.provider == "helix-app":  # the VM is the data dir's (one per Mac user): no pool, no id
+        lock = _lock_for(target, "")
+        try:
+            lock.acquire(timeout=timeout)
+        except Timeout:
+            raise HarnessError(f"Helix.app's VM ({target.vm.data_dir}) is driven by another worker", phase="boot",
+                               hint="run one worker per Mac user (-n 1)") from None
+        return target, lock
     candidates = [v for v in (target.vm.id, *target.vm.pool) if v]
     if not candidates:
         return target, None

@@ -218,18 +218,21 @@ def provenance(record, target, *, command_line: str = "") -> dict[str, Any]:
     command line; on GitHub Actions, the run's URL."""
     run = record.stream
     qemu_versions = run.host_scan.versions if run is not None else []
+    provider = target.vm.provider
     out = {
         "harness_version": __version__,
         "target": f"{target.name} ({'simulator' if target.is_sim else 'real VM'})",
         "helix_git_sha": record.stack.helix_git_sha if record.stack else "",
         "qemu_version": qemu_versions[0] if qemu_versions else "",
-        "utm_version": record.boot.vm_version if record.boot else "",
+        "utm_version": record.boot.vm_version if record.boot and provider == "utm" else "",
         "host": record.provenance.get("host", ""),
         "host_model": record.provenance.get("host_model", ""),
         "qemu_build_marker": record.qemu_binary_version,
-        "vm_provider": record.provenance.get("vm_provider", ""),
+        "vm_provider": record.provenance.get("vm_provider", "") or provider,
         "target_file": str(target.source or ""),
     }
+    if provider != "utm":  # Helix.app: its QEMU's `--version`
+        out["vm_version"] = record.boot.vm_version if record.boot else ""
     if command_line:
         out["command_line"] = command_line
     ci = ci_run_url()

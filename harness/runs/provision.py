@@ -30,7 +30,11 @@ INFO_KEYS = (
 _OPTION_OF = {"fps": "--fps", "resolution": "--resolution", "video_mode": "--video-mode", "qemu": "--qemu",
               "gop": "--gop", "boot_delay": "--boot-delay", "delay_scale": "--delay-scale", "cli": "--cli",
               "cli_wait_timeout": "--cli-wait-timeout", "stale_client_timeout": "--stale-client-timeout",
-              "stale_sweep_interval": "--stale-sweep-interval"}
+              "stale_sweep_interval": "--stale-sweep-interval", "provider": "--provider"}
+#: What a helix-app simulator's target file says that the harness takes over (besides the UTM keys).
+_HELIX_APP_KEYS = {"vm": ("app", "qemu", "data_dir", "ssh_port", "api_port", "qmp_port", "frame_export_port",
+                          "helix_cli", "powerdown_wait"),
+                   "guest": ("drm_env_file",)}
 
 
 class SimLaunchError(HarnessError):
@@ -59,8 +63,19 @@ class SimProcess:
     stderr_path: Path | None = None
 
     def overrides(self) -> dict[str, Any]:
-        """Dotted target-config overrides that point a target at this simulator."""
+        """Dotted target-config overrides that point a target at this simulator (a helix-app simulator: its
+        Helix.app's bundle, data dir, ports and host CLI too, from its target file)."""
         i = self.info
+        if i.get("provider") == "helix-app":
+            out = {"vm.provider": "helix-app", "ssh.host": i["ssh_host"], "ssh.user": i["ssh_user"],
+                   "ssh.key": i["ssh_key"], "ssh.known_hosts": _known_hosts_of(i),
+                   "frame_export.host": "127.0.0.1", "host.helix_debug_log": i["helix_debug_log"],
+                   "host.crash_dir": i["crash_dir"]}
+            data = _target_data(i)
+            for section, keys in _HELIX_APP_KEYS.items():
+                out.update({f"{section}.{k}": data[section][k] for k in keys if k in data.get(section, {})})
+            out["guest.api_port"] = data["guest"]["api_port"]
+            return out
         return {
             "vm.id": i["vm_id"],
             "vm.utmctl": i["utmctl"],
@@ -95,22 +110,26 @@ class SimProcess:
 
 def _cli_path_of(info: Mapping[str, Any]) -> str | None:
     """The simulator's ``[guest] cli_path`` (inside its root), if its target file names one."""
-    import tomllib
-
     try:
-        value = tomllib.loads(Path(info["target_file"]).read_text())["guest"]["cli_path"]
-    except (OSError, KeyError, ValueError, TypeError):
+        value = _target_data(info)["guest"]["cli_path"]
+    except (SimLaunchError, KeyError, TypeError):
         return None
     return value if isinstance(value, str) and value else None
 
 
-def _known_hosts_of(info: Mapping[str, Any]) -> str:
+def _target_data(info: Mapping[str, Any]) -> dict[str, Any]:
     import tomllib
 
     try:
-        data = tomllib.loads(Path(info["target_file"]).read_text())
-        return str(data["ssh"]["known_hosts"])
+        return tomllib.loads(Path(info["target_file"]).read_text())
     except (OSError, KeyError, ValueError) as exc:
+        raise SimLaunchError(f"the simulator's target file is unusable: {exc}") from None
+
+
+def _known_hosts_of(info: Mapping[str, Any]) -> str:
+    try:
+        return str(_target_data(info)["ssh"]["known_hosts"])
+    except KeyError as exc:
         raise SimLaunchError(f"the simulator's target file is unusable: {exc}") from None
 
 

@@ -55,10 +55,11 @@ def _ok(check: str, message: str = "") -> Finding:
     return Finding(check=check, ok=True, message=message)
 
 
-def _fail(check: str, message: str, cause: str, evidence=(), hint: str = "") -> Finding:
-    """A failed finding; its layer is its cause's (an unknown cause is a harness bug)."""
+def _fail(check: str, message: str, cause: str, evidence=(), hint: str = "", limit: int = 10) -> Finding:
+    """A failed finding; its layer is its cause's (an unknown cause is a harness bug). At most ``limit``
+    evidence lines (a dead QEMU's last 20 stderr lines raise it)."""
     return Finding(check=check, ok=False, message=message, layer=cause_row(cause).layer, cause=cause,
-                   evidence=[str(e)[:500] for e in evidence][:10], hint=hint)
+                   evidence=[str(e)[:500] for e in evidence][:limit], hint=hint)
 
 
 @_recorded
@@ -72,8 +73,9 @@ def vm_boot(record) -> Finding:
                      [c.summary() for c in crashes], "read the .ips report; QEMU crashed")
     status = boot.status_after if boot else ""
     if boot is None or not boot.running_after:
-        return _fail(name, f"utmctl status is `{status}` after boot, not `started`", "vm_not_started",
-                     [f"utmctl status: {status}"])
+        source, running = (boot.status_source, boot.running_status) if boot else ("utmctl status", "started")
+        return _fail(name, f"{source} is `{status}` after boot, not `{running}`", "vm_not_started",
+                     [f"{source}: {status}"])
     from ..doctor import check_runtime_version
 
     if record.qemu_binary_version and b"[HELIX] VERSION:" in boot.host_log:
@@ -81,7 +83,7 @@ def vm_boot(record) -> Finding:
         if verdict.status != "ok":
             return _fail(name, f"{verdict.finding} ({verdict.fix})", "stale_qemu", [verdict.finding],
                          "installed QEMU is stale: rebuild and run fix-qemu-paths.sh, then restart the VM")
-    return _ok(name, f"utmctl status `{status}`")
+    return _ok(name, f"{boot.status_source} `{status}`")
 
 
 @_recorded
@@ -307,7 +309,9 @@ def no_crash(record) -> Finding:
     if not lines:
         return _ok(name)
     kinds = {p.kind for p in ev.containers}
-    if ev.crash_reports or ev.vm_status_error or (ev.vm_status is not None and not ev.vm_running):
+    if ev.vm_cause:  # the VM provider recognised it (a hung QEMU, a panicked guest)
+        cause = ev.vm_cause
+    elif ev.crash_reports or ev.vm_status_error or (ev.vm_status is not None and not ev.vm_running):
         cause = "vm_crashed"
     elif "oom" in kinds:
         cause = "container_oom"
@@ -315,7 +319,8 @@ def no_crash(record) -> Finding:
         cause = "ssh_lost"
     else:
         cause = "container_restarted"
-    return _fail(name, "after streaming: " + "; ".join(lines), cause, lines)
+    shown = lines[:len(lines) - len(ev.vm_lines)] + ev.vm_lines[:1]  # a dead QEMU's stderr tail: evidence only
+    return _fail(name, "after streaming: " + "; ".join(shown), cause, lines, limit=10 + len(ev.vm_lines))
 
 
 def crash_reports(record) -> Finding | None:
@@ -333,6 +338,8 @@ def crash_reports(record) -> Finding | None:
 @_recorded
 def cli_agrees(run, target) -> Finding:
     name = "cli_stream_agrees_with_capture"
+    if run.cli_skipped:  # no helix CLI on this target (Helix.app without [vm] helix_cli): nothing to compare
+        return _ok(name, f"skipped: {run.cli_skipped}")
     if run.cli is None:
         return _fail(name, f"the CLI stream did not run: {run.cli_error}", "cli_failed", [run.cli_error])
     stats = run.cli.stats
@@ -416,6 +423,7 @@ def _error_evidence(exc: BaseException) -> list[str]:
         if isinstance(e, CommandError):
             tail = [ln for ln in (e.stdout + "\n" + e.stderr).splitlines() if ln.strip()][-4:]
             lines += tail
+        lines += [str(x) for x in getattr(e, "evidence", None) or ()]  # lines an error carries as data
     seen: list[str] = []
     for line in lines:
         if line not in seen:
@@ -428,6 +436,8 @@ _DOCTOR = {
     "dylib_paths": "qemu_dylib_paths", "qemu_version": "qemu_version", "qemu_fresh": "stale_qemu",
     "utmctl": "utmctl_unusable", "hvf": "no_hvf", "frame_export_port": "frame_export_port_busy", "ssh_key": "ssh_key",
     "known_hosts": "known_hosts", "usercreds": "usercreds", "disk": "low_disk", "memory": "low_memory",
+    "helix_app_bundle": "helix_app_bundle", "helix_app_files": "helix_app_files",
+    "helix_app_running": "helix_app_running", "helix_app_ports": "helix_app_port_busy",
 }
 
 
@@ -450,4 +460,5 @@ def from_error(check: str, exc: BaseException) -> Finding:
         return _fail(check, f"internal error: {type(exc).__name__}: {exc}", "internal_error",
                      [f"{type(exc).__name__}: {exc}"], "a harness bug: report it with the log")
     layer, cause, evidence, hint = classify_error(exc)
-    return _fail(check, str(exc), cause, evidence, hint)
+    carried = sum(len(getattr(e, "evidence", None) or ()) for e in _chain(exc))
+    return _fail(check, str(exc), cause, evidence, hint, limit=10 + carried)

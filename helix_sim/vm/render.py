@@ -29,6 +29,9 @@ GUEST_FILES: tuple[tuple[str, str, int], ...] = (
     ("helix/api/pkg/cli/spectask/cli_generation.go", "home/helix/api/pkg/cli/spectask/cli_generation.go", 0o644),
     ("bin/go", "bin/go", 0o755),
     ("bin/docker", "bin/docker", 0o755),
+    ("bin/sudo", "bin/sudo", 0o755),
+    ("bin/zpool", "bin/zpool", 0o755),
+    ("bin/systemctl", "bin/systemctl", 0o755),
 )
 
 

@@ -132,8 +132,9 @@ class FakeSsh(_Fake):
 class FakeStack(_Fake):
     prefix = "stack"
     guest = None
+    label = "./stack start, the API and an online sandbox"
 
-    def start(self, *, timeout) -> str:
+    def start(self, *, timeout, on_stage=None) -> str:
         self._rec("start")
         return "stack started\n"
 
@@ -148,6 +149,10 @@ class FakeStack(_Fake):
 
 class FakeCli(_Fake):
     prefix = "cli"
+    available = True
+    unavailable_reason = ""
+    build_label = "building the helix CLI"
+    start_label = "helix spectask start --wait"
 
     def ensure_built(self, git_sha, *, timeout) -> bool:
         self._rec("ensure_built")
@@ -158,7 +163,7 @@ class FakeCli(_Fake):
         return StartedSession("ses_fake", 1000.0, 0.5)
 
     @contextmanager
-    def background_stream(self, session_id, *, duration, timeout, local, transfer, deadline):
+    def background_stream(self, session_id, *, duration, timeout, local, deadline, transfer=None):
         self._rec("background_stream")
         yield BackgroundStream(remote="/tmp/x.h264", error="fake: no CLI stream")
 
