@@ -20,13 +20,13 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from childrun import REPO, child_env, pytest_argv
+
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 CHROMIUM = next((p for p in map(shutil.which, BROWSERS) if p), None)
 CHROMIUM_FLAGS = (
@@ -118,11 +118,8 @@ def rendered(tmp_path_factory):
     base = tmp_path_factory.mktemp("report-render")
     reports, tmp = base / "reports", base / "tmp"
     tmp.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HELIX_E2E_", "PYTEST_"))}
-    env.update({"TMPDIR": str(tmp), "PYTHONUNBUFFERED": "1"})
-    child = _run([sys.executable, "-m", "pytest", "-m", "streaming", "tests/streaming", "--stream-duration", "4",
-                  "--report-dir", str(reports), "--keep-artifacts", "always", "-p", "no:cacheprovider",
-                  "-p", "no:randomly", "-q"], timeout=CHILD_TIMEOUT_S, cwd=REPO, env=env)
+    child = _run(pytest_argv("--keep-artifacts", "always", "-q", report_dir=reports, stream_duration=4),
+                 timeout=CHILD_TIMEOUT_S, cwd=REPO, env=child_env(tmp=tmp))
     output = child.stdout.decode(errors="replace") + child.stderr.decode(errors="replace")
     assert child.returncode == 0, f"the streaming suite failed on the simulator:\n{output[-4000:]}"
     report = reports / "latest" / "report.html"

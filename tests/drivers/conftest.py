@@ -36,7 +36,7 @@ from harness.drivers.ssh import SshDriver
 from harness.drivers.stack import StackDriver
 from harness.drivers.utm import UtmDriver
 from harness.usercreds import Usercreds, parse_usercreds
-from helix_sim.config import FAULTS, SimConfig  # noqa: F401 - FAULTS: modules check their fault names
+from helix_sim.config import SimConfig
 from helix_sim.simulator import Simulator
 
 #: Fast and small: the sim's modelled delays (boot, sandbox, session start) scaled down, and a
