@@ -159,7 +159,8 @@ class Rig:
         self.stack_up()
         cli = self.cli_driver()
         cli.ensure_built(self.git_sha, timeout=LAYER_TIMEOUT)
-        sid = cli.start_session(self.creds.project, name, timeout=LAYER_TIMEOUT)
+        started = cli.start_session(self.creds.project, name, timeout=LAYER_TIMEOUT)
+        sid = getattr(started, "session_id", started)  # the id, or a record holding it (the restructure's shape)
         api = self.api
         poll_until(lambda: api.container_of(api.session(sid))[0], timeout=LAYER_TIMEOUT,
                    what="the session's dev_container_id", interval=0.05, max_interval=0.5)
