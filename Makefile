@@ -1,5 +1,6 @@
 # helix-e2e. `make e2e` runs the streaming suite (simulator by default) and writes reports/latest;
-# `make test` runs every test. Both set up what they need (.venv, packages, OpenSSH's sshd).
+# `make test` runs every test, `make test-fast` the inner loop. They set up what they need (.venv,
+# packages, OpenSSH's sshd).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -63,6 +64,19 @@ e2e: setup
 # Every phase has its own deadline; pytest-timeout's session timeout is only a backstop.
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider --session-timeout 900 $(PYTEST_ARGS)
+
+# The inner loop (under 2 minutes on 2 cores): the unit tests, the simulator's components and the
+# direct driver tests, on two xdist workers (a module's tests stay on one worker: they share its
+# simulator), with few Hypothesis examples (tests/conftest.py's `fast` profile) and without the
+# benchmark smoke run. The xdist controller writes a report dir: a throwaway one, not reports/.
+FAST_PATHS := tests/unit tests/sim tests/drivers tests/test_import_contract.py
+FAST_DESELECT := tests/unit/test_analyze_acceptance.py::test_bench_quick_prints_one_complete_table
+FAST_FUZZ_EXAMPLES ?= 25
+test-fast: setup
+	@reports=$$(mktemp -d -t helix-e2e-test-fast.XXXXXX); trap 'rm -rf "$$reports"' EXIT; \
+	HELIX_E2E_FUZZ_EXAMPLES=$(FAST_FUZZ_EXAMPLES) $(PY) -m pytest -q -p no:cacheprovider --session-timeout 300 -n 2 --dist loadscope \
+	  --hypothesis-profile fast --report-dir "$$reports" $(foreach t,$(FAST_DESELECT),--deselect $(t)) \
+	  $(FAST_PATHS) $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) -m bench

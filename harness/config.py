@@ -53,7 +53,8 @@ MAX_TIMEOUT_S = 86400.0
 TIMEOUT_SCALE_RANGE = (0.01, 100.0)
 
 
-def _shown(value: object) -> str:
+def shown(value: object) -> str:
+    """A config value as an error message quotes it: its repr, cut at 60 characters."""
     text = repr(value)
     return text if len(text) <= 60 else f"{text[:60]}… ({len(value) if isinstance(value, str) else '?'} chars)"
 
@@ -63,7 +64,7 @@ def check_plain_path(value: object, key: str) -> None:
     if not isinstance(value, str) or not value or len(value) > 1024 or value.startswith("-") \
             or not _PLAIN_PATH_RE.fullmatch(value):
         raise ConfigError(
-            f"{key} must be a plain path, got {_shown(value)}",
+            f"{key} must be a plain path, got {shown(value)}",
             hint="use letters, digits, spaces and _ . / + , @ % = : - (a leading ~/ means the guest user's home); "
                  "no shell metacharacters (; $ ` | & < > ( ) { } * ? [ ] \\), quotes or newlines",
         )
@@ -77,14 +78,14 @@ def check_plain_name(value: object, key: str, *, lists: bool = False, empty: boo
         ok = all(_NAME_RE.fullmatch(part) for part in parts)
     if not ok:
         what = "a comma-separated list of plain names" if lists else "a plain name"
-        raise ConfigError(f"{key} must be {what} (letters, digits, _ . -), got {_shown(value)}")
+        raise ConfigError(f"{key} must be {what} (letters, digits, _ . -), got {shown(value)}")
 
 
 def check_host(value: object, key: str) -> None:
     """``key`` must be a host name or an IP address."""
     if not isinstance(value, str) or not _HOST_RE.fullmatch(value) or any(len(p) > 63 for p in value.split(".")):
         raise ConfigError(f"{key} must be a host name or IP address (at most 253 characters, labels of at most 63), "
-                          f"got {_shown(value)}")
+                          f"got {shown(value)}")
 
 
 def check_number(value: object, key: str, lo: float, hi: float, *, lo_open: bool = False) -> None:
@@ -98,16 +99,6 @@ def check_number(value: object, key: str, lo: float, hi: float, *, lo_open: bool
 def check_int(value: object, key: str, lo: int, hi: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise ConfigError(f"{key} must be an integer in {lo}..{hi}, got {value!r}")
-
-
-def validate_session_id(value: object, key: str = "--session") -> str:
-    """A ``ses_…`` id (``ses_`` + 26 lowercase ULID characters), or ``ConfigError`` naming ``key``."""
-    from .protocols.cli_output import is_session_id
-
-    if not is_session_id(value):
-        raise ConfigError(f"{key} must be a Helix session id like ses_01ke4rsx7jb62ms9zx8g68tnbe "
-                          f"(ses_ + 26 lowercase letters and digits), got {_shown(value)}")
-    return value  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -144,7 +135,7 @@ class VmConfig:
         for name, value in (("id", self.id), *((f"pool[{i}]", v) for i, v in enumerate(self.pool))):
             if not isinstance(value, str) or len(value) > 256 or _CONTROL_RE.search(value):
                 raise ConfigError(f"[vm] {name} must be a VM UUID or name without control characters, got "
-                                  f"{_shown(value)}")
+                                  f"{shown(value)}")
         for name in ("app", "data_dir"):
             check_plain_path(getattr(self, name), f"[vm] {name}")
         for name in ("qemu", "firmware_dir", "vulkan_icd", "vm_dir", "key", "storage_script", "helix_cli"):
@@ -159,7 +150,7 @@ class VmConfig:
         if self.memory_mb:
             check_int(self.memory_mb, "[vm] memory_mb", 1024, 1 << 20)
         if self.hostmem and not _HOSTMEM_RE.fullmatch(self.hostmem):
-            raise ConfigError(f"[vm] hostmem must look like 256M or 1G, got {_shown(self.hostmem)}")
+            raise ConfigError(f"[vm] hostmem must look like 256M or 1G, got {shown(self.hostmem)}")
         check_number(self.powerdown_wait, "[vm] powerdown_wait", 0, 600)
 
     # The helix-app paths, with the app's defaults filled in (host paths, ~ expanded).
@@ -202,7 +193,7 @@ class SshConfig:
         if not self.user:
             raise ConfigError("[ssh] user must not be empty")
         if not isinstance(self.user, str) or not _USER_RE.fullmatch(self.user):
-            raise ConfigError(f"[ssh] user must be a plain user name (letters, digits, _ . -), got {_shown(self.user)}")
+            raise ConfigError(f"[ssh] user must be a plain user name (letters, digits, _ . -), got {shown(self.user)}")
         check_host(self.host, "[ssh] host")
         check_number(self.connect_timeout, "[ssh] connect_timeout", 0, 3600, lo_open=True)
 

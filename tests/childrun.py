@@ -1,10 +1,20 @@
-"""Run the streaming suite in a child pytest and watch everything it starts (a test helper).
+"""Child pytest runs for the tests that drive the suite from outside (a test helper).
 
-Used by tests/test_teardown.py and tests/test_secrets.py. The child gets its own ``TMPDIR`` (so
-every temp dir it or its simulator makes is under the case directory) and a marker variable in its
-environment; a watcher thread records every descendant process (pid, start time, command line), the
-ports they listen on, the simulator's root and its API key while the run goes on. Afterwards
-:meth:`ChildPytest.leaks` lists whatever of that survived, over all processes of the machine.
+- :func:`pytest_argv` and :func:`child_env` are the one place a child pytest's command line and
+  environment are built: every test that starts one uses them (directly, through
+  :func:`run_pytest`, or through :class:`ChildPytest`), so a new plugin option or a variable to
+  keep out of children is added here once.
+- :func:`run_pytest` runs one to its end and returns a :class:`Finished`, whose ``junit()`` and
+  ``metrics()`` read what the child wrote under ``--report-dir``: tests assert a verdict or outcome
+  on those files, not on terminal text (terminal text is checked only where the terminal output is
+  itself the feature: progress lines, no secret in the output).
+- :class:`ChildPytest` runs the streaming suite and watches everything it starts (used by
+  tests/test_teardown.py and tests/test_secrets.py). The child gets its own ``TMPDIR`` (so every
+  temp dir it or its simulator makes is under the case directory) and a marker variable in its
+  environment; a watcher thread records every descendant process (pid, start time, command line),
+  the ports they listen on, the simulator's root and its API key while the run goes on.
+  Afterwards :meth:`ChildPytest.leaks` lists whatever of that survived, over all processes of the
+  machine.
 
 No fixed sleeps: every wait polls a condition against a deadline. Every process and thread this
 helper starts is owned, waited for and joined in :meth:`ChildPytest.close`.
@@ -12,6 +22,7 @@ helper starts is owned, waited for and joined in :meth:`ChildPytest.close`.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -21,9 +32,10 @@ import threading
 import time
 import tomllib
 import uuid
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import psutil
 
@@ -34,6 +46,120 @@ VM_STOP_LINE = "⏳ boot_down:"
 #: The bound for one child run (start to exit).
 CASE_TIMEOUT = 40.0
 SIM_TEMP_PREFIXES = ("helix-e2e-sim-", "helix-sim-", "hxdk-")
+#: The suites a child can run: ``-m <suite> tests/<suite>``.
+SUITES = {"streaming": "tests/streaming", "soak": "tests/soak"}
+#: Kept from this process's environment although they match a scrubbed prefix: host tuning that
+#: holds for every run on this machine (``[timeouts] scale`` on a slow host).
+KEPT_ENV = frozenset({"HELIX_E2E_TIMEOUT_SCALE"})
+#: Never inherited: the parent's target, faults and overrides (``HELIX_E2E_*``, bar KEPT_ENV) and
+#: pytest's own (``PYTEST_ADDOPTS``, ``PYTEST_CURRENT_TEST``, xdist's worker variables).
+SCRUBBED_ENV_PREFIXES = ("HELIX_E2E_", "PYTEST_")
+
+
+# -- command lines and environments of child pytests ----------------------------------------------
+
+
+def pytest_argv(*args: str, suite: str | None = "streaming", report_dir: str | os.PathLike[str] | None = None,
+                stream_duration: float | None = None) -> list[str]:
+    """A child pytest's command line (run it with ``cwd=REPO``).
+
+    ``python -m pytest -p no:cacheprovider -p no:randomly``; for a ``suite`` (``streaming``,
+    ``soak``) ``-m <suite> <REPO>/tests/<suite>``; ``--stream-duration`` and ``--report-dir`` when
+    given; then ``args``. ``suite=None`` runs whatever ``args`` name.
+    """
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly"]
+    if suite is not None:
+        argv += ["-m", suite, str(REPO / SUITES[suite])]
+    if stream_duration is not None:
+        argv += ["--stream-duration", f"{stream_duration:g}"]
+    if report_dir is not None:
+        argv += ["--report-dir", str(report_dir)]
+    return [*argv, *args]
+
+
+def child_env(extra: Mapping[str, str] | None = None, *, tmp: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """A child pytest's environment: this one's without :data:`SCRUBBED_ENV_PREFIXES` (bar
+    :data:`KEPT_ENV`), unbuffered output, ``TMPDIR=tmp`` when given, then ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k in KEPT_ENV or not k.startswith(SCRUBBED_ENV_PREFIXES)}
+    env["PYTHONUNBUFFERED"] = "1"
+    if tmp is not None:
+        env["TMPDIR"] = str(tmp)
+    env.update(extra or {})
+    return env
+
+
+# -- what a child wrote: junit.xml and metrics.json -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    """One ``<testcase>`` of a junit.xml."""
+
+    classname: str
+    name: str
+    outcome: str  # passed | failed | error | skipped (an error in setup or teardown counts as error)
+    message: str = ""  # the failure/error/skipped element's message and text
+    properties: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def nodeid(self) -> str:
+        """``tests/streaming/test_streaming.py::test_x`` (from pytest's dotted classname)."""
+        return self.classname.replace(".", "/") + ".py::" + self.name
+
+
+def read_junit(path: str | os.PathLike[str]) -> list[Case]:
+    """Every testcase of a junit.xml, in file order."""
+    cases = []
+    for tc in ET.parse(path).getroot().iter("testcase"):
+        outcome, message = "passed", ""
+        for tag in ("failure", "error", "skipped"):
+            el = tc.find(tag)
+            if el is not None:
+                outcome = {"failure": "failed"}.get(tag, tag)
+                message = "\n".join(p for p in (el.get("message", ""), el.text or "") if p)
+                break
+        props = tuple((p.get("name", ""), p.get("value", "")) for p in tc.iter("property"))
+        cases.append(Case(tc.get("classname", ""), tc.get("name", ""), outcome, message, props))
+    return cases
+
+
+def outcomes(cases: list[Case]) -> dict[str, str]:
+    """Test name → outcome."""
+    return {c.name: c.outcome for c in cases}
+
+
+@dataclass
+class Finished:
+    """A child pytest that ran to its end."""
+
+    argv: list[str]
+    returncode: int
+    output: str  # stdout + stderr: for failure messages, and for the features that are terminal output
+    reports: Path | None  # its --report-dir
+
+    @property
+    def latest(self) -> Path:
+        assert self.reports is not None, "this child had no --report-dir"
+        return self.reports / "latest"
+
+    def junit(self) -> list[Case]:
+        return read_junit(self.latest / "junit.xml")
+
+    def metrics(self) -> dict:
+        return json.loads((self.latest / "metrics.json").read_text())
+
+    def tail(self, chars: int = 3000) -> str:
+        return self.output[-chars:]
+
+
+def run_pytest(*args: str, suite: str | None = "streaming", report_dir: str | os.PathLike[str] | None = None,
+               stream_duration: float | None = None, env: Mapping[str, str] | None = None,
+               cwd: str | os.PathLike[str] = REPO, timeout: float = 300) -> Finished:
+    """Run a child pytest (:func:`pytest_argv`, :func:`child_env` with ``env``) to its end."""
+    argv = pytest_argv(*args, suite=suite, report_dir=report_dir, stream_duration=stream_duration)
+    proc = subprocess.run(argv, cwd=cwd, env=child_env(env), capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+    return Finished(argv, proc.returncode, proc.stdout + proc.stderr, Path(report_dir) if report_dir else None)
 
 
 @dataclass
@@ -65,16 +191,8 @@ class ChildPytest:
         self.reports = self.case_dir / "reports"
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.marker = uuid.uuid4().hex
-        self.argv = [
-            sys.executable, "-m", "pytest", "-m", "streaming", "tests/streaming", "--stream-duration", f"{duration:g}",
-            "--report-dir", str(self.reports), "-p", "no:cacheprovider", "-p", "no:randomly", *extra_args,
-        ]
-        self.env = dict(os.environ)
-        for name in list(self.env):
-            if name.startswith(("HELIX_E2E_", "PYTEST_")):
-                self.env.pop(name)
-        self.env.update(env or {})
-        self.env.update({"TMPDIR": str(self.tmp), "PYTHONUNBUFFERED": "1", MARKER_ENV: self.marker})
+        self.argv = pytest_argv(*extra_args, report_dir=self.reports, stream_duration=duration)
+        self.env = child_env({**(env or {}), MARKER_ENV: self.marker}, tmp=self.tmp)
         self.proc: subprocess.Popen[bytes] | None = None
         self.output = bytearray()
         self.returncode: int | None = None
@@ -346,6 +464,12 @@ class ChildPytest:
     @property
     def latest(self) -> Path:
         return self.reports / "latest"
+
+    def junit(self) -> list[Case]:
+        return read_junit(self.latest / "junit.xml")
+
+    def metrics(self) -> dict:
+        return json.loads((self.latest / "metrics.json").read_text())
 
     def dated_dirs(self) -> list[Path]:
         return sorted(p for p in self.reports.glob("2*") if p.is_dir())

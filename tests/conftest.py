@@ -2,6 +2,10 @@
 
 tests/test_teardown.py checks what they leave behind, tests/test_secrets.py greps their artifacts;
 each run happens once per session, whichever test asks first.
+
+Also the Hypothesis profile ``fast`` of ``make test-fast`` (``--hypothesis-profile fast``): at most
+:data:`FAST_EXAMPLES` examples per property, including the properties that pin a larger
+``max_examples`` of their own. ``make test`` and ``make fuzz`` run the full counts.
 """
 
 from __future__ import annotations
@@ -9,6 +13,33 @@ from __future__ import annotations
 import pytest
 
 from childrun import ChildPytest, finished_run
+
+#: Examples per Hypothesis property under the `fast` profile (the inner loop).
+FAST_EXAMPLES = 25
+
+try:
+    from hypothesis import settings as _hypothesis_settings
+except ImportError:  # hypothesis is a [test] extra
+    _hypothesis_settings = None
+else:
+    _hypothesis_settings.register_profile("fast", max_examples=FAST_EXAMPLES)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under the `fast` profile, cap the properties that pin their own ``max_examples``.
+
+    A profile only sets defaults: ``@settings(max_examples=1500)`` on a test wins over it. So each such
+    test gets its own settings again, derived from its pinned ones with the profile's count
+    (``_hypothesis_internal_use_settings`` is where ``@settings`` keeps them).
+    """
+    if _hypothesis_settings is None or _hypothesis_settings.get_current_profile_name() != "fast":
+        return
+    cap = _hypothesis_settings.default.max_examples
+    for item in items:
+        test = getattr(item, "obj", None)
+        pinned = getattr(test, "_hypothesis_internal_use_settings", None)
+        if pinned is not None and pinned.max_examples > cap:
+            test._hypothesis_internal_use_settings = _hypothesis_settings(pinned, max_examples=cap)
 
 
 @pytest.fixture(scope="session")

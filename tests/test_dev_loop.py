@@ -11,16 +11,13 @@ from pathlib import Path
 
 import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
+from childrun import outcomes, run_pytest
+
 EXE = Path(sys.executable).parent / "helix-e2e"
 
 
 def pytest_run(tmp_path, target, *args):
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-m", "streaming", str(ROOT / "tests/streaming"),
-         "--target", str(target), "--stream-duration", "3", "--report-dir", str(tmp_path / "r"), "-q", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=240,
-    )
+    return run_pytest("--target", str(target), "-q", *args, report_dir=tmp_path / "r", stream_duration=3, timeout=240)
 
 
 def test_sim_up_then_reuse_the_running_stack(tmp_path):
@@ -30,14 +27,14 @@ def test_sim_up_then_reuse_the_running_stack(tmp_path):
         info = json.loads(proc.stdout.readline())
         target = Path(info["target_file"])
         first = pytest_run(tmp_path, target, "--keep-vm")
-        assert first.returncode == 0, first.stdout[-2000:]
+        assert first.returncode == 0, first.tail()
         status = subprocess.run([info["utmctl"], "status", info["vm_id"]], capture_output=True, text=True).stdout
         assert status.strip() == "started"  # --keep-vm left it up
         again = pytest_run(tmp_path, target, "--initial-state", "stack_up", "-k", "fps_in_band")
-        assert again.returncode == 0, again.stdout[-2000:]
-        assert "1 passed" in again.stdout
-        phases = again.stdout.split("helix-e2e phases", 1)[1]
-        assert " boot " not in phases and " stack " not in phases  # reused, not rebooted
+        assert again.returncode == 0, again.tail()
+        assert outcomes(again.junit()) == {"test_stream_fps_in_band": "passed"}, again.tail()
+        phases = again.metrics()["phases"]
+        assert "session" in phases and "boot" not in phases and "stack" not in phases, phases  # reused, not rebooted
         status = subprocess.run([info["utmctl"], "status", info["vm_id"]], capture_output=True, text=True).stdout
         assert status.strip() == "started"
     finally:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from childrun import CASE_TIMEOUT, ChildPytest
+from childrun import CASE_TIMEOUT, ChildPytest, child_env, pytest_argv
 from harness.protocols.recording import KIND_TEXT, RecordingReader
 
 pytestmark = pytest.mark.timeout(2 * CASE_TIMEOUT + 30)
@@ -126,13 +126,12 @@ def test_skips():
 def test_captured_output_tracebacks_and_skip_reasons_are_redacted(tmp_path: Path) -> None:
     """Output paths that bypass log messages: captured stdout/stderr, logged tracebacks, skip reasons."""
     import subprocess
-    import sys
 
     (tmp_path / "test_leaky.py").write_text(LEAKY_TESTS)
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", "-o", "junit_logging=all",
-         "--junitxml", "junit.xml", "--html", "report.html", "--self-contained-html", "test_leaky.py"],
-        cwd=tmp_path, capture_output=True, timeout=60,
+        pytest_argv("-rA", "-o", "junit_logging=all", "--junitxml", "junit.xml", "--html", "report.html",
+                    "--self-contained-html", "test_leaky.py", suite=None),
+        cwd=tmp_path, env=child_env(), capture_output=True, timeout=60,
     )
     assert proc.returncode == 1, proc.stdout.decode(errors="replace")[-2000:]
     outputs = {"terminal": proc.stdout + proc.stderr, "junit.xml": (tmp_path / "junit.xml").read_bytes(),

@@ -4,11 +4,10 @@ sees a reboot restore the speed, and passes a clean simulator for 10 iterations.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from childrun import REPO as ROOT
+from childrun import Finished, run_pytest
 
 
 def fast_sim_target(tmp_path: Path) -> Path:
@@ -19,25 +18,24 @@ def fast_sim_target(tmp_path: Path) -> Path:
     return path
 
 
-def run_soak(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-m", "soak", str(ROOT / "tests/soak"),
-         "--target", str(fast_sim_target(tmp_path)), "--stream-duration", "3", "--report-dir", str(tmp_path / "r"),
-         "-q", "--no-preflight", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=400,
-    )
-    soak = json.loads((tmp_path / "r/latest/soak.json").read_text())
-    return proc, soak
+def run_soak(tmp_path: Path, *args: str, duration: float = 3) -> tuple[Finished, dict]:
+    run = run_pytest("--target", str(fast_sim_target(tmp_path)), "-q", "--no-preflight", *args, suite="soak",
+                     report_dir=tmp_path / "r", stream_duration=duration, timeout=400)
+    path = tmp_path / "r/latest/soak.json"
+    assert path.is_file(), f"the soak wrote no soak.json:\n{run.tail()}"
+    return run, json.loads(path.read_text())
 
 
 def test_soak_trips_on_slow_after_running_and_a_reboot_makes_it_fast_again(tmp_path):
     # 3 sessions on one boot (slower each time), then a reboot, then 2 more sessions.
-    proc, soak = run_soak(tmp_path, "--soak-sessions", "5", "--soak-reboot-every", "3",
-                          "--sim-fault", "slow_after_running")
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 1, out[-2000:]
-    assert "the VM slows down after running" in out
-    assert "did not restore" not in out
+    run, soak = run_soak(tmp_path, "--soak-sessions", "5", "--soak-reboot-every", "3",
+                         "--sim-fault", "slow_after_running")
+    assert run.returncode == 1, run.tail()
+    [case] = run.junit()
+    assert (case.name, case.outcome) == ("test_vm_does_not_slow_down_after_running", "failed"), run.tail()
+    for said in (case.message, "\n".join(soak["problems"])):  # the verdict, in the JUnit failure and soak.json
+        assert "the VM slows down after running" in said
+        assert "did not restore" not in said
     fps = [r["fps"] for r in soak["iterations"]]
     assert soak["reboots"] == [3]
     assert fps[2] < fps[0] * 0.6 and soak["slopes"]["fps"] is not None  # slow after running …
@@ -47,7 +45,8 @@ def test_soak_trips_on_slow_after_running_and_a_reboot_makes_it_fast_again(tmp_p
 
 
 def test_clean_simulator_passes_ten_iterations(tmp_path):
-    proc, soak = run_soak(tmp_path, "--soak-sessions", "10")
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-2000:]
+    run, soak = run_soak(tmp_path, "--soak-sessions", "10")
+    assert run.returncode == 0, run.tail()
+    assert [(c.name, c.outcome) for c in run.junit()] == [("test_vm_does_not_slow_down_after_running", "passed")]
     assert len(soak["iterations"]) == 10 and soak["ok"]
     assert all(30 <= r["fps"] <= 60 for r in soak["iterations"])

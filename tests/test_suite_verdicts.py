@@ -1,26 +1,21 @@
 """The streaming suite must turn red, with the reason, when the product is wrong.
 
-Each case runs the real suite in a child pytest against a simulator set up to misbehave.
+Each case runs the real suite in a child pytest against a simulator set up to misbehave, and reads
+the outcome and the reason from the junit.xml and metrics.json it wrote.
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from childrun import Finished, run_pytest
 
 
-def run_suite(tmp_path: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    cmd = [
-        sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-m", "streaming", str(ROOT / "tests/streaming"),
-        "--stream-duration", "4", "--report-dir", str(tmp_path / "reports"), "-o", "console_output_style=classic",
-        "-rfEs", *args,
-    ]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+def run_suite(tmp_path: Path, *args: str, timeout: float = 240) -> Finished:
+    return run_pytest("-o", "console_output_style=classic", "-rfEs", *args, report_dir=tmp_path / "reports",
+                      stream_duration=4, timeout=timeout)
 
 
 @pytest.mark.parametrize(
@@ -33,10 +28,10 @@ def run_suite(tmp_path: Path, *args: str, timeout: float = 240) -> subprocess.Co
     ids=["qemu-v10-ignore", "sim-fps-20"],
 )
 def test_suite_fails_with_the_reason(tmp_path, args, failing_test, reason):
-    proc = run_suite(tmp_path, *args)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 1, out[-3000:]
-    assert f"FAILED tests/streaming/test_streaming.py::{failing_test}" in out, out[-3000:]
-    assert reason in out, out[-3000:]
-    metrics = (tmp_path / "reports/latest/metrics.json").read_text()
-    assert failing_test in metrics
+    run = run_suite(tmp_path, *args)
+    assert run.returncode == 1, run.tail()
+    cases = {c.nodeid: c for c in run.junit()}
+    nodeid = f"tests/streaming/test_streaming.py::{failing_test}"
+    assert nodeid in cases and cases[nodeid].outcome == "failed", run.tail()
+    assert reason in cases[nodeid].message, cases[nodeid].message
+    assert run.metrics()["tests"][nodeid] == "failed"

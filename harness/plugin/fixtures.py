@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from ..config import ANALYSIS_MODES, TARGET_ENV, TargetConfig, load_target, validate_session_id
-from ..errors import HarnessError
+from ..config import ANALYSIS_MODES, TARGET_ENV, TargetConfig, load_target, shown
+from ..protocols.cli_output import is_session_id
+from ..errors import ConfigError, HarnessError
 from ..record import RunRecord, StreamRecord
 from ..redact import install_logging_filter, redact
 from ..report.metrics import provenance
 from ..runs.preflight import preflight_error, run_preflight
-from ..runs.provision import launch_sim, validate_faults
+from ..runs.provision import launch_sim, real_qemu_missing, validate_faults
 from ..strategy import Status, Strategy
 from .interrupts import sigint_deferred
 from .session import E2ESession, worker_id
@@ -29,6 +30,14 @@ from .vmlock import acquire_vm
 log = logging.getLogger(__name__)
 
 DEFAULT_TARGET = "fixtures/targets/sim.toml"
+
+
+def validate_session_id(value: object, key: str = "--session") -> str:
+    """A ``ses_…`` id (``ses_`` + 26 lowercase ULID characters), or ``ConfigError`` naming ``key``."""
+    if not is_session_id(value):
+        raise ConfigError(f"{key} must be a Helix session id like ses_01ke4rsx7jb62ms9zx8g68tnbe "
+                          f"(ses_ + 26 lowercase letters and digits), got {shown(value)}")
+    return value  # type: ignore[return-value]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -149,11 +158,9 @@ def target(request: pytest.FixtureRequest) -> TargetConfig:
             if config.getoption(opt) is not None:
                 settings[key] = config.getoption(opt)
         if settings.get("provider") == "helix-app":
-            from helix_sim.host.real_qemu import find_qemu
-
-            if find_qemu() is None:
-                pytest.skip("the Helix.app simulator runs a real qemu-system-aarch64 and this host has none: install "
-                            "Debian's qemu-system-arm (`make debs` does, as root)")
+            missing = real_qemu_missing()
+            if missing:
+                pytest.skip(missing)
         with session.timeline.phase("sim", "the embedded simulator to start"):
             sim = launch_sim(settings, faults, timeout=60)
         session.sim = sim

@@ -37,6 +37,16 @@ _HELIX_APP_KEYS = {"vm": ("app", "qemu", "data_dir", "ssh_port", "api_port", "qm
                    "guest": ("drm_env_file",)}
 
 
+def real_qemu_missing() -> str | None:
+    """Why a helix-app simulator cannot run here (it runs a real ``qemu-system-aarch64``), or None."""
+    from helix_sim.host.real_qemu import find_qemu
+
+    if find_qemu() is None:
+        return ("the Helix.app simulator runs a real qemu-system-aarch64 and this host has none: install Debian's "
+                "qemu-system-arm (`make debs` does, as root)")
+    return None
+
+
 class SimLaunchError(HarnessError):
     default_phase = "sim"
     default_cause = "sim_failed"

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from harness.causes import CAUSES
+from childrun import child_env, pytest_argv
 from harness.redact import redact
 from harness.runs.runner import run_once
 from helix_sim.config import FAULTS, HELIX_APP_FAULTS
@@ -196,11 +197,9 @@ PLUGIN_CASES = {
 def run_plugin(case: str) -> PluginRun:
     args, env_extra = PLUGIN_CASES[case]
     with tempfile.TemporaryDirectory(prefix="helix-e2e-plugin-") as tmp:
-        cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-m", "streaming",
-               str(ROOT / "tests/streaming"), "--stream-duration", "3", "--report-dir", str(Path(tmp) / "reports"),
-               "-o", "console_output_style=classic", *args]
-        env = {k: v for k, v in os.environ.items() if k != "HELIX_E2E_SIM_FAULT"}
-        env.update(env_extra)
+        cmd = pytest_argv("-o", "console_output_style=classic", *args, report_dir=Path(tmp) / "reports",
+                          stream_duration=3)
+        env = child_env(env_extra)
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         latest = Path(tmp) / "reports/latest"
         metrics = json.loads((latest / "metrics.json").read_text()) if (latest / "metrics.json").exists() else {}

@@ -148,7 +148,7 @@ def test_plain_values_are_accepted(section, key, value):
 
 
 def test_session_ids_are_validated():
-    from harness.config import validate_session_id
+    from harness.plugin.fixtures import validate_session_id
 
     assert validate_session_id("ses_01ke4rsx7jb62ms9zx8g68tnbe") == "ses_01ke4rsx7jb62ms9zx8g68tnbe"
     for bad in ("", "ses_x", "spt_01ke4rsx7jb62ms9zx8g68tnbe", "ses_01ke4rsx7jb62ms9zx8g68tnbe;id", None):
