@@ -43,6 +43,8 @@ MEASURES = (
     Measure("stack_s", "stack phase", "s", False),
     Measure("session_s", "session phase", "s", False),
     Measure("qemu_rss_mb", "QEMU resident memory (soak)", "MB", False),
+    # The harness's own cost beside the FPS it measured (metrics.json "harness", issue 15).
+    Measure("harness_cpu_percent", "harness CPU during the stream", "% of a core", False),
 )
 
 #: How a regression is recognised (also printed on the page).
@@ -110,6 +112,8 @@ def _values(m: dict[str, Any]) -> dict[str, float | None]:
         "stack_s": _num(phases.get("stack")),
         "session_s": _num(phases.get("session")),
         "qemu_rss_mb": _num(m.get("qemu_rss_mb")),
+        "harness_cpu_percent": _num((m.get("harness") or {}).get("stream_cpu_percent_of_core")
+                                    if isinstance(m.get("harness"), dict) else None),
     }
 
 

@@ -82,6 +82,10 @@ def history_entry(m: dict[str, Any]) -> dict[str, Any]:
     entry["target"] = (m.get("target") or {}).get("name")
     entry["first_frame_s"] = (m.get("capture") or {}).get("first_frame_s")
     entry["stalls"] = len(m.get("stalls") or [])
+    footprint = m.get("harness")
+    if isinstance(footprint, dict):  # the harness's own cost, beside the FPS it measured
+        entry["harness"] = {k: footprint.get(k) for k in ("analysis", "stream_cpu_s", "stream_cpu_percent_of_core",
+                                                          "peak_rss_mb") if k in footprint}
     entry["freezes"] = len(m.get("freezes") or [])
     for outcome in ("passed", "failed", "skipped"):
         entry[outcome] = sum(1 for v in tests.values() if v == outcome)

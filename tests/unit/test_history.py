@@ -171,3 +171,30 @@ def test_default_output_is_in_the_reports_dir(tmp_path, capsys):
     assert main(["history", str(tmp_path)]) == 0
     assert (tmp_path / "history.html").is_file()
     assert "2 runs (1 failed), 0 regression(s)" in capsys.readouterr().out
+
+
+def test_the_harness_cost_is_kept_beside_the_fps_and_charted(tmp_path):
+    """metrics.json "harness" reaches history.jsonl and the history page, from either source."""
+    root = tmp_path / "reports"
+    nights = write_nights(root, 3, failures={})
+    for i, m in enumerate(nights):
+        m["harness"] = {"analysis": "deferred", "stream_cpu_s": 0.3, "stream_cpu_percent_of_core": 3.0 + i,
+                        "peak_rss_mb": 90.0, "bytes_written": 1000}
+        folder = sorted(p for p in root.iterdir() if p.is_dir())[i]
+        (folder / "metrics.json").write_text(json.dumps(m))
+    lines = root / "lines.jsonl"
+    for m in nights:
+        from harness.report.summary import append_history
+
+        append_history(lines, m)
+    entry = json.loads(lines.read_text().splitlines()[0])
+    assert entry["harness"] == {"analysis": "deferred", "stream_cpu_s": 0.3, "stream_cpu_percent_of_core": 3.0,
+                                "peak_rss_mb": 90.0}
+    runs = collect_runs(root)
+    assert [r.values["harness_cpu_percent"] for r in runs] == [3.0, 4.0, 5.0]
+    page = Tags(history_html(runs, out_dir=root))
+    assert any(a.get("data-measure") == "harness_cpu_percent" for t, a in page.tags if t == "svg")
+    # a night known only from its history line keeps the figure too
+    shutil.rmtree(sorted(p for p in root.iterdir() if p.is_dir())[0])
+    (root / "history.jsonl").write_text(lines.read_text())
+    assert sorted(r.values["harness_cpu_percent"] for r in collect_runs(root)) == [3.0, 4.0, 5.0]
