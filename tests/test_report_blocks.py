@@ -71,7 +71,7 @@ def test_the_fps_band_is_the_checks(fps, fails):
     assert _status(m, "fps") == (ms.OUT if fails else ms.OK)
 
 
-@pytest.mark.parametrize("gap, fails", [(1.0, False), (1.01, True)])
+@pytest.mark.parametrize("gap, fails", [(0.5, False), (0.75, False), (0.76, True), (1.0, True)])
 def test_the_trailing_gap_limit_is_the_checks(gap, fails):
     record, target = _run(gap=gap)
     assert (checks.fps_in_band(record.stream, target).cause == "frames_stop") is fails

@@ -116,6 +116,16 @@ def target_for_doctor(path: str | None = None, *, env: Mapping[str, str] | None 
 
 
 # -- the doctor --------------------------------------------------------------------------------------------
+def _adder(checks: list[Check]) -> Callable[[str, Callable[[], Check]], Check]:
+    """``add(name, fn)``: run one check guarded, log it, append it to ``checks`` and return it."""
+    def add(name: str, fn: Callable[[], Check]) -> Check:
+        check = _guarded(name, fn)
+        log.info("doctor %s: %s: %s", check.name, check.status, check.finding)
+        checks.append(check)
+        return check
+    return add
+
+
 def _guarded(name: str, fn: Callable[[], Check]) -> Check:
     """Run one check; a typed harness error becomes a ``fail``, and so does a bug (logged with its traceback),
     so one broken check never hides the others."""
@@ -154,12 +164,7 @@ def run_doctor(
     skip_qemu = sim_unprovisioned(target) and not explicit
     binary = Path(expand(str(qemu_binary))) if explicit else Path(default_qemu_binary(target))
     checks: list[Check] = []
-
-    def add(name: str, fn: Callable[[], Check]) -> Check:
-        check = _guarded(name, fn)
-        log.info("doctor %s: %s: %s", check.name, check.status, check.finding)
-        checks.append(check)
-        return check
+    add = _adder(checks)
 
     if skip_qemu:
         for name in ("dylib_paths", "qemu_version", "qemu_fresh"):
@@ -197,12 +202,7 @@ def _run_helix_app_doctor(target: TargetConfig, *, qemu_binary, qemu_source, exp
     dylib = Path(expand(str(qemu_binary))) if explicit else bundle_paths(target)[1]
     skip_qemu = sim_unprovisioned(target) and not explicit
     checks: list[Check] = []
-
-    def add(name: str, fn: Callable[[], Check]) -> Check:
-        check = _guarded(name, fn)
-        log.info("doctor %s: %s: %s", check.name, check.status, check.finding)
-        checks.append(check)
-        return check
+    add = _adder(checks)
 
     add("helix_app_bundle", lambda: check_helix_app_bundle(target, system=system))
     if skip_qemu:

@@ -10,6 +10,7 @@ from typing import Any
 
 from .. import __version__
 from ..redact import redact
+from ..verdict.checks import trailing_gap_limit
 from .measures import MIN_WINDOW_SHARE
 
 
@@ -149,7 +150,7 @@ def report_keys(record, target, *, phase_limits: dict[str, float] | None = None,
         "limits": {
             "fps_min_window": round(s.fps_min * MIN_WINDOW_SHARE, 3),
             "first_frame_s": target.timeouts["first_frame"],
-            "trailing_gap_s": round(max(1.0, 3.0 / s.fps_min), 3),
+            "trailing_gap_s": trailing_gap_limit(s.fps_min),
             "resolution": [s.width, s.height],
             "cli_fps_tolerance": s.cli_fps_tolerance,
             "phases": dict(phase_limits or {}),

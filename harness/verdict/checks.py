@@ -173,6 +173,18 @@ def _stream_ended(run) -> Finding | None:
     return _fail("stream", f"the stream ended early: {detail}", "stream_ended", evidence)
 
 
+#: The longest gap a healthy stream has: on a static screen pipewiresrc still sends a frame every 0.5 s
+#: (keepalive-time=500). A capture whose last frame came longer ago than this limit stopped getting frames.
+KEEPALIVE_S = 0.5
+
+
+def trailing_gap_limit(fps_min: float) -> float:
+    """Seconds of silence at the end of a capture that mean the frames stopped: 1.5 keepalives, or three
+    frame intervals at the band's lowest rate if that is longer. Short enough that frames which stop 2 s
+    into a capture of the minimum duration (warm-up + 1 s) are caught as stopped, not as a low rate."""
+    return round(max(1.5 * KEEPALIVE_S, 3.0 / fps_min), 3)
+
+
 @_recorded
 def fps_in_band(run, target) -> Finding:
     name = "stream_fps_in_band"
@@ -185,7 +197,7 @@ def fps_in_band(run, target) -> Finding:
                      ended.cause if ended else "no_frames", ended.evidence if ended else [])
     # Frames that stopped while the socket stayed open come first: the FPS shortfall they cause is a symptom.
     gap = cap.trailing_gap_s
-    allowed = max(1.0, 3.0 / band[0])
+    allowed = trailing_gap_limit(band[0])
     if gap is None or gap > allowed:
         return _fail(name, f"frames stopped {gap or 0:.1f}s before the end of the capture while the socket stayed "
                      "open", "frames_stop", [f"last frame {gap}s before the end", f"end={cap.end}"],

@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import shutil
 import socket
-import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .._paths import IMPORT_ROOT
+from .._paths import write_python_launcher
 
 #: The unix socket of the sim's Helix.app host (set by the launcher script).
 CONTROL_ENV = "HELIX_SIM_APP_CONTROL"
@@ -150,25 +148,11 @@ def main(argv: list[str] | None = None) -> int:
 def write_launcher(path: str | os.PathLike[str], *, control: str | os.PathLike[str], python: str | None = None
                    ) -> Path:
     """The sim's "bundled QEMU": a shell script that runs this module with the right interpreter and path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    python = python or sys.executable
-    script = "\n".join([
-        "#!/bin/sh",
-        "# qemu-system-aarch64 of the helix-e2e simulator's Helix.app: hands its output to the sim, then",
-        "# execs a real QEMU (see helix_sim/host/real_qemu.py).",
-        f"{CONTROL_ENV}={shlex.quote(str(control) if str(control).startswith('@') else str(Path(control).absolute()))}",
-        f"export {CONTROL_ENV}",
-        f'PYTHONPATH={shlex.quote(str(IMPORT_ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}',
-        "export PYTHONPATH",
-        f'exec {shlex.quote(python)} -s -m helix_sim.host.real_qemu "$@"',
-        "",
-    ])
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(script)
-    tmp.chmod(stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
-    os.replace(tmp, path)
-    return path
+    where = str(control) if str(control).startswith("@") else str(Path(control).absolute())
+    return write_python_launcher(path, module="helix_sim.host.real_qemu", python=python, python_flags="-s",
+                                 env={CONTROL_ENV: where}, comment=[
+                                     "qemu-system-aarch64 of the helix-e2e simulator's Helix.app: hands its output "
+                                     "to the sim, then", "execs a real QEMU (see helix_sim/host/real_qemu.py)."])
 
 
 if __name__ == "__main__":

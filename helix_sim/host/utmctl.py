@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
-import stat
 import sys
 import urllib.error
 import urllib.request
@@ -34,7 +32,7 @@ from typing import Any, TextIO
 
 from harness.protocols import utmctl as fmt
 
-from .._paths import IMPORT_ROOT
+from .._paths import write_python_launcher
 
 CONTROL_ENV = "HELIX_SIM_CONTROL"
 EXIT_FAILURE = 1
@@ -321,26 +319,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def write_launcher(path: str | os.PathLike[str], *, control_file: str | os.PathLike[str], python: str | None = None) -> Path:
     """Write the ``utmctl`` launcher script: execs this module with the right interpreter and path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    python = python or sys.executable
-    script = "\n".join(
-        [
-            "#!/bin/sh",
-            "# utmctl of the helix-e2e simulator: talks to the sim's UTM.app (see helix_sim/host/utmctl.py).",
-            f"{CONTROL_ENV}={shlex.quote(str(Path(control_file).resolve()))}",
-            f"export {CONTROL_ENV}",
-            f'PYTHONPATH={shlex.quote(str(IMPORT_ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}',
-            "export PYTHONPATH",
-            f'exec {shlex.quote(python)} -m helix_sim.host.utmctl "$@"',
-            "",
-        ]
-    )
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(script)
-    tmp.chmod(stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
-    os.replace(tmp, path)
-    return path
+    return write_python_launcher(path, module="helix_sim.host.utmctl", python=python,
+                                 env={CONTROL_ENV: str(Path(control_file).resolve())}, comment=[
+                                     "utmctl of the helix-e2e simulator: talks to the sim's UTM.app (see "
+                                     "helix_sim/host/utmctl.py)."])
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 
 from harness.causes import CAUSES
+from harness.config import MIN_MEASURED_S, StreamConfig
+from harness.errors import ConfigError
 from childrun import child_env, pytest_argv
 from harness.redact import redact
 from harness.runs.runner import run_once
@@ -103,7 +105,7 @@ COST = {
     "utmctl_no_gui": 1, "product_not_rerun": 20, "osstatus_rerun": 16,
     "qemu_deadlock": 14, "edk2_no_boot": 13, "qemu_exit_at_start": 3, "stale_qemu_pid": 3, "helix_app_running": 3,
     "reworded:api_5xx": 14, "reworded:ssh_refused": 9, "reworded:stack_fails": 4, "reworded:vm_crash_boot": 3,
-    "reworded:host_key_changed": 3,
+    "reworded:host_key_changed": 3, "at-minimum:frames_stop": 16, "at-minimum:frozen": 16,
 }
 #: All fault tests together, on this 2-core host (issue budget: 4 minutes).
 BUDGET_S = 240.0
@@ -126,6 +128,9 @@ def make_job(kind: str, value: str):
         return lambda: run_once(faults=[value], stream_duration=3.0, artifacts_dir=out, **_options(value))
     if value.startswith(REWORDED):
         return lambda: run_reworded(value[len(REWORDED):])
+    if value.startswith(AT_MINIMUM):
+        fault = value[len(AT_MINIMUM):]
+        return lambda: run_once(faults=[fault], stream_duration=MIN_DURATION_S, target={"delay_scale": 1.0})
     return lambda: run_plugin(value)
 
 
@@ -235,6 +240,31 @@ def test_plugin_reports_the_verdict(case, fault_runs):
 
 
 # -- verdicts never depend on the wording of a message ---------------------------------------------------
+
+# -- every fault gives its own cause at every stream duration the harness accepts -------------------------
+
+#: The shortest stream the harness accepts (the 2 s warm-up + one whole 1-s window), and the stream faults
+#: whose timing could meet the end of such a stream. These run with the simulator's real (unscaled) fault
+#: timing, as `pytest -m streaming --stream-duration 3` would: frames stop 2 s in, 1 s before the end.
+MIN_DURATION_S = StreamConfig().warmup + MIN_MEASURED_S
+AT_MINIMUM = "at-minimum:"
+MIN_DURATION_FAULTS = ("frames_stop", "frozen")
+
+
+def test_shorter_streams_are_refused_with_the_reason():
+    with pytest.raises(ConfigError) as err:
+        StreamConfig(duration=MIN_DURATION_S - 0.5)
+    assert "at least warmup" in err.value.message and "--stream-duration" in (err.value.hint or "")
+
+
+@pytest.mark.parametrize("case", [AT_MINIMUM + f for f in MIN_DURATION_FAULTS])
+def test_fault_keeps_its_cause_at_the_minimum_duration(case, fault_runs):
+    fault = case[len(AT_MINIMUM):]
+    result = fault_runs.result(("case", case))
+    v = result.verdict
+    assert v is not None, f"{fault} went unnoticed at {MIN_DURATION_S:g} s: {[f.as_dict() for f in result.findings]}"
+    assert v.cause == FAULTS[fault].cause, v.as_dict()
+
 
 #: Faults that break a phase, where a verdict came from an error (not from a check's data) and so from its
 #: cause: these are run with every harness message reworded at construction.
