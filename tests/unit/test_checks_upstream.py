@@ -130,3 +130,42 @@ def test_cli_generations_get_the_flags_they_have():
     HelixCliDriver(none, GuestConfig()).start_session("prj", "n", timeout=5)  # no agent named: no --agent
     assert "--agent" not in none.commands[-1]
     assert json.dumps(none.commands)  # plain strings
+
+
+#: The SPS and PPS that start the simulator's 1280x720 CLI .h264 (x264, baseline).
+SPS_PPS = bytes.fromhex("000000016742c020da014016e840000003004000001423c60ca80000000168ce3c80")
+
+
+def _cli_run(cli_frames: int, *, replay: int, frames: int = 120, keyframes: int = 2, elapsed: float = 3.0):
+    from harness.drivers.helix_cli import CliStream
+    from harness.protocols.cli_output import StreamStats
+
+    run = stream(timing={"frames": frames, "fps": 40.0, "replay_frames": replay, "keyframes": keyframes})
+    stats = StreamStats(resolution=(1280, 720), codec="H.264", video_frames=cli_frames, keyframes=2, audio_frames=0,
+                        average_fps=round(cli_frames / elapsed, 2), instant_fps=40, total_data="1 MB",
+                        elapsed_s=elapsed, end_reason="duration", connection_error=None,
+                        stream_init=(1280, 720, 40, "H.264"))
+    run.cli = CliStream(stats=stats, output="", exit_status=0, h264_remote="/tmp/x.h264")
+    run.cli_h264, run.cli_h264_head = "/tmp/x.h264", SPS_PPS
+    return run
+
+
+def test_the_cli_cross_check_allows_for_whichever_viewer_got_the_replay_burst():
+    target = TargetConfig(stream=StreamConfig(duration=3.0))
+    # The CLI joined first (no replay) while the native client got 20 replay frames: it agrees.
+    assert checks.cli_agrees(_cli_run(120, replay=20), target).ok
+    # The native client joined first (no replay) and the CLI got the GOP so far: it agrees.
+    assert checks.cli_agrees(_cli_run(160, replay=0), target).ok
+    # Both joined together: each got the burst.
+    assert checks.cli_agrees(_cli_run(140, replay=20), target).ok
+    # The CLI at half the native rate disagrees, whoever got the burst.
+    half = checks.cli_agrees(_cli_run(60, replay=20), target)
+    assert (half.ok, half.layer, half.cause) == (False, "client", "cli_disagrees")
+    assert "CLI Average FPS 20.0" in half.message
+
+
+def test_a_cli_h264_with_a_broken_sps_is_a_finding_not_a_crash():
+    run = _cli_run(120, replay=20)
+    run.cli_h264_head = bytes.fromhex("0000000167640028") + bytes.fromhex("0000000168ee3c80")
+    f = checks.cli_agrees(run, TargetConfig(stream=StreamConfig(duration=3.0)))
+    assert (f.ok, f.cause) == (False, "cli_h264_no_headers") and "SPS" in f.message
