@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import resource
-import selectors
 import shutil
 import subprocess
 import sys
@@ -37,6 +35,7 @@ from harness.drivers.footprint import exclude_pid, include_pid
 from harness.errors import HarnessError
 from harness.protocols import stream as sp
 from harness.protocols.recording import RecordingReader
+from harness.runs.provision import read_first_line
 from helix_sim.recordings import synthesize_recording
 
 from .table import Row
@@ -105,22 +104,7 @@ def make_clip(work: Path, label: str, seconds: float) -> Path:
 
 
 def _read_port(proc: subprocess.Popen, timeout: float) -> int:
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    end = time.monotonic() + timeout
-    line = b""
-    try:
-        while not line.endswith(b"\n"):
-            remaining = end - time.monotonic()
-            if remaining <= 0 or proc.poll() is not None:
-                break
-            if sel.select(timeout=min(0.5, remaining)):
-                chunk = os.read(proc.stdout.fileno(), 256)
-                if not chunk:
-                    break
-                line += chunk
-    finally:
-        sel.close()
+    line = read_first_line(proc, timeout)
     if not line.startswith(b"PORT "):
         raise HarnessError(f"bench.ws_sender did not start: {line!r} {proc.stderr.read().decode()[-500:] if proc.poll() is not None else ''}",
                            phase="bench")

@@ -216,8 +216,9 @@ def _kill(proc: subprocess.Popen) -> None:
             pipe.close()
 
 
-def _read_info(proc: subprocess.Popen, stderr_path: Path, timeout: float) -> dict[str, Any]:
-    """The simulator's one JSON line (``sim up --json``), or SimLaunchError."""
+def read_first_line(proc: subprocess.Popen, timeout: float) -> bytes:
+    """What a child printed on stdout up to its first newline, within ``timeout`` (without the newline when
+    the child exited or the time ran out first). Never blocks past the deadline on a silent child."""
     line = b""
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)
@@ -234,6 +235,12 @@ def _read_info(proc: subprocess.Popen, stderr_path: Path, timeout: float) -> dic
                 line += chunk
     finally:
         sel.close()
+    return line
+
+
+def _read_info(proc: subprocess.Popen, stderr_path: Path, timeout: float) -> dict[str, Any]:
+    """The simulator's one JSON line (``sim up --json``), or SimLaunchError."""
+    line = read_first_line(proc, timeout)
     if not line.endswith(b"\n"):
         exited = proc.poll() is not None
         _kill(proc)
