@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,8 +79,18 @@ async def _watch(viewer: Viewer, url: str, token: str, init: sp.Init, *, stay_s:
 def _start(viewer: Viewer, url: str, token: str, init: sp.Init, *, stay_s: float | None = None,
            until: threading.Event | None = None) -> threading.Thread:
     def run() -> None:
+        import websockets
+
+        end = time.monotonic() + 60
         try:
-            asyncio.run(_watch(viewer, url, token, init, stay_s=stay_s, until=until or threading.Event()))
+            while True:
+                try:
+                    asyncio.run(_watch(viewer, url, token, init, stay_s=stay_s, until=until or threading.Event()))
+                    return
+                except websockets.InvalidStatus as exc:  # 503 "Sandbox not connected": the desktop is starting
+                    if exc.response.status_code != 503 or time.monotonic() > end:
+                        raise
+                    time.sleep(0.3)
         except Exception as exc:  # noqa: BLE001 - reported by the test's assertions
             viewer.error = f"{type(exc).__name__}: {exc}"
         finally:
@@ -101,9 +112,13 @@ def _poll(check, *, timeout: float, what: str):
 
 
 def _sessions(api_url: str, token: str) -> list[dict]:
+    """The sessions the API lists ([] while the stack is not up yet)."""
     req = urllib.request.Request(f"{api_url}/api/v1/sessions", headers={"Authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(req, timeout=5) as resp:
-        return json.loads(resp.read())["sessions"]
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return json.loads(resp.read())["sessions"]
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return []
 
 
 def test_other_viewers_leave_the_suite_green(tmp_path):
@@ -129,9 +144,12 @@ def test_other_viewers_leave_the_suite_green(tmp_path):
         # C stays until the suite's capture has ended (the session's stop ends its socket).
         c = Viewer("C")
         threads.append(_start(c, url, token, init("viewer-c"), until=stop_c))
-        _poll(lambda: c.self_id is not None and c.frames > 0, timeout=60, what="viewer C's first frame")
-        # Wait for the suite's own capture client to join, then B joins, watches a second and leaves.
-        _poll(lambda: c.joined, timeout=60, what="the suite's capture client joining")
+        _poll(lambda: (c.self_id is not None and c.frames > 0) or c.done.is_set(), timeout=60,
+              what="viewer C's first frame")
+        assert not c.done.is_set(), f"viewer C ended before its first frame: {c.error or 'the server closed it'}"
+        # Wait for the suite's own viewers (its capture and the CLI's stream) to join, then B joins, watches a
+        # second and leaves while they stream.
+        _poll(lambda: len(set(c.joined) - {c.self_id}) >= 2, timeout=60, what="the suite's two viewers joining")
         b = Viewer("B")
         threads.append(_start(b, url, token, init("viewer-b"), stay_s=1.0))
         assert b.done.wait(30), "viewer B never finished"

@@ -14,8 +14,9 @@ from typing import Any, Callable, Hashable
 
 import pytest
 
-#: Parallel runs (HELIX_E2E_FAULT_WORKERS=1 runs them one after the other).
-WORKERS = max(1, int(os.environ.get("HELIX_E2E_FAULT_WORKERS", "2")))
+#: Parallel runs (HELIX_E2E_FAULT_WORKERS=1 runs them one after the other). Each run mostly waits on its
+#: simulator (about 0.4 of a core each), so three fit a 2-core host.
+WORKERS = max(1, int(os.environ.get("HELIX_E2E_FAULT_WORKERS", "3")))
 #: The parametrize arguments that name a run of the requesting module.
 JOB_PARAMS = ("fault", "case")
 
