@@ -4,7 +4,10 @@ sees a reboot restore the speed, and passes a clean simulator for 10 iterations.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import pytest
 
 from childrun import REPO as ROOT
 from childrun import Finished, run_pytest
@@ -18,18 +21,32 @@ def fast_sim_target(tmp_path: Path) -> Path:
     return path
 
 
-def run_soak(tmp_path: Path, *args: str, duration: float = 3) -> tuple[Finished, dict]:
+def run_soak(tmp_path: Path, *args: str, duration: float = 3) -> tuple[Finished, dict, Path]:
     run = run_pytest("--target", str(fast_sim_target(tmp_path)), "-q", "--no-preflight", *args, suite="soak",
                      report_dir=tmp_path / "r", stream_duration=duration, timeout=400)
     path = tmp_path / "r/latest/soak.json"
     assert path.is_file(), f"the soak wrote no soak.json:\n{run.tail()}"
-    return run, json.loads(path.read_text())
+    return run, json.loads(path.read_text()), tmp_path
 
 
-def test_soak_trips_on_slow_after_running_and_a_reboot_makes_it_fast_again(tmp_path):
+#: The two soaks (each a child pytest, mostly waiting on its own simulator) run side by side.
+SOAKS = {
     # 3 sessions on one boot (slower each time), then a reboot, then 2 more sessions.
-    run, soak = run_soak(tmp_path, "--soak-sessions", "5", "--soak-reboot-every", "3",
-                         "--sim-fault", "slow_after_running")
+    "slow": ("--soak-sessions", "5", "--soak-reboot-every", "3", "--sim-fault", "slow_after_running"),
+    "clean": ("--soak-sessions", "10"),
+}
+
+
+@pytest.fixture(scope="module")
+def soaks(tmp_path_factory):
+    with ThreadPoolExecutor(max_workers=len(SOAKS), thread_name_prefix="soak") as pool:
+        futures = {name: pool.submit(run_soak, tmp_path_factory.mktemp(f"soak-{name}"), *args)
+                   for name, args in SOAKS.items()}
+        yield futures
+
+
+def test_soak_trips_on_slow_after_running_and_a_reboot_makes_it_fast_again(soaks):
+    run, soak, tmp_path = soaks["slow"].result(timeout=450)
     assert run.returncode == 1, run.tail()
     [case] = run.junit()
     assert (case.name, case.outcome) == ("test_vm_does_not_slow_down_after_running", "failed"), run.tail()
@@ -44,8 +61,8 @@ def test_soak_trips_on_slow_after_running_and_a_reboot_makes_it_fast_again(tmp_p
     assert "fps per iteration" in charts and 'class="series"' in charts and "reboot" in charts
 
 
-def test_clean_simulator_passes_ten_iterations(tmp_path):
-    run, soak = run_soak(tmp_path, "--soak-sessions", "10")
+def test_clean_simulator_passes_ten_iterations(soaks):
+    run, soak, _ = soaks["clean"].result(timeout=450)
     assert run.returncode == 0, run.tail()
     assert [(c.name, c.outcome) for c in run.junit()] == [("test_vm_does_not_slow_down_after_running", "passed")]
     assert len(soak["iterations"]) == 10 and soak["ok"]
