@@ -7,6 +7,7 @@ from __future__ import annotations
 import calendar
 import json
 import time
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +131,22 @@ def write_nights(root: Path, n: int = 10, *, failures: dict[int, str] | None = N
         append_history(root / "history.jsonl", m)
         out.append(m)
     return out
+
+
+class Tags(HTMLParser):
+    """Start tags with their attributes, and the page's text."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str]]] = []
+        self.text: list[str] = []
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, {k: v or "" for k, v in attrs}))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+    def count(self, tag: str, cls: str) -> int:
+        return sum(1 for t, a in self.tags if t == tag and cls in a.get("class", "").split())

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import re
-from html.parser import HTMLParser
 
 import pytest
 
@@ -19,23 +18,9 @@ from harness.report.html import PAGE_LIMIT_BYTES, banner_html, evidence_html, pa
 from harness.report.metrics import build_metrics
 from harness.timeline import Timeline
 from harness.verdict import checks
-from report_samples import metrics
+from report_samples import Tags, metrics
 
 REPR = re.compile(r"[\[{]'|'[\]}]|\{'|\[\{")  # Python reprs of dicts and lists of dicts
-
-
-class Elements(HTMLParser):
-    def __init__(self, text: str) -> None:
-        super().__init__(convert_charrefs=True)
-        self.tags: list[tuple[str, dict[str, str]]] = []
-        self.text: list[str] = []
-        self.feed(text)
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append((tag, {k: v or "" for k, v in attrs}))
-
-    def handle_data(self, data):
-        self.text.append(data)
 
 
 def _run(*, windows=(40, 40, 40), fps=40.0, motion=0.8, gap=0.02) -> tuple[RunRecord, TargetConfig]:
@@ -110,11 +95,11 @@ def test_evidence_reads_as_words_not_reprs():
     assert ms.humanize("cli video_frames=127 elapsed=3.1s") == "cli video frames: 127 elapsed: 3.1 s"
     assert "resource_id=0" in ms.humanize("2 frame(s) used resource_id=0")
     banner = banner_html(metrics(failure="frozen"))
-    text = " ".join(Elements(banner).text)
+    text = " ".join(Tags(banner).text)
     assert "frozen" in text and "at 4.00 s for 3.10 s" in text and "What to do:" in text
     assert not REPR.search(text), text
     m = metrics(failure="low_fps")
-    assert not REPR.search(" ".join(Elements(banner_html(m) + evidence_html(m)).text))
+    assert not REPR.search(" ".join(Tags(banner_html(m) + evidence_html(m)).text))
 
 
 def test_the_title_gives_verdict_target_and_date():
@@ -136,7 +121,7 @@ def test_every_value_is_escaped():
     m["log_excerpts"][0]["lines"][1]["text"] = "<iframe src=//evil>"
     m["resource_ids"]["host"]["by_source"] = {"<u>src</u>": {"nonzero": 1, "zero": 0}}
     page = "".join(page_blocks(m))
-    tags = {t for t, _ in Elements(page).tags}
+    tags = {t for t, _ in Tags(page).tags}
     assert not tags & {"img", "iframe", "u"} and "<script>alert" not in page and "href='javascript:" not in page
     assert "&lt;img src=x onerror=alert(1)&gt;" in page and "&lt;iframe src=//evil&gt;" in page
     assert "<a href" not in provenance_html({"ci_run_url": "javascript:alert(3)"})
@@ -157,7 +142,7 @@ def test_a_30s_1080p_stream_keeps_the_page_under_5_mb(tmp_path):
     blocks = page_blocks(m, other_bytes=other)
     page = "".join(blocks)
     assert len(page.encode()) + other < PAGE_LIMIT_BYTES
-    text = " ".join(Elements(page).text)
+    text = " ".join(Tags(page).text)
     assert re.search(r"the clip after \d+(\.\d+)? s \(of 5 s\), cut to keep the page small", text), text[-2000:]
     assert "the full recording (stream.hxwsrec" in text and "Not on this page" in text
     src = re.search(r"data:video/mp4;base64,([A-Za-z0-9+/=]+)", page).group(1)
@@ -199,7 +184,7 @@ def test_a_broken_target_renders_what_it_knows():
                    "message": "./stack start exited 1", "check": "phase:stack", "transient": False, "explains": []}
     m["phase_timeline"][3]["outcome"] = "failed"
     page = "".join(page_blocks(m))
-    text = " ".join(Elements(page).text)
+    text = " ".join(Tags(page).text)
     assert "FAIL" in text and "stack failed" in text and "0 passed, 0 failed, 9 skipped" in text
     rows = {r.key: r for r in ms.measurements(m)}
     assert rows["fps"].value == "not measured" and rows["fps"].status == ms.MISSING

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from html.parser import HTMLParser
 
 import pytest
 
@@ -14,26 +13,7 @@ from harness.errors import HarnessError
 from harness.report.history import (
     MEASURES, REGRESSION_MIN_BASELINE, REGRESSION_RULE, Run, collect_runs, history_html, regressions, write_history,
 )
-from report_samples import T0, metrics, write_nights
-
-
-class Tags(HTMLParser):
-    """Start tags with their attributes, and the page's text."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(convert_charrefs=True)
-        self.tags: list[tuple[str, dict[str, str]]] = []
-        self.text: list[str] = []
-        self.feed(text)
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append((tag, {k: v or "" for k, v in attrs}))
-
-    def handle_data(self, data):
-        self.text.append(data)
-
-    def count(self, tag: str, cls: str) -> int:
-        return sum(1 for t, a in self.tags if t == tag and cls in a.get("class", "").split())
+from report_samples import T0, Tags, metrics, write_nights
 
 
 def _run(i: int, value: float, verdict: str = "PASS", key: str = "fps") -> Run:
