@@ -35,3 +35,30 @@ def test_suite_fails_with_the_reason(tmp_path, args, failing_test, reason):
     assert nodeid in cases and cases[nodeid].outcome == "failed", run.tail()
     assert reason in cases[nodeid].message, cases[nodeid].message
     assert run.metrics()["tests"][nodeid] == "failed"
+
+
+def test_a_helix_app_simulator_without_qemu_is_an_error_not_a_run_of_skips(tmp_path):
+    """Asked for the Helix.app simulator on a host with no qemu-system-aarch64: every test errors with the
+    reason and the run exits non-zero (nine skips and exit 0 would be a green run that did not run)."""
+    import sys
+
+    bare = tmp_path / "bin"  # a PATH with this Python and nothing else: no QEMU to find
+    bare.mkdir()
+    (bare / "python").symlink_to(sys.executable)
+    run = run_pytest("--sim-provider", "helix-app", report_dir=tmp_path / "reports", stream_duration=3,
+                     env={"PATH": str(bare)}, timeout=120)
+    assert run.returncode not in (0, 5), run.tail()
+    cases = run.junit()
+    assert len(cases) == 9 and {c.outcome for c in cases} == {"error"}, run.tail()
+    assert all("qemu-system-aarch64" in c.message for c in cases), cases[0].message
+
+
+def test_a_run_where_every_test_skipped_is_not_green(tmp_path):
+    """Whatever made them skip, nine skips checked nothing: the run exits non-zero and says so."""
+    (tmp_path / "skip_everything.py").write_text(
+        "import pytest\n\n\ndef pytest_runtest_setup(item):\n    pytest.skip('skipped by the test')\n")
+    run = run_pytest("-p", "skip_everything", report_dir=tmp_path / "reports", stream_duration=3,
+                     env={"PYTHONPATH": str(tmp_path)}, timeout=120)
+    assert run.returncode == 1, run.tail()
+    assert {c.outcome for c in run.junit()} == {"skipped"} and len(run.junit()) == 9, run.tail()
+    assert "NOTHING CHECKED: all 9 selected streaming tests were skipped" in run.output, run.tail()

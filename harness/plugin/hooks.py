@@ -285,6 +285,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus) -> None:
     if not e2e.complete and session.exitstatus == pytest.ExitCode.OK:
         # Tests that never ran count: an incomplete run never exits 0.
         session.exitstatus = pytest.ExitCode.INTERRUPTED if e2e.interrupted else pytest.ExitCode.TESTS_FAILED
+    if e2e.all_skipped and session.exitstatus == pytest.ExitCode.OK:
+        # Nothing was checked: a run of skips is never green.
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     strat = e2e.strategy
     if is_xdist_controller(config) and e2e.has_run_dir:
         config.stash[_METRICS] = merge_worker_metrics(e2e.run_dir, e2e.outcomes, completion=e2e.completion())
@@ -306,7 +309,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus) -> None:
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
     e2e = E2ESession.of(config)
     strat = e2e.strategy
-    if strat is None and e2e.complete:
+    if strat is None and e2e.complete and not e2e.all_skipped:
         return
     tr = terminalreporter
     tr.section("helix-e2e phases")
@@ -319,6 +322,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     if not e2e.complete:
         tr.write_line(f"INCOMPLETE RUN: {len(e2e.not_run)} of {len(e2e.expected)} tests never ran"
                       + (" (interrupted)" if e2e.interrupted else ""), red=True)
+    if e2e.all_skipped:
+        tr.write_line(f"NOTHING CHECKED: all {len(e2e.expected)} selected streaming tests were skipped", red=True)
     if verdict is None:
         tr.write_line("all checks passed: nothing to triage", green=True)
     else:

@@ -179,6 +179,11 @@ class E2ESession:
         return [n for n in self.expected if n not in self.outcomes]
 
     @property
+    def all_skipped(self) -> bool:
+        """Every selected streaming test has an outcome and every one was a skip: nothing was checked."""
+        return bool(self.expected) and all(self.outcomes.get(n) == "skipped" for n in self.expected)
+
+    @property
     def complete(self) -> bool:
         return not self.interrupted and not self.not_run
 
