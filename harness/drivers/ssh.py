@@ -269,11 +269,26 @@ class SshDriver(CommandRunner, FileTransfer):
         start = time.monotonic()
         deadline = Deadline(timeout)
         try:
-            chan = self._transport().open_session(timeout=min(10.0, timeout))
-            chan.settimeout(0.2)
-            chan.exec_command(command)
+            chan = self._transport().open_session(timeout=max(0.1, min(10.0, deadline.remaining)))
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise CommandError(f"could not run `{shown}` over SSH: {exc}", command=shown, phase=phase) from None
+        chan.settimeout(0.2)
+        # paramiko waits for the reply to the exec request with no timeout of its own: a guest whose sshd stops
+        # answering after the connection (a frozen VM) would hang here for good. Closing the channel at the
+        # deadline ends that wait.
+        guard = threading.Timer(max(0.0, deadline.remaining), chan.close)
+        guard.daemon = True
+        guard.start()
+        try:
+            chan.exec_command(command)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            chan.close()
+            if deadline.expired:
+                raise CommandTimeout(f"`{shown}` was not started within {timeout:.0f}s: the guest's sshd stopped "
+                                     "answering", command=shown, phase=phase) from None
+            raise CommandError(f"could not run `{shown}` over SSH: {exc}", command=shown, phase=phase) from None
+        finally:
+            guard.cancel()
         out, err = bytearray(), bytearray()
         try:
             while True:
@@ -326,19 +341,40 @@ class SshDriver(CommandRunner, FileTransfer):
             return False
 
     # -- files -----------------------------------------------------------------------
-    def get(self, remote: str, local: str | os.PathLike[str], *, phase: str = PHASE) -> None:
-        try:
-            with self.client.open_sftp() as sftp:
-                sftp.get(remote, str(local))
-        except (OSError, paramiko.SSHException) as exc:
-            raise SshError(f"SFTP get {remote} failed: {exc}", phase=phase) from None
+    #: Seconds an SFTP transfer may take (the CLI's .h264 of a long stream is tens of MB over loopback).
+    SFTP_TIMEOUT = 120.0
 
-    def read_text(self, remote: str, *, phase: str = PHASE) -> str:
+    def _sftp(self, timeout: float) -> paramiko.SFTPClient:
+        """An SFTP session whose every wait is bounded: paramiko's subsystem request has no timeout of its own
+        (closing the channel at the deadline ends it), and each read waits at most ``timeout``."""
+        chan = self._transport().open_session(timeout=min(10.0, timeout))
+        guard = threading.Timer(timeout, chan.close)
+        guard.daemon = True
+        guard.start()
         try:
-            with self.client.open_sftp() as sftp, sftp.open(remote, "r") as fh:
+            chan.invoke_subsystem("sftp")
+        except BaseException:
+            chan.close()
+            raise
+        finally:
+            guard.cancel()
+        chan.settimeout(timeout)
+        return paramiko.SFTPClient(chan)
+
+    def get(self, remote: str, local: str | os.PathLike[str], *, phase: str = PHASE,
+            timeout: float = SFTP_TIMEOUT) -> None:
+        try:
+            with self._sftp(timeout) as sftp:
+                sftp.get(remote, str(local))
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            raise SshError(f"SFTP get {remote} failed: {exc or type(exc).__name__}", phase=phase) from None
+
+    def read_text(self, remote: str, *, phase: str = PHASE, timeout: float = SFTP_TIMEOUT) -> str:
+        try:
+            with self._sftp(timeout) as sftp, sftp.open(remote, "r") as fh:
                 return fh.read().decode("utf-8", "replace")
-        except (OSError, paramiko.SSHException) as exc:
-            raise SshError(f"cannot read {remote} in the guest: {exc}", phase=phase) from None
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            raise SshError(f"cannot read {remote} in the guest: {exc or type(exc).__name__}", phase=phase) from None
 
     # -- tunnels ---------------------------------------------------------------------
     def forward(self, remote_port: int, remote_host: str = "127.0.0.1") -> LocalForward:
