@@ -11,7 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import shlex
+import threading
+import weakref
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import docker
 from docker.transport.sshconn import SSHHTTPAdapter
@@ -76,6 +79,50 @@ class ContainerState:
         return out
 
 
+class _TrackedSsh:
+    """What docker-py sees as its SSH client: our connection, with every channel docker-py opens on it
+    remembered. paramiko waits for the reply to ``exec docker system dial-stdio`` with no timeout, so a guest
+    that stops answering would hang a docker call for good; closing these channels ends every such wait.
+    docker-py closes "its" client when it is done: ours belongs to SshDriver and stays open."""
+
+    def __init__(self, client, open_timeout: float) -> None:
+        self._client = client
+        self.open_timeout = open_timeout
+        self.channels: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+    def get_transport(self):
+        transport = self._client.get_transport() if self._client is not None else None
+        return None if transport is None else _TrackedTransport(transport, self)
+
+    def connect(self, **_: Any) -> None:  # docker-py reconnects a client whose transport is gone
+        raise DockerDriverError("the SSH connection to the guest is closed", phase="stack")
+
+    def close(self) -> None:
+        pass
+
+    def close_channels(self) -> None:
+        for channel in list(self.channels):
+            try:
+                channel.close()
+            except Exception:  # noqa: BLE001 - already closed
+                pass
+
+
+class _TrackedTransport:
+    def __init__(self, transport, owner: _TrackedSsh) -> None:
+        self._transport = transport
+        self._owner = owner
+
+    def open_session(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("timeout", self._owner.open_timeout)  # paramiko's own default is an hour
+        channel = self._transport.open_session(*args, **kwargs)
+        self._owner.channels.add(channel)
+        return channel
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 def _docker_client_over(ssh_client) -> docker.DockerClient:
     """A DockerClient whose connections are `docker system dial-stdio` channels on ``ssh_client``."""
     api = docker.APIClient(base_url="ssh://guest", version=API_VERSION, use_ssh_client=True, timeout=30)
@@ -133,34 +180,63 @@ def container_logs(client: docker.DockerClient, name: str, since: float | None =
 
 
 class DockerDriver:
-    def __init__(self, ssh_client, runner: CommandRunner, guest: GuestConfig) -> None:
+    #: Seconds a call to the guest's engine may take before its channels are closed (the guest stopped answering).
+    CALL_TIMEOUT = 60.0
+
+    def __init__(self, ssh_client, runner: CommandRunner, guest: GuestConfig, *, call_timeout: float = CALL_TIMEOUT
+                 ) -> None:
         self.guest = guest
         self.runner = runner
-        self.client = _docker_client_over(ssh_client)
+        self.call_timeout = call_timeout
+        # A channel that cannot even open ends just after the call's own deadline (the timer cannot reach it).
+        self._ssh = _TrackedSsh(ssh_client, open_timeout=call_timeout + 1.0)
+        self.client = _docker_client_over(self._ssh)
 
     def close(self) -> None:
         """Close docker-py's channels (each a `docker system dial-stdio` in the guest), not our SSH
-        connection: docker-py's SSH adapter would close the client it was handed along with them."""
-        for adapter in self.client.api.adapters.values():
-            if isinstance(adapter, SSHHTTPAdapter):
-                adapter.ssh_client = None
+        connection (the client docker-py was handed never closes the real one)."""
         try:
             self.client.api.close()
         except Exception:  # noqa: BLE001 - closing twice is fine
             pass
+        self._ssh.close_channels()
+
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, phase: str = "desktop") -> Any:
+        """``fn(client, *args)``, ended at :attr:`call_timeout` by closing docker-py's channels."""
+        fired = threading.Event()
+
+        def give_up() -> None:
+            fired.set()
+            self._ssh.close_channels()
+
+        timer = threading.Timer(self.call_timeout, give_up)
+        timer.daemon = True
+        timer.start()
+        try:
+            return fn(self.client, *args)
+        except Exception as exc:
+            if fired.is_set():
+                raise DockerDriverError(f"{what}: the guest's Docker engine did not answer within "
+                                        f"{self.call_timeout:.0f}s over SSH", phase=phase,
+                                        hint="is the VM frozen or out of memory? read QEMU's log") from None
+            if isinstance(exc, HarnessError):
+                raise
+            raise DockerDriverError(f"{what}: {type(exc).__name__}: {exc}", phase=phase) from None
+        finally:
+            timer.cancel()
 
     # -- the guest's own engine (sandbox container) ----------------------------------
     def ping(self) -> bool:
-        return engine_ping(self.client)
+        return self._call("docker ping", engine_ping, phase="stack")
 
     def find_service_container(self, service: str) -> str:
-        return find_service_container(self.client, service)
+        return self._call(f"finding the {service} container", find_service_container, service, phase="stack")
 
     def state(self, name: str) -> ContainerState:
-        return container_state(self.client, name)
+        return self._call(f"inspecting {name}", container_state, name)
 
     def logs(self, name: str, since: float | None = None) -> str:
-        return container_logs(self.client, name, since)
+        return self._call(f"reading the logs of {name}", container_logs, name, since)
 
     # -- the desktop container, inside the sandbox -----------------------------------
     def _in_sandbox(self, docker_args: str, *, timeout: float, check: bool = True):

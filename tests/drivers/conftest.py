@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import signal
 import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import psutil
 import pytest
 
 from harness.config import TargetConfig, load_target
@@ -97,6 +100,32 @@ class Rig:
         driver = DockerDriver(self.ssh.client, self.ssh, self.guest)
         self._closers.append(driver.close)
         return driver
+
+    @contextlib.contextmanager
+    def guest_frozen(self, driver: SshDriver) -> Iterator[None]:
+        """The guest's sshd processes serving ``driver``'s connection (the one holding its socket, and its
+        children) are stopped (SIGSTOP) in the block: a VM frozen after the connection was made."""
+        local_port = driver.client.get_transport().sock.getsockname()[1]
+        frozen: list[psutil.Process] = []
+        for proc in psutil.process_iter():
+            try:
+                conns = proc.net_connections(kind="tcp") if hasattr(proc, "net_connections") else proc.connections("tcp")
+            except psutil.Error:
+                continue
+            if proc.pid != os.getpid() and any(c.raddr and c.raddr.port == local_port for c in conns):
+                frozen = [proc, *proc.children(recursive=True)]
+                break
+        assert frozen, f"no process serves local port {local_port}"
+        for proc in frozen:
+            proc.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for proc in frozen:
+                try:
+                    proc.send_signal(signal.SIGCONT)
+                except psutil.Error:
+                    pass
 
     # -- layers, each reached once ----------------------------------------------------
     def boot(self) -> "Rig":

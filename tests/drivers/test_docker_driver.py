@@ -11,6 +11,7 @@ leaves our SSH connection open.
 from __future__ import annotations
 
 import math
+import time
 from datetime import datetime
 
 import pytest
@@ -94,3 +95,26 @@ def test_close_keeps_our_ssh_connection(rig) -> None:
     docker.close()
     assert rig.ssh.connected and rig.ssh.ping()
     assert rig.docker.ping()  # and another DockerDriver on it still works
+
+
+def test_a_guest_that_stops_answering_never_hangs_a_docker_call(rig) -> None:
+    """docker-py's SSH channels wait for their exec reply with no timeout: the driver ends a call at its own
+    deadline, with an error naming it, and its SSH connection is the SshDriver's, untouched."""
+    from harness.drivers.docker import DockerDriver
+
+    rig.stack_up()
+    ssh = rig.ssh_driver()
+    ssh.connect(20)
+    driver = DockerDriver(ssh.client, ssh, rig.guest, call_timeout=1.5)
+    try:
+        assert driver.ping()
+        driver.close()  # a fresh channel for the next call, opened while the guest is frozen
+        with rig.guest_frozen(ssh):
+            started = time.monotonic()
+            with pytest.raises(DockerDriverError) as err:
+                driver.ping()
+            assert time.monotonic() - started < 6
+            assert "did not answer within 2s" in err.value.message and err.value.phase == "stack"
+        assert ssh.ping()  # the SSH connection itself survived
+    finally:
+        driver.close()

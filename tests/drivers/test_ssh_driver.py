@@ -197,33 +197,13 @@ def test_refused_and_no_banner_time_out_saying_which(make_rig, fault, cause) -> 
     assert waits and waits[0].startswith("attempt 1: ")
 
 
-def _server_side(driver) -> list:
-    """The guest's sshd processes serving ``driver``'s connection (the one holding its socket, and its children)."""
-    import psutil
-
-    local_port = driver.client.get_transport().sock.getsockname()[1]
-    for proc in psutil.process_iter(["name"]):
-        try:
-            conns = proc.net_connections(kind="tcp") if hasattr(proc, "net_connections") else proc.connections("tcp")
-        except psutil.Error:
-            continue
-        if any(c.raddr and c.raddr.port == local_port for c in conns) and proc.pid != os.getpid():
-            return [proc, *proc.children(recursive=True)]
-    raise AssertionError(f"no process serves local port {local_port}")
-
-
 def test_a_guest_sshd_that_stops_answering_never_hangs_a_command(rig) -> None:
     """A frozen VM after the connection (QEMU stopped, the deadlock): paramiko's exec and SFTP requests have no
     timeout of their own, so ``run``, ``ping``, ``get`` and ``read_text`` must each end at their own deadline."""
-    import signal
-
     driver = rig.ssh_driver()
     driver.connect(20)
     assert driver.ping()
-    frozen = _server_side(driver)
-    for proc in frozen:
-        proc.send_signal(signal.SIGSTOP)
-    try:
+    with rig.guest_frozen(driver):
         started = time.monotonic()
         with pytest.raises(CommandError) as err:
             driver.run("echo never", timeout=1.5, phase="ssh")
@@ -237,9 +217,3 @@ def test_a_guest_sshd_that_stops_answering_never_hangs_a_command(rig) -> None:
         with pytest.raises(SshError):
             driver.get("/etc/hostname", str(rig.workdir / "never"), timeout=1.5)
         assert time.monotonic() - started < 8
-    finally:
-        for proc in frozen:
-            try:
-                proc.send_signal(signal.SIGCONT)
-            except Exception:  # noqa: BLE001 - gone already
-                pass
