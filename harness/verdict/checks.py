@@ -248,12 +248,13 @@ def stream_errors(run) -> Finding:
                      [f"decode_errors={c.get('decode_errors')}"])
     stalls = (cap.timing or {}).get("stalls")
     if stalls:
-        return _fail(name, f"arrival stalls {_spans(stalls)}", "stall", [_spans(stalls[i:i + 1]) for i in range(min(5, len(stalls)))])
+        return _fail(name, f"arrival stalls {_spans(stalls)}", "stall",
+                     [f"no frame arrived {_spans([s])}" for s in stalls[:5]])
     if c.get("freezes"):
         # Blamed on the stream: what the viewer got froze; the desktop's own logs say why, if they can.
         freezes = c["freezes"]
         return _fail(name, f"content froze {_spans(freezes)}", "frozen",
-                     [_spans(freezes[i:i + 1]) for i in range(min(5, len(freezes)))],
+                     [f"the picture froze {_spans([f])}" for f in freezes[:5]],
                      "frames kept arriving with identical content: the compositor or app stopped rendering "
                      "(check the desktop's pipeline and vkcube)")
     if c.get("black_frames"):
