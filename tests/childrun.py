@@ -349,6 +349,13 @@ class ChildPytest:
     def wait_for_output(self, needle: str, *, timeout: float) -> None:
         self.wait_until(lambda: needle in self.text, timeout=timeout, what=f"{needle!r} in the child's output")
 
+    def wait_mid_stream(self) -> None:
+        """Until the stream phase runs and the capture has recorded frames (mid-stream)."""
+        self.wait_for_output("⏳ stream:", timeout=CASE_TIMEOUT)
+        rec = self.latest / "stream.hxwsrec"
+        self.wait_until(lambda: rec.exists() and rec.stat().st_size > 20_000, timeout=20,
+                        what="recorded frames in stream.hxwsrec")
+
     def send_sigint(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGINT)

@@ -14,12 +14,11 @@ import psutil
 import pytest
 
 from childrun import CASE_TIMEOUT, ChildPytest
-from helix_sim.host.real_qemu import find_qemu
+from harness.runs.provision import real_qemu_missing
 
 pytestmark = [
     pytest.mark.timeout(CASE_TIMEOUT + 30),
-    pytest.mark.skipif(find_qemu() is None, reason="no qemu-system-aarch64 on this host: install Debian's "
-                       "qemu-system-arm (`make debs`) to run the Helix.app simulator"),
+    pytest.mark.skipif(real_qemu_missing() is not None, reason=str(real_qemu_missing())),
 ]
 
 ARGS = ["--sim-provider", "helix-app"]
@@ -41,10 +40,7 @@ def _real_qemus(run: ChildPytest) -> list[int]:
 
 def _during_the_stream(run: ChildPytest) -> int:
     """Once the capture recorded frames: the one real QEMU that runs (its PID)."""
-    run.wait_for_output("⏳ stream:", timeout=CASE_TIMEOUT)
-    rec = run.latest / "stream.hxwsrec"
-    run.wait_until(lambda: rec.exists() and rec.stat().st_size > 20_000, timeout=20,
-                   what="recorded frames in stream.hxwsrec")
+    run.wait_mid_stream()
     running = [pid for pid in _real_qemus(run) if _alive(pid)]
     assert len(running) == 1, (running, run.tail())
     return running[0]

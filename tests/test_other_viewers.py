@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from childrun import REPO, child_env, outcomes, pytest_argv, read_junit
+from harness.deadline import poll_until
 from harness.protocols import stream as sp
 
 EXE = Path(sys.executable).parent / "helix-e2e"
@@ -101,16 +102,6 @@ def _start(viewer: Viewer, url: str, token: str, init: sp.Init, *, stay_s: float
     return thread
 
 
-def _poll(check, *, timeout: float, what: str):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
 def _sessions(api_url: str, token: str) -> list[dict]:
     """The sessions the API lists ([] while the stack is not up yet)."""
     req = urllib.request.Request(f"{api_url}/api/v1/sessions", headers={"Authorization": f"Bearer {token}"})
@@ -134,7 +125,8 @@ def test_other_viewers_leave_the_suite_green(tmp_path):
             pytest_argv("--target", info["target_file"], "-q", report_dir=tmp_path / "r",
                         stream_duration=SUITE_STREAM_S),
             cwd=REPO, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        session = _poll(lambda: _sessions(api, token), timeout=120, what="the suite's session")[0]["session_id"]
+        session = poll_until(lambda: _sessions(api, token) or None, timeout=120, interval=0.1, max_interval=0.2,
+                             what="the suite's session")[0]["session_id"]
         url = api.replace("http", "ws", 1) + f"/api/v1/external-agents/{session}/ws/stream"
 
         def init(unique: str) -> sp.Init:
@@ -144,12 +136,13 @@ def test_other_viewers_leave_the_suite_green(tmp_path):
         # C stays until the suite's capture has ended (the session's stop ends its socket).
         c = Viewer("C")
         threads.append(_start(c, url, token, init("viewer-c"), until=stop_c))
-        _poll(lambda: (c.self_id is not None and c.frames > 0) or c.done.is_set(), timeout=60,
-              what="viewer C's first frame")
+        poll_until(lambda: (c.self_id is not None and c.frames > 0) or c.done.is_set(), timeout=60,
+                   interval=0.1, max_interval=0.2, what="viewer C's first frame")
         assert not c.done.is_set(), f"viewer C ended before its first frame: {c.error or 'the server closed it'}"
         # Wait for the suite's own viewers (its capture and the CLI's stream) to join, then B joins, watches a
         # second and leaves while they stream.
-        _poll(lambda: len(set(c.joined) - {c.self_id}) >= 2, timeout=60, what="the suite's two viewers joining")
+        poll_until(lambda: len(set(c.joined) - {c.self_id}) >= 2, timeout=60, interval=0.1, max_interval=0.2,
+                   what="the suite's two viewers joining")
         b = Viewer("B")
         threads.append(_start(b, url, token, init("viewer-b"), stay_s=1.0))
         assert b.done.wait(30), "viewer B never finished"

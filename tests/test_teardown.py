@@ -112,17 +112,9 @@ def _interrupted(run: ChildPytest) -> list[str]:
     return leftovers
 
 
-def _streaming(run: ChildPytest) -> None:
-    """Mid-stream: the stream phase started and the capture has recorded frames."""
-    run.wait_for_output("⏳ stream:", timeout=CASE_TIMEOUT)
-    rec = run.latest / "stream.hxwsrec"
-    run.wait_until(lambda: rec.exists() and rec.stat().st_size > 20_000, timeout=20,
-                   what="recorded frames in stream.hxwsrec")
-
-
 def test_after_sigint_mid_stream(tmp_path: Path) -> None:
     with ChildPytest(tmp_path, []) as run:
-        _streaming(run)
+        run.wait_mid_stream()
         run.send_sigint()
         leftovers = _interrupted(run)
     assert "stream failed" in run.text and TEARDOWN_DONE in run.text, run.tail()
@@ -153,7 +145,7 @@ def test_after_sigint_while_a_guest_command_runs(tmp_path: Path) -> None:
 def test_after_a_second_sigint_during_teardown(tmp_path: Path) -> None:
     # An impatient second Ctrl-C while the teardown runs must not abandon it halfway.
     with ChildPytest(tmp_path, []) as run:
-        _streaming(run)
+        run.wait_mid_stream()
         run.send_sigint()
         run.wait_for_output("⏳ stack_down:", timeout=CASE_TIMEOUT)
         run.send_sigint()
