@@ -21,7 +21,7 @@ from ..record import RunRecord, StreamRecord
 from ..redact import install_logging_filter, redact
 from ..report.metrics import provenance
 from ..runs.preflight import preflight_error, run_preflight
-from ..runs.provision import SimLaunchError, launch_sim, real_qemu_missing, validate_faults
+from ..runs.provision import launch_sim, validate_faults
 from ..strategy import Status, Strategy
 from .interrupts import sigint_deferred
 from .session import E2ESession, worker_id
@@ -157,10 +157,6 @@ def target(request: pytest.FixtureRequest) -> TargetConfig:
                          ("provider", "e2e_sim_provider")):
             if config.getoption(opt) is not None:
                 settings[key] = config.getoption(opt)
-        if settings.get("provider") == "helix-app":
-            missing = real_qemu_missing()
-            if missing:  # asked for and impossible: every test errors with why (never a green run of skips)
-                raise SimLaunchError(missing, hint="or run the UTM simulator (--sim-provider utm)")
         with session.timeline.phase("sim", "the embedded simulator to start"):
             sim = launch_sim(settings, faults, timeout=60)
         session.sim = sim

@@ -169,8 +169,13 @@ def sim_argv(settings: Mapping[str, Any], faults: list[str]) -> list[str]:
 def launch_sim(settings: Mapping[str, Any], faults: Iterable[str] = (), *, timeout: float = 60.0,
                root: Path | None = None) -> SimProcess:
     """Start ``python -m helix_sim up`` with a target's ``[sim]`` settings (their ``faults`` key joins
-    ``faults``) as an owned child, and return once it printed its info line."""
+    ``faults``) as an owned child, and return once it printed its info line. A Helix.app simulator on a
+    host with no real QEMU is refused at once, saying why (a caller's tests then error, never skip)."""
     faults = sorted(set(validate_faults(list(faults))) | validate_faults(settings.get("faults") or []))
+    if settings.get("provider") == "helix-app":
+        missing = real_qemu_missing()
+        if missing:
+            raise SimLaunchError(missing, hint="or run the UTM simulator (--sim-provider utm)")
     tmp = None
     if root is None:
         tmp = tempfile.TemporaryDirectory(prefix="helix-e2e-sim-")

@@ -27,9 +27,9 @@ from harness.config import MIN_MEASURED_S, StreamConfig
 from harness.errors import ConfigError
 from childrun import child_env, pytest_argv
 from harness.redact import redact
+from harness.runs.provision import real_qemu_missing
 from harness.runs.runner import run_once
 from helix_sim.config import FAULTS, HELIX_APP_FAULTS
-from helix_sim.host.real_qemu import find_qemu
 from harness.verdict.checks import from_error
 from harness.verdict.triage import TRANSIENT_CAUSES
 
@@ -92,8 +92,7 @@ RUN_OPTIONS: dict[str, dict] = {
     **{fault: {"target": {"provider": "helix-app"}} for fault in HELIX_APP_FAULTS},
 }
 #: Why the Helix.app faults cannot run here (None: they can).
-NO_QEMU = None if find_qemu() else ("the Helix.app simulator runs a real qemu-system-aarch64 and this host has "
-                                    "none: install Debian's qemu-system-arm (`make debs`)")
+NO_QEMU = real_qemu_missing()
 
 #: Rough seconds per run on a 2-core host, only to start the longest first.
 COST = {
