@@ -17,6 +17,7 @@ from ..causes import CAUSES, LAYERS, cause as cause_row, phase_cause
 from ..errors import CommandError, HarnessError, cause_of
 from ..protocols import h264
 from ..protocols.errors import RemoteProtocolError
+from ..report.measures import spans
 
 __all__ = ["Finding", "LAYERS", "vm_boot", "desktop_container", "vkcube", "fps_in_band", "stream_errors",
            "resource_ids", "qemu_rejects_zero", "no_crash", "crash_reports", "cli_agrees", "sessions_stable",
@@ -217,15 +218,6 @@ def fps_in_band(run, target) -> Finding:
     return _ok(name, f"{fps:.1f} fps")
 
 
-def _spans(items: list) -> str:
-    """Stalls or freezes in words: ``at 0.81 s for 3.00 s; at 5.10 s for 0.40 s``."""
-    def one(i) -> str:
-        if isinstance(i, dict) and isinstance(i.get("start_s"), (int, float)) and isinstance(i.get("duration_s"), (int, float)):
-            return f"at {i['start_s']:.2f} s for {i['duration_s']:.2f} s"
-        return str(i)
-    return "; ".join(one(i) for i in items[:5]) + (f"; and {len(items) - 5} more" if len(items) > 5 else "")
-
-
 @_recorded
 def stream_errors(run) -> Finding:
     name = "stream_has_no_errors"
@@ -248,13 +240,13 @@ def stream_errors(run) -> Finding:
                      [f"decode_errors={c.get('decode_errors')}"])
     stalls = (cap.timing or {}).get("stalls")
     if stalls:
-        return _fail(name, f"arrival stalls {_spans(stalls)}", "stall",
-                     [f"no frame arrived {_spans([s])}" for s in stalls[:5]])
+        return _fail(name, f"arrival stalls {spans(stalls)}", "stall",
+                     [f"no frame arrived {spans([s])}" for s in stalls[:5]])
     if c.get("freezes"):
         # Blamed on the stream: what the viewer got froze; the desktop's own logs say why, if they can.
         freezes = c["freezes"]
-        return _fail(name, f"content froze {_spans(freezes)}", "frozen",
-                     [f"the picture froze {_spans([f])}" for f in freezes[:5]],
+        return _fail(name, f"content froze {spans(freezes)}", "frozen",
+                     [f"the picture froze {spans([f])}" for f in freezes[:5]],
                      "frames kept arriving with identical content: the compositor or app stopped rendering "
                      "(check the desktop's pipeline and vkcube)")
     if c.get("black_frames"):
