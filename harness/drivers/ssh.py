@@ -8,7 +8,9 @@ import select
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import paramiko
 
@@ -273,22 +275,15 @@ class SshDriver(CommandRunner, FileTransfer):
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise CommandError(f"could not run `{shown}` over SSH: {exc}", command=shown, phase=phase) from None
         chan.settimeout(0.2)
-        # paramiko waits for the reply to the exec request with no timeout of its own: a guest whose sshd stops
-        # answering after the connection (a frozen VM) would hang here for good. Closing the channel at the
-        # deadline ends that wait.
-        guard = threading.Timer(max(0.0, deadline.remaining), chan.close)
-        guard.daemon = True
-        guard.start()
-        try:
-            chan.exec_command(command)
+        try:  # a guest whose sshd stops answering after the connection (a frozen VM) would hang here for good
+            with _closed_at(chan, deadline.remaining):
+                chan.exec_command(command)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             chan.close()
             if deadline.expired:
                 raise CommandTimeout(f"`{shown}` was not started within {timeout:.0f}s: the guest's sshd stopped "
                                      "answering", command=shown, phase=phase) from None
             raise CommandError(f"could not run `{shown}` over SSH: {exc}", command=shown, phase=phase) from None
-        finally:
-            guard.cancel()
         out, err = bytearray(), bytearray()
         try:
             while True:
@@ -348,16 +343,12 @@ class SshDriver(CommandRunner, FileTransfer):
         """An SFTP session whose every wait is bounded: paramiko's subsystem request has no timeout of its own
         (closing the channel at the deadline ends it), and each read waits at most ``timeout``."""
         chan = self._transport().open_session(timeout=min(10.0, timeout))
-        guard = threading.Timer(timeout, chan.close)
-        guard.daemon = True
-        guard.start()
         try:
-            chan.invoke_subsystem("sftp")
+            with _closed_at(chan, timeout):
+                chan.invoke_subsystem("sftp")
         except BaseException:
             chan.close()
             raise
-        finally:
-            guard.cancel()
         chan.settimeout(timeout)
         return paramiko.SFTPClient(chan)
 
@@ -381,6 +372,19 @@ class SshDriver(CommandRunner, FileTransfer):
         fwd = LocalForward(self._transport(), remote_host, remote_port)
         self.forwards.append(fwd)
         return fwd
+
+
+@contextmanager
+def _closed_at(chan: paramiko.Channel, seconds: float) -> Iterator[None]:
+    """Close ``chan`` if the block still runs after ``seconds``: paramiko waits for the reply to a channel
+    request (exec, subsystem) with no timeout of its own, and closing the channel ends that wait."""
+    guard = threading.Timer(max(0.0, seconds), chan.close)
+    guard.daemon = True
+    guard.start()
+    try:
+        yield
+    finally:
+        guard.cancel()
 
 
 def _tail(text: str, limit: int = 600) -> str:
