@@ -116,6 +116,17 @@ def target_for_doctor(path: str | None = None, *, env: Mapping[str, str] | None 
 
 
 # -- the doctor --------------------------------------------------------------------------------------------
+def _finish(add, checks: list[Check], target: TargetConfig, *, usercreds, reports_dir) -> DoctorReport:
+    """The checks every provider ends with (credentials and the host's room), then the report."""
+    add("ssh_key", lambda: check_ssh_key(target))
+    add("known_hosts", lambda: check_known_hosts(target))
+    add("usercreds", lambda: check_usercreds(usercreds))
+    add("disk", lambda: check_disk(reports_dir))
+    add("memory", lambda: check_memory())
+    where = f" ({target.source})" if target.source else ""
+    return DoctorReport(checks=checks, target=f"{target.name}{where}")
+
+
 def _adder(checks: list[Check]) -> Callable[[str, Callable[[], Check]], Check]:
     """``add(name, fn)``: run one check guarded, log it, append it to ``checks`` and return it."""
     def add(name: str, fn: Callable[[], Check]) -> Check:
@@ -183,13 +194,7 @@ def run_doctor(
         fe = target.frame_export
         add("frame_export_port", lambda: check_frame_export_port(fe.host, fe.port, vm_status=vm_status,
                                                                  sim=target.is_sim))
-    add("ssh_key", lambda: check_ssh_key(target))
-    add("known_hosts", lambda: check_known_hosts(target))
-    add("usercreds", lambda: check_usercreds(usercreds))
-    add("disk", lambda: check_disk(reports_dir))
-    add("memory", lambda: check_memory())
-    where = f" ({target.source})" if target.source else ""
-    return DoctorReport(checks=checks, target=f"{target.name}{where}")
+    return _finish(add, checks, target, usercreds=usercreds, reports_dir=reports_dir)
 
 
 def _run_helix_app_doctor(target: TargetConfig, *, qemu_binary, qemu_source, expect_version, usercreds, reports_dir,
@@ -216,10 +221,4 @@ def _run_helix_app_doctor(target: TargetConfig, *, qemu_binary, qemu_source, exp
     add("helix_app_running", lambda: check_helix_app_running(target))
     add("helix_app_ports", lambda: check_helix_app_ports(target))
     add("hvf", lambda: check_hvf(system=system, sim=target.is_sim))
-    add("ssh_key", lambda: check_ssh_key(target))
-    add("known_hosts", lambda: check_known_hosts(target))
-    add("usercreds", lambda: check_usercreds(usercreds))
-    add("disk", lambda: check_disk(reports_dir))
-    add("memory", lambda: check_memory())
-    where = f" ({target.source})" if target.source else ""
-    return DoctorReport(checks=checks, target=f"{target.name}{where}")
+    return _finish(add, checks, target, usercreds=usercreds, reports_dir=reports_dir)
