@@ -62,3 +62,16 @@ def test_a_run_where_every_test_skipped_is_not_green(tmp_path):
     assert run.returncode == 1, run.tail()
     assert {c.outcome for c in run.junit()} == {"skipped"} and len(run.junit()) == 9, run.tail()
     assert "NOTHING CHECKED: all 9 selected streaming tests were skipped" in run.output, run.tail()
+
+
+def test_a_failed_preflight_fails_the_run_with_the_doctors_finding(tmp_path):
+    """A doctor check that fails (here QEMU's dylibs point into a build sysroot) errors every test with its
+    finding and exits non-zero: the suite is never skipped into a green run."""
+    run = run_suite(tmp_path, "--sim-fault", "sysroot_paths", timeout=120)
+    assert run.returncode == 1, run.tail()
+    cases = run.junit()
+    assert len(cases) == 9 and {c.outcome for c in cases} == {"error"}, run.tail()
+    assert all("dylib_paths" in c.message for c in cases), cases[0].message
+    metrics = run.metrics()
+    assert metrics["triage"]["cause"] == "qemu_dylib_paths", metrics["triage"]
+    assert set(metrics["tests"].values()) == {"failed"}  # none passed, none skipped
