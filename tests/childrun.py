@@ -166,6 +166,8 @@ def run_pytest(*args: str, suite: str | None = "streaming", report_dir: str | os
 class Seen:
     pid: int
     create_time: float
+    #: Every command line the process had, joined by " ⟶ ": a process first seen between fork and exec
+    #: (``sshd: root@notty``, a launcher script) shows its real command only later.
     cmdline: str
 
 
@@ -273,10 +275,13 @@ class ChildPytest:
         for p in procs:
             try:
                 key = (p.pid, p.create_time())
-                if key not in self.seen:
-                    seen = Seen(p.pid, key[1], " ".join(p.cmdline()))
-                    with self._lock:
-                        self.seen[key] = seen
+                cmdline = " ".join(p.cmdline())
+                with self._lock:
+                    seen = self.seen.get(key)
+                    if seen is None:
+                        self.seen[key] = Seen(p.pid, key[1], cmdline)
+                    elif cmdline and not seen.cmdline.endswith(cmdline):  # exec'd since: keep both
+                        seen.cmdline = f"{seen.cmdline} ⟶ {cmdline}" if seen.cmdline else cmdline
                 if ports:
                     for conn in _net_connections(p):
                         if conn.status == psutil.CONN_LISTEN and conn.laddr:
